@@ -1,0 +1,87 @@
+"""Command-line flags shared by app.py and `python -m chat …`, and what they build.
+
+One place defines the model and sampling flags, so the web app, the terminal chat, the
+prompt renderer and the trainer accept the same words with the same meaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from .formats import FORMATS
+from .loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions
+from .settings import GenerationSettings
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="hub id (Qwen/Qwen2.5-7B-Instruct), local folder or .gguf file; "
+                       "default: the embedded SmolLM2-135M-Instruct (with --backend openai: the served model's name)")
+    group.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none", help="load weights in 8 or 4 bit with bitsandbytes")
+    group.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weight dtype (auto: bfloat16/float16 on GPU, float32 on CPU)")
+    group.add_argument("--device-map", metavar="MAP", help="'auto' shards the model over all visible GPUs, offloading the rest to CPU")
+    group.add_argument("--max-memory", metavar="LIMITS", help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    group.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with the model (only for models you trust)")
+    group.add_argument("--cache-dir", help="where hub downloads and converted GGUF models are kept (default: HF_HOME and the user cache)")
+    group.add_argument("--format", choices=FORMATS, default="auto", help="prompt format: the tokenizer's chat template, or a plain transcript for base models")
+    group.add_argument("--user-name", default="User", help="the user's name in transcript mode")
+    group.add_argument("--bot-name", default="Assistant", help="the model's name in transcript mode")
+    group.add_argument("--skills", metavar="PATH", help="skills file (default: the app's skills.yaml)")
+    group.add_argument("--instructions", metavar="TEXT_OR_FILE", help="system instructions, as text or a file")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = GenerationSettings()
+    group = parser.add_argument_group("sampling defaults")
+    group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy; higher = more varied (default %(default)s)")
+    group.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus sampling mass (default %(default)s)")
+    group.add_argument("--top-k", type=int, default=defaults.top_k, help="sample from at most this many tokens; 0 = all (default %(default)s)")
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="answer length limit (default %(default)s)")
+    group.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, help="1 = off (default %(default)s)")
+    group.add_argument("--no-repeat-ngram-size", type=int, default=defaults.no_repeat_ngram_size, help="forbid repeating n-grams of this size; 0 = off")
+    group.add_argument("--num-beams", type=int, default=defaults.num_beams, help="beam search width; >1 shows the answer when it is complete")
+    group.add_argument("--seed", type=int, default=None, help="fixed random seed for reproducible sampling")
+
+
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    return LoadOptions(
+        model=args.model, quantize=args.quantize, dtype=args.dtype, device_map=args.device_map,
+        max_memory=args.max_memory, trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        num_beams=args.num_beams, seed=args.seed,
+    )
+
+
+def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Any:
+    """The backend the flags ask for: a local transformers model (or, later, a remote server)."""
+    if getattr(args, "backend", "local") == "openai":
+        from .remote import RemoteEngine
+
+        return RemoteEngine.from_args(args)
+    from .engine import LocalEngine
+    from .formats import choose_format
+    from .loader import load_model
+
+    loaded = load_model(load_options(args), say)
+    say(f"Model: {loaded.name} on {loaded.device}")
+    return LocalEngine(loaded, choose_format(loaded.tokenizer, args.format, args.user_name, args.bot_name))
+
+
+def build_skills(args: argparse.Namespace):
+    from .skills import DEFAULT_SKILLS_PATH, load_skills
+
+    return load_skills(args.skills or DEFAULT_SKILLS_PATH)
+
+
+def build_instructions(args: argparse.Namespace, engine: Any) -> str:
+    from .instructions import default_instructions, read_instructions
+
+    given = read_instructions(args.instructions)
+    return given if given is not None else default_instructions(engine.format)

@@ -1,0 +1,96 @@
+"""Fitting a conversation into the model's context window.
+
+When instructions + history + the new message + room for the answer don't fit, the oldest
+exchanges go first. The instructions and the current message always stay; a current message
+that alone is too long is cut, and the caller is told what happened so the user can be too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import ChatError
+from .formats import Messages, Prompt
+
+# Never plan an answer room larger than this share of the context: a 32k max_new_tokens on
+# a 2k model would otherwise leave no room for the question.
+MAX_ANSWER_SHARE = 0.5
+TRIM_NOTICE = "\n[… message trimmed to fit the model's context]"
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    prompt: Prompt
+    messages: Messages  # what was actually sent
+    dropped_messages: int  # older history messages left out
+    message_trimmed: bool  # the current message itself was cut
+    max_new_tokens: int  # answer room actually left
+
+    @property
+    def notice(self) -> str | None:
+        """A sentence for the user when something was left out, else None."""
+        parts = []
+        if self.dropped_messages:
+            parts.append(f"the {self.dropped_messages} oldest messages were left out to fit the model's context")
+        if self.message_trimmed:
+            parts.append("your message was too long for the model's context and was cut short")
+        return ("Note: " + "; ".join(parts) + ".") if parts else None
+
+
+def fit_to_context(
+    messages: Messages,
+    encode: Callable[[Messages], Prompt],
+    tokenize: Callable[[str], list[int]],
+    detokenize: Callable[[list[int]], str],
+    context_window: int,
+    max_new_tokens: int,
+) -> FittedPrompt:
+    """Drops oldest history, then trims the last message, until the prompt fits.
+
+    `messages` is [optional system] + history + the current user message (last).
+    """
+    answer_room = max(1, min(max_new_tokens, int(context_window * MAX_ANSWER_SHARE)))
+    budget = context_window - answer_room
+    system, history, current = _split(messages)
+    dropped = 0
+    while True:
+        candidate = system + history + [current]
+        prompt = encode(candidate)
+        if len(prompt.ids) <= budget or not history:
+            break
+        cut = _oldest_exchange_size(history)
+        history, dropped = history[cut:], dropped + cut
+    trimmed = False
+    if len(prompt.ids) > budget:
+        current = _trim_message(current, len(prompt.ids) - budget, tokenize, detokenize)
+        candidate = system + [current]
+        prompt = encode(candidate)
+        trimmed = True
+        if len(prompt.ids) > budget:
+            raise ChatError(
+                f"the instructions alone take {len(prompt.ids)} tokens of this model's "
+                f"{context_window}-token context: shorten them"
+            )
+    room = min(max_new_tokens, context_window - len(prompt.ids))
+    return FittedPrompt(prompt, candidate, dropped, trimmed, room)
+
+
+def _split(messages: Messages) -> tuple[Messages, Messages, dict[str, Any]]:
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    return system, list(messages[len(system) : -1]), messages[-1]
+
+
+def _oldest_exchange_size(history: Messages) -> int:
+    """A user message and the answers that follow it go together."""
+    size = 1
+    while size < len(history) and history[size]["role"] != "user":
+        size += 1
+    return size
+
+
+def _trim_message(message: dict[str, Any], excess: int, tokenize, detokenize) -> dict[str, Any]:
+    ids = tokenize(message["content"])
+    notice_cost = len(tokenize(TRIM_NOTICE))
+    keep = max(0, len(ids) - excess - notice_cost)
+    return {**message, "content": detokenize(ids[:keep]) + TRIM_NOTICE}

@@ -1,0 +1,86 @@
+"""The one message format: a list of {"role", "content"} dicts, checked at the boundary.
+
+Gradio may hand content as a list of parts, files may hold anything, API clients send
+whatever they like: all of it passes through `normalize_messages`, which returns clean
+messages or raises one `ConversationError` saying what is wrong and where.
+
+A user message may carry two extra keys: `typed` (what the user typed) and `skill` (the
+skill that expanded it into `content`). Other tools ignore them; this app shows `typed`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ConversationError
+
+ROLES = ("system", "user", "assistant")
+EXTRA_KEYS = ("typed", "skill")
+MAX_MESSAGES = 2_000  # a conversation longer than this is not a chat, it is an attack or a mistake
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+def content_text(content: Any, where: str = "message") -> str:
+    """Text of a message content: a string, or a list of text parts (Gradio, OpenAI)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, dict) and isinstance(part.get("content"), str):
+                texts.append(part["content"])
+            else:
+                raise ConversationError(f"{where}: content parts must be text")
+        return "".join(texts)
+    raise ConversationError(f"{where}: content must be a string, got {type(content).__name__}")
+
+
+def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str, Any]]:
+    """Checks and cleans a messages list; raises `ConversationError` naming the first problem."""
+    if isinstance(data, dict) and "messages" in data:
+        data = data["messages"]
+    if not isinstance(data, list):
+        raise ConversationError(f"{source}: expected a list of messages like [{{\"role\": \"user\", \"content\": \"Hi\"}}]")
+    if len(data) > MAX_MESSAGES:
+        raise ConversationError(f"{source}: {len(data)} messages is more than the {MAX_MESSAGES} allowed")
+    messages = []
+    for index, item in enumerate(data, start=1):
+        where = f"{source}, message {index}"
+        if not isinstance(item, dict):
+            raise ConversationError(f"{where}: expected an object with role and content")
+        role = item.get("role")
+        if role not in ROLES:
+            raise ConversationError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        if role == "system" and index != 1:
+            raise ConversationError(f"{where}: a system message may only come first")
+        message = {"role": role, "content": content_text(item.get("content"), where)}
+        for key in EXTRA_KEYS:
+            if isinstance(item.get(key), str):
+                message[key] = item[key]
+        messages.append(message)
+    return messages
+
+
+def load_conversation(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConversationError(f"{path.name}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConversationError(f"{path.name}: can't read the file ({error})") from None
+    except json.JSONDecodeError as error:
+        raise ConversationError(f"{path.name}: not JSON (line {error.lineno}: {error.msg})") from None
+    return normalize_messages(data, path.name)
+
+
+def save_conversation(path: str | Path, messages: list[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(messages, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path

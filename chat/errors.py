@@ -1,0 +1,30 @@
+"""Errors the `chat` package raises for people to read.
+
+Every message is written for the person at the keyboard: it says what went wrong and,
+where possible, what to do. The UI turns these into `gr.Error`/chat notices, the CLI into
+one line on stderr and an exit code; nobody else catches and rewords them.
+"""
+
+
+class ChatError(Exception):
+    """Base class: the message is meant for the user, as is."""
+
+
+class SettingsError(ChatError):
+    """A generation setting is out of range or of the wrong type."""
+
+
+class SkillError(ChatError):
+    """`skills.yaml` is broken; the message names file, line, skill and problem."""
+
+
+class ModelLoadError(ChatError):
+    """The model could not be found, loaded, quantized or placed."""
+
+
+class GenerationError(ChatError):
+    """Generation failed or timed out; the conversation is intact and can be retried."""
+
+
+class ConversationError(ChatError):
+    """A conversation (uploaded file, API history) is not in the messages format."""

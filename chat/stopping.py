@@ -1,0 +1,94 @@
+"""Stopping: end a turn exactly at a stop string, and never show one.
+
+Two pieces, one per side of the worker thread:
+
+* `CancelCriteria` runs inside `generate` and ends it when the request is cancelled
+  (Stop button, closed tab, Ctrl+C), so the model stops computing, not just the display.
+* `StopStringFilter` sits on the streamed text. It passes on only text that can no longer
+  turn into a stop string, holds back a tail that might be the start of one (e.g. "\\nUs"
+  while "\\nUser:" is a stop string), and cuts the text at the first complete stop string.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from transformers import StoppingCriteria
+
+
+class StopStringFilter:
+    """Feed streamed chunks in, get text safe to show out.
+
+    >>> f = StopStringFilter(["\\nUser:"])
+    >>> f.feed("Hello\\nUs"), f.feed("er: hi"), f.stopped
+    ('Hello', '', True)
+    """
+
+    def __init__(self, stop_strings: list[str] | tuple[str, ...]):
+        self.stop_strings = tuple(s for s in stop_strings if s)
+        self.stopped = False
+        self.stop_string: str | None = None  # which stop string ended the text
+        self._pending = ""  # received, not yet released
+
+    def feed(self, chunk: str) -> str:
+        """Returns the part of all text so far that is now safe to show."""
+        if self.stopped:
+            return ""
+        self._pending += chunk
+        hit = self._first_stop()
+        if hit is not None:
+            index, stop = hit
+            safe, self._pending = self._pending[:index], ""
+            self.stopped, self.stop_string = True, stop
+            return safe
+        keep = self._longest_partial_stop()
+        safe = self._pending[: len(self._pending) - keep]
+        self._pending = self._pending[len(safe) :]
+        return safe
+
+    def flush(self) -> str:
+        """At the end of generation: a held-back tail that never became a stop string is text."""
+        rest, self._pending = ("" if self.stopped else self._pending), ""
+        return rest
+
+    def _first_stop(self) -> tuple[int, str] | None:
+        hits = [(self._pending.find(s), s) for s in self.stop_strings]
+        hits = [(i, s) for i, s in hits if i >= 0]
+        return min(hits, default=None)
+
+    def _longest_partial_stop(self) -> int:
+        """Length of the longest tail of the pending text that begins some stop string."""
+        text = self._pending
+        longest = 0
+        for stop in self.stop_strings:
+            for size in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
+
+
+class CancelCriteria(StoppingCriteria):
+    """Ends `generate` at the next step once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        done = self.event.is_set()
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class StepCounter(StoppingCriteria):
+    """Counts decoding steps; lets benchmarks prove no step runs after a stop."""
+
+    steps: int = 0
+    lengths: list[int] = field(default_factory=list)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.steps += 1
+        self.lengths.append(input_ids.shape[-1])
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
