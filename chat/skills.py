@@ -244,7 +244,8 @@ class _Parser:
             raise  # parse_skills words this one
         except Exception as error:  # noqa: BLE001 - PyYAML's constructors raise IndexError on `!!int ''`,
             # KeyError on `!!bool x`, ValueError on `!!int x` ...: all mean "this value is malformed"
-            self.fail(node, f"cannot read this value: {getattr(error, 'problem', None) or error}", skill)
+            problem = getattr(error, "problem", None) or str(error)
+        self.fail(node, f"cannot read this value: {problem}", skill)  # outside `except`: no chained traceback
 
     def kind(self, node: Node, skill: str = "") -> str:
         if isinstance(node, (MappingNode, SequenceNode)):
@@ -342,10 +343,12 @@ class _Parser:
             value = self.value(value_node, label)
             try:
                 overrides[key] = getattr(GenerationSettings().merged({key: value}), key)
+                continue
             except SettingsError as error:
-                self.fail(value_node, str(error), label)
+                problem = str(error)
             except (ValueError, OverflowError):  # int(inf), int(nan) inside the range check
-                self.fail(value_node, f"{key} must be a finite number, got {_short.repr(value)}", label)
+                problem = f"{key} must be a finite number, got {_short.repr(value)}"
+            self.fail(value_node, problem, label)
         return overrides
 
     def stop(self, pairs: dict, label: str) -> tuple[str, ...]:

@@ -349,7 +349,8 @@ def test_skill_error_is_a_chat_error():
 FRAGMENTS = [
     "skills:", "\n", "  ", "- ", "name: ", "template: ", "description: ", "settings: ", "stop: ",
     "temperature: ", "top_k: ", "seed: ", "a", "'{message}'", "{message}", "{", "}", "[", "]", ",",
-    ":", '"', "'", "|", ">", "&a ", "*a", "<<: ", "? ", "!!int ", "!!binary ", "!foo ", "#", "---",
+    ":", '"', "'", "|", ">", "&a ", "*a", "<<: ", "? ", "!!int ", "!!bool ", "!!float ", "!!binary ",
+    "!!timestamp ", "!!set ", "!!omap ", "!!str ", "!foo ", "#", "---",
     "...", "%YAML 1.1\n", "-1", "0.2", ".inf", ".nan", "yes", "null", "~", "2020-02-30", "```",
     "USER_MESSAGE", "\t", "\x85", "\ufeff", "é", "💬",
 ]

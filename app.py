@@ -1,0 +1,110 @@
+"""Start the chat workbench in the browser.
+
+    python app.py                                  # the embedded SmolLM2, http://127.0.0.1:7860
+    python app.py --model Qwen/Qwen2.5-7B-Instruct --quantize 4bit
+    python app.py --share --auth alice:secret      # a public demo link, password protected
+
+Parses flags, builds the engine and the page, launches; nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from chat.cli_args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
+from chat.errors import ChatError
+
+DEFAULT_PORT = 7860
+API_KEY_ENV = "CHAT_API_KEY"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="A local LLM chat workbench in your browser.")
+    add_model_arguments(parser)
+    _add_backend_arguments(parser)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 = every interface (default %(default)s)")
+    server.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)), help="port (default %(default)s)")
+    server.add_argument("--share", action="store_true", help="create a public gradio.live link (needs internet)")
+    server.add_argument("--auth", action="append", metavar="USER:PASS", help="require this login for the page and the API (repeatable)")
+    server.add_argument("--auth-file", metavar="FILE", help="a file of USER:PASS lines, instead of --auth on the command line")
+    server.add_argument("--concurrency", type=int, default=1, help="answers generated at once; more wait in the queue (default %(default)s)")
+    server.add_argument("--queue-size", type=int, default=20, help="waiting requests before new ones are told the app is busy (default %(default)s)")
+    server.add_argument("--title", default="Chat workbench", help="page title")
+    add_sampling_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def read_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    lines = list(args.auth or [])
+    if args.auth_file:
+        try:
+            lines += [line.strip() for line in Path(args.auth_file).read_text().splitlines() if line.strip() and not line.startswith("#")]
+        except OSError as error:
+            raise ChatError(f"--auth-file: can't read {args.auth_file}: {error.strerror}") from None
+    pairs = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ChatError("--auth expects USER:PASS with both parts non-empty")
+        pairs.append((user, password))
+    return pairs or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        auth = read_auth(args)
+        engine = build_engine(args)
+        skills = build_skills(args)
+        settings = settings_from_args(args)
+        instructions = build_instructions(args, engine)
+    except ChatError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    from chat.ui import build_ui
+
+    demo = build_ui(engine, skills, instructions, settings, title=args.title)
+    demo.queue(default_concurrency_limit=max(1, args.concurrency), max_size=max(1, args.queue_size))
+    if args.share and not auth:
+        print("WARNING: --share without --auth: anyone with the link can use this model on your machine.", file=sys.stderr)
+    _, local_url, share_url = demo.launch(
+        server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+        prevent_thread_lock=True, quiet=True, show_error=True,
+    )
+    _mount_api(demo, args, engine, skills, settings, instructions, auth)
+    print(f"Chat workbench running at {local_url}", flush=True)
+    if args.share:
+        print(f"Public link: {share_url}" if share_url else
+              "Could not create a public link (no internet?): serving locally only.", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from chat.remote import add_backend_arguments
+    except ImportError:
+        return
+    add_backend_arguments(parser)
+
+
+def _mount_api(demo, args, engine, skills, settings, instructions, auth) -> None:
+    try:
+        from chat.api import mount_api
+    except ImportError:
+        return
+    api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV)
+    mount_api(demo.app, engine=engine, skills=skills, defaults=settings, instructions=instructions, api_key=api_key, auth=auth)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Event handlers of the web page: thin adapters from UI values to `ChatSession` calls.
+
+Each handler returns the page's outputs in the order of `OUTPUTS` in ui.py:
+(chatbot, message box, status line, prompt text, context line). `ChatError`s become
+`gr.Warning` toasts or error notes in the chat; the app keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+
+from .errors import ChatError
+from .settings import FIELD_NAMES, GenerationSettings
+from .ui_view import chat_messages, prompt_view, status_line
+
+STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
+SETTING_NAMES = FIELD_NAMES  # the Settings accordion's controls, in this order
+
+
+def page(session: Any, message_box: Any = "", running: bool = False) -> tuple:
+    prompt_text, context_line = prompt_view(session)
+    stats = None if running else session.last_stats
+    return chat_messages(session), message_box, status_line(stats, running), prompt_text, context_line
+
+
+def apply_controls(session: Any, instructions: str, *setting_values: Any) -> None:
+    """Copies the Instructions box and the Settings sliders into the session."""
+    session.instructions = instructions or ""
+    values = dict(zip(SETTING_NAMES, setting_values))
+    if values.get("seed") in ("", None) or (isinstance(values.get("seed"), float) and values["seed"] < 0):
+        values["seed"] = None
+    try:
+        session.settings = GenerationSettings(**values)
+    except (ChatError, TypeError) as error:
+        gr.Warning(f"Settings not applied: {error}")
+
+
+def send(session: Any, text: str, skill: str, instructions: str, *setting_values: Any) -> Iterator[tuple]:
+    apply_controls(session, instructions, *setting_values)
+    try:
+        reply = session.send(text or "", skill)
+    except ChatError as error:
+        gr.Warning(str(error))
+        yield page(session, text)
+        return
+    yield from _stream(session, reply)
+
+
+def retry(session: Any, instructions: str, *setting_values: Any) -> Iterator[tuple]:
+    apply_controls(session, instructions, *setting_values)
+    try:
+        reply = session.retry()
+    except ChatError as error:
+        gr.Warning(str(error))
+        yield page(session, gr.update())
+        return
+    yield from _stream(session, reply)
+
+
+def stop(session: Any) -> None:
+    session.stop()
+
+
+def undo(session: Any) -> tuple:
+    typed = session.undo()
+    return page(session, typed)
+
+
+def clear(session: Any) -> tuple:
+    session.clear()
+    return page(session, "")
+
+
+def download(session: Any) -> str:
+    """Writes the conversation (messages format) to a file for the download button."""
+    folder = Path(tempfile.gettempdir()) / "chat-workbench-downloads"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}-{id(session):x}.json"
+    path.write_text(json.dumps(session.to_messages(), ensure_ascii=False, indent=2), encoding="utf-8")
+    return str(path)
+
+
+def upload(session: Any, file: Any) -> tuple:
+    """Loads a conversation file; a bad file is a warning and the current chat stays."""
+    from .conversation import load_conversation
+
+    path = getattr(file, "name", file)
+    try:
+        session.load_messages(load_conversation(path), Path(path).name)
+    except ChatError as error:
+        gr.Warning(str(error))
+    return (*page(session, gr.update()), session.instructions)
+
+
+def reset_instructions(session: Any, default: str) -> tuple:
+    session.instructions = default
+    return default
+
+
+def describe_skill(session: Any, skill: str) -> str:
+    try:
+        return session.skill(skill).description
+    except ChatError as error:
+        return str(error)
+
+
+def _stream(session: Any, reply: Any) -> Iterator[tuple]:
+    yield page(session, "", running=True)
+    last = 0.0
+    try:
+        for _ in reply:
+            now = time.perf_counter()
+            if now - last >= STREAM_UPDATE_INTERVAL_S:
+                last = now
+                yield page(session, "", running=True)
+    except ChatError as error:
+        gr.Warning(str(error))
+    yield page(session, "")

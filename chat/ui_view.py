@@ -1,0 +1,59 @@
+"""What the page shows, derived from a session: chat messages, status line, prompt view.
+
+Pure functions of the session, so they are tested without a browser and every handler
+renders the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Stats
+from .markup import escape_html_outside_code as shown_text
+
+ERROR_PREFIX = "⚠️ **The answer failed:**"
+NOTICE_PREFIX = "ℹ️"
+
+
+def chat_messages(session: Any) -> list[dict[str, Any]]:
+    """Gradio Chatbot messages: what the user typed (tagged with the skill), answers, notices."""
+    shown: list[dict[str, Any]] = []
+    default_skill = session.skills.default.name
+    for message in session.history:
+        if message["role"] == "user":
+            shown.append({"role": "user", "content": shown_text(_typed_with_skill(message, default_skill))})
+            continue
+        if message.get("notice"):
+            shown.append({"role": "assistant", "content": f"{NOTICE_PREFIX} {message['notice']}"})
+        if message.get("error"):
+            shown.append({"role": "assistant", "content": f"{ERROR_PREFIX} {shown_text(message['error'])}\n\nYour message is kept: press **Retry** to try again."})
+        elif message["content"] or not message.get("notice"):
+            shown.append({"role": "assistant", "content": shown_text(message["content"])})
+    return shown
+
+
+def status_line(stats: Stats | None, running: bool = False) -> str:
+    if running:
+        return "⏳ generating …"
+    return f"📊 {stats.summary()}" if stats else ""
+
+
+def prompt_view(session: Any) -> tuple[str, str]:
+    """(the exact prompt of the last turn, a line on context use)."""
+    fitted = session.last_prompt
+    if fitted is None:
+        return "", "No prompt yet: send a message, and the exact text the model receives appears here."
+    engine = session.engine
+    used = len(fitted.prompt.ids)
+    line = f"**Context:** {used} prompt tokens + up to {fitted.max_new_tokens} answer tokens of {engine.context_window}"
+    if getattr(engine, "kind", "local") == "remote":
+        line = "The server applies its own chat template to these messages; token counts come from the server."
+    if fitted.notice:
+        line += f"  \n⚠️ {fitted.notice}"
+    return fitted.prompt.text, line
+
+
+def _typed_with_skill(message: dict[str, Any], default_skill: str) -> str:
+    typed = message.get("typed", message["content"])
+    skill = message.get("skill")
+    return typed if not skill or skill == default_skill else f"{skill}: {typed}"
