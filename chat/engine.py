@@ -3,6 +3,10 @@
 Every request gets its own `TextIteratorStreamer` (with a timeout), worker thread, cancel
 event and clock. Nothing is shared between requests but the model weights, so any number of
 sessions can use one engine, and a crash in one worker reaches only its own caller.
+
+A session may pass its `PrefixCache`: the keys and values of its last turn are then reused and
+only the new part of the prompt is prefilled (see `kvcache`). The engine's `CachePool` bounds
+what all sessions keep.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from .context import FittedPrompt, fit_to_context
 from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat, encode, render
+from .kvcache import CachePool, PrefixCache
 from .loader import LoadedModel
 from .settings import GenerationSettings
 from .stopping import CancelCriteria, StopStringFilter
@@ -42,6 +47,7 @@ class Stats:
     tokens_per_second: float | None = None  # decoding speed after the first token
     stop_reason: str = ""
     steps: int = 0  # model steps run (one per generated token)
+    cached_tokens: int = 0  # prompt tokens reused from the session's cache, not computed again
 
     def summary(self) -> str:
         parts = [f"{self.new_tokens} tokens"]
@@ -49,7 +55,8 @@ class Stats:
             parts.append(f"{self.tokens_per_second:.1f} tokens/s")
         if self.time_to_first_token is not None:
             parts.append(f"first token {self.time_to_first_token:.2f} s")
-        parts.append(f"prompt {self.prompt_tokens} tokens")
+        cached = f" ({self.cached_tokens} cached)" if self.cached_tokens else ""
+        parts.append(f"prompt {self.prompt_tokens} tokens{cached}")
         parts.append(f"stop: {self.stop_reason}")
         return " · ".join(parts)
 
@@ -78,8 +85,13 @@ class Generation:
     >>> for delta in gen: print(delta, end="")  # doctest: +SKIP
     """
 
-    def __init__(self, engine: "LocalEngine", fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]):
+    def __init__(
+        self, engine: "LocalEngine", fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
+        cache: PrefixCache | None = None,
+    ):
         self.engine, self.fitted, self.settings = engine, fitted, settings
+        # Beam search runs several rows at once: it neither uses nor replaces the session's cache.
+        self._cache = cache if settings.num_beams == 1 else None
         self.text = ""
         self.stats = Stats(prompt_tokens=len(fitted.prompt.ids))
         self._filter = StopStringFilter(stop_strings)
@@ -154,13 +166,27 @@ class Generation:
 
     def _run(self) -> None:
         try:
+            past = None
+            if self._cache is not None:
+                past, self.stats.cached_tokens = self.engine.caches.take(self._cache, self.fitted.prompt.ids)
+            criteria = [self._clock, CancelCriteria(self._cancel)]
+            extra = {"past_key_values": past} if past is not None else {}
             self._output = self.engine.run_generate(
-                self.fitted, self.settings, self._filter.stop_strings, self._streamer, [self._clock, CancelCriteria(self._cancel)]
+                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, **extra
             )
+            self._keep_cache()
         except BaseException as error:  # reaches the reader; never dies silently in the thread
             self._error = error
             if self._streamer is not None:
                 self._streamer.end()
+
+    def _keep_cache(self) -> None:
+        """Hands the keys and values of this turn back to the session for the next one."""
+        kv = getattr(self._output, "past_key_values", None)
+        if self._cache is None or kv is None:
+            return
+        covered = kv.get_seq_length()  # prompt + answer, all but the last token (never fed to the model)
+        self.engine.caches.keep(self._cache, self._output.sequences[0, :covered].tolist(), kv)
 
     def _new_ids(self) -> list[int]:
         sequences = self._output.sequences if hasattr(self._output, "sequences") else self._output
@@ -195,6 +221,7 @@ class LocalEngine:
         self.format = prompt_format
         self.context_window = _context_window(self.model, self.tokenizer)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.caches = CachePool()  # every session's last-turn KV cache, bounded over all sessions
 
     def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
         """The prompt for `messages` (last one = the new user message), fitted to the context."""
@@ -210,13 +237,26 @@ class LocalEngine:
     def render(self, messages: Messages) -> str:
         return render(self.format, messages)
 
-    def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = ()) -> Generation:
-        """Starts generating in a worker thread; iterate the result for text."""
-        stops = tuple(dict.fromkeys(self.format.stop_strings + tuple(extra_stop_strings)))
-        return Generation(self, fitted, settings, stops)
+    def generate(
+        self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
+        cache: PrefixCache | None = None,
+    ) -> Generation:
+        """Starts generating in a worker thread; iterate the result for text.
 
-    def run_generate(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings, streamer, criteria) -> Any:
-        """The blocking `model.generate` call of one request (runs in its worker thread)."""
+        With `cache` (the session's own, never another's), the prompt's longest prefix already
+        in it is not computed again, and the cache then holds this turn for the next one.
+        """
+        stops = tuple(dict.fromkeys(self.format.stop_strings + tuple(extra_stop_strings)))
+        return Generation(self, fitted, settings, stops, cache)
+
+    def run_generate(
+        self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings, streamer, criteria, past_key_values: Any = None
+    ) -> Any:
+        """The blocking `model.generate` call of one request (runs in its worker thread).
+
+        `past_key_values` holds the keys and values of the first tokens of the prompt; the
+        rest are prefilled. The result's `past_key_values` covers all tokens but the last.
+        """
         device = _input_device(self.model)
         input_ids = torch.tensor([fitted.prompt.ids], device=device)
         if settings.seed is not None:
@@ -233,6 +273,7 @@ class LocalEngine:
                 eos_token_id=sorted(self.eos_ids),
                 pad_token_id=self.pad_id,
                 return_dict_in_generate=True,
+                past_key_values=past_key_values,
                 **sampling_kwargs(settings, fitted.max_new_tokens),
                 **extra,
             )

@@ -13,6 +13,7 @@ from .context import FittedPrompt
 from .conversation import EXTRA_KEYS, normalize_messages
 from .engine import Stats, StopReason
 from .errors import ChatError
+from .kvcache import PrefixCache
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
 
@@ -63,6 +64,7 @@ class ChatSession:
         self.history: list[dict[str, Any]] = []
         self.last_prompt: FittedPrompt | None = None
         self.last_stats: Stats | None = None
+        self.kv_cache = PrefixCache()  # this session's last turn, reused by the next (never shared)
         self._current: Reply | None = None
         self._lock = threading.Lock()
 
@@ -161,7 +163,7 @@ class ChatSession:
     def _answer(self, skill: Skill | None) -> Reply:
         settings = self.settings.merged(skill.settings if skill else None)
         fitted = self.engine.prepare(self.model_messages(), settings)
-        generation = self.engine.generate(fitted, settings, skill.stop if skill else ())
+        generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache)
         answer: dict[str, Any] = {"role": "assistant", "content": ""}
         if fitted.notice:
             answer["notice"] = fitted.notice

@@ -7,6 +7,7 @@ which keeps small models from looping without changing what large ones say.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -80,6 +81,8 @@ def _check(name: str, value: Any) -> Any:
     # bool is an int subclass; `top_k: true` in YAML is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingsError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value) or math.isinf(value):
+        raise SettingsError(f"{name} must be a finite number, got {value!r}")
     if kind is int and value != int(value):
         raise SettingsError(f"{name} must be a whole number, got {value!r}")
     if not (low <= value <= high):

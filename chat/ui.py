@@ -6,13 +6,15 @@ its own `ChatSession` through a callable `gr.State`, so tabs never see each othe
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
+from functools import partial, wraps
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from . import ui_handlers as handlers
 from .session import ChatSession
+from .session_store import SessionStore, new_session_key
+from .ui_view import NO_PROMPT_YET
 from .settings import GenerationSettings
 from .skills import SkillBook
 
@@ -23,12 +25,11 @@ CSS = """
 
 
 def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench") -> gr.Blocks:
-    def new_session() -> ChatSession:  # a function, not a partial: gr.State deep-copies partials (and the model)
-        return ChatSession(engine, skills, instructions, defaults)
-
+    store = SessionStore(lambda: ChatSession(engine, skills, instructions, defaults))
+    bind, bind_stream = partial(_bind, store), partial(_bind_stream, store)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"## 💬 {title}\n**Model:** {engine.name} · {engine.device}")
-        session = gr.State(new_session, delete_callback=lambda s: s.stop())
+        session = gr.State(new_session_key, delete_callback=store.drop)  # a key per tab; the store holds the session
         chatbot = gr.Chatbot(
             label="Chat", height=480, buttons=["copy", "copy_all"], render_markdown=True,
             sanitize_html=True, allow_tags=False, placeholder="Ask anything, or pick a **Skill** first.",
@@ -51,7 +52,7 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
         with gr.Accordion("Settings", open=False):
             setting_inputs = _settings_controls(defaults)
         with gr.Accordion("Prompt", open=False):
-            context_line = gr.Markdown(handlers.prompt_view(new_session())[1])
+            context_line = gr.Markdown(NO_PROMPT_YET)
             prompt_box = gr.Textbox(label="Exact prompt of the last turn", lines=8, max_lines=30, interactive=False, buttons=["copy"])
         with gr.Accordion("Conversation file", open=False):
             with gr.Row():
@@ -60,23 +61,51 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
 
         outputs = [chatbot, message, status, prompt_box, context_line]
         controls = [instructions_box, *setting_inputs]
-        send_args = dict(fn=handlers.send, inputs=[session, message, skill, *controls], outputs=outputs, show_progress="minimal")
-        send_events = [message.submit(**send_args), send_button.click(**send_args)]
-        retry_event = retry_button.click(handlers.retry, [session, *controls], outputs, show_progress="minimal")
-        for event in (*send_events, retry_event):
-            event.then(handlers.download, session, download_button, queue=False, show_progress="hidden")
-        stop_button.click(handlers.stop, session, None, queue=False, cancels=[*send_events, retry_event])
-        undo_button.click(handlers.undo, session, outputs, queue=False, cancels=[*send_events, retry_event])
-        clear_button.click(handlers.clear, session, outputs, queue=False, cancels=[*send_events, retry_event])
-        upload_button.upload(handlers.upload, [session, upload_button], [*outputs, instructions_box], queue=False)
-        reset_button.click(partial(handlers.reset_instructions, default=instructions), session, instructions_box, queue=False)
-        skill.change(handlers.describe_skill, [session, skill], skill_help, queue=False, show_progress="hidden")
-        instructions_box.blur(handlers.apply_controls, [session, *controls], None, queue=False, show_progress="hidden")
+        # API names: gradio_client and other programs call these (`/send`, `/retry`, …).
+        send_inputs = [session, message, skill, *controls]
+        send_events = [
+            message.submit(bind_stream(handlers.send), send_inputs, outputs, api_name="send", show_progress="minimal"),
+            send_button.click(bind_stream(handlers.send), send_inputs, outputs, api_visibility="private", show_progress="minimal"),
+        ]
+        retry_event = retry_button.click(bind_stream(handlers.retry), [session, *controls], outputs, api_name="retry", show_progress="minimal")
+        generating = [*send_events, retry_event]
+        for event in generating:
+            event.then(bind(handlers.download), session, download_button, queue=False, show_progress="hidden", api_visibility="private")
+        # Stop, Undo and Clear skip the queue: they must act while an answer is still streaming.
+        stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating, api_name="stop")
+        undo_button.click(bind(handlers.undo), session, outputs, queue=False, cancels=generating, api_name="undo")
+        clear_button.click(bind(handlers.clear), session, outputs, queue=False, cancels=generating, api_name="clear")
+        upload_button.upload(bind(handlers.upload), [session, upload_button], [*outputs, instructions_box], queue=False, api_visibility="private")
+        reset_button.click(bind(partial(handlers.reset_instructions, default=instructions)), session, instructions_box,
+                           queue=False, api_visibility="private")
+        skill.change(bind(handlers.describe_skill), [session, skill], skill_help, queue=False, show_progress="hidden", api_visibility="private")
+        instructions_box.blur(bind(handlers.apply_controls), [session, *controls], None, queue=False, show_progress="hidden",
+                              api_visibility="private")
     return demo
 
 
+def _bind(store: SessionStore, handler: Callable) -> Callable:
+    """`handler(session, …)` → a Gradio handler taking the tab's session key instead."""
+
+    @wraps(handler)  # keeps the parameter names: gradio_client shows them
+    def bound(key: str, *args: Any, **kwargs: Any) -> Any:
+        return handler(store.get(key), *args, **kwargs)
+
+    return bound
+
+
+def _bind_stream(store: SessionStore, handler: Callable) -> Callable:
+    """As `_bind`, for generator handlers (Gradio streams only from generator functions)."""
+
+    @wraps(handler)
+    def bound(key: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield from handler(store.get(key), *args, **kwargs)
+
+    return bound
+
+
 def _settings_controls(defaults: GenerationSettings) -> list[gr.components.Component]:
-    """One control per GenerationSettings field, in `ui_handlers.SETTING_NAMES` order."""
+    """One control per GenerationSettings field, in the order `ui_handlers.apply_controls` takes them."""
     return [
         gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", info="0 = greedy (always the likeliest token)"),
         gr.Slider(0.05, 1, value=defaults.top_p, step=0.05, label="Top p", info="sample from the tokens holding this much probability"),
@@ -85,5 +114,5 @@ def _settings_controls(defaults: GenerationSettings) -> list[gr.components.Compo
         gr.Slider(1, 2, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", info="1 = off"),
         gr.Slider(0, 10, value=defaults.no_repeat_ngram_size, step=1, label="No-repeat n-gram size", info="0 = off"),
         gr.Slider(1, 8, value=defaults.num_beams, step=1, label="Beams", info=">1: beam search; the answer appears when complete"),
-        gr.Number(value=defaults.seed, label="Seed", info="empty = random", precision=0),
+        gr.Number(value=-1 if defaults.seed is None else defaults.seed, label="Seed", info="-1 = random", precision=0, minimum=-1),
     ]

@@ -16,11 +16,9 @@ from typing import Any, Iterator
 import gradio as gr
 
 from .errors import ChatError
-from .settings import FIELD_NAMES, GenerationSettings
 from .ui_view import chat_messages, prompt_view, status_line
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
-SETTING_NAMES = FIELD_NAMES  # the Settings accordion's controls, in this order
 
 
 def page(session: Any, message_box: Any = "", running: bool = False) -> tuple:
@@ -29,20 +27,31 @@ def page(session: Any, message_box: Any = "", running: bool = False) -> tuple:
     return chat_messages(session), message_box, status_line(stats, running), prompt_text, context_line
 
 
-def apply_controls(session: Any, instructions: str, *setting_values: Any) -> None:
-    """Copies the Instructions box and the Settings sliders into the session."""
-    session.instructions = instructions or ""
-    values = dict(zip(SETTING_NAMES, setting_values))
-    if values.get("seed") in ("", None) or (isinstance(values.get("seed"), float) and values["seed"] < 0):
-        values["seed"] = None
+def apply_controls(
+    session: Any, instructions: str | None = None, temperature=None, top_p=None, top_k=None, max_new_tokens=None,
+    repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None,
+) -> None:
+    """Copies the Instructions box and the Settings controls into the session (None = unchanged).
+
+    Named parameters, not *args: gradio_client shows them by name (`temperature=0`).
+    """
+    if instructions is not None:
+        session.instructions = instructions
+    given = dict(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams)
+    changes = {name: value for name, value in given.items() if value is not None}
+    if seed is not None:
+        changes["seed"] = None if seed < 0 else seed  # the Seed box: -1 = random
     try:
-        session.settings = GenerationSettings(**values)
-    except (ChatError, TypeError) as error:
+        session.settings = session.settings.replace(**changes)
+    except ChatError as error:
         gr.Warning(f"Settings not applied: {error}")
 
 
-def send(session: Any, text: str, skill: str, instructions: str, *setting_values: Any) -> Iterator[tuple]:
-    apply_controls(session, instructions, *setting_values)
+def send(session: Any, text: str, skill: str | None = None, instructions: str | None = None, temperature=None, top_p=None,
+         top_k=None, max_new_tokens=None, repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None) -> Iterator[tuple]:
+    apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
+                   no_repeat_ngram_size, num_beams, seed)
     try:
         reply = session.send(text or "", skill)
     except ChatError as error:
@@ -52,8 +61,10 @@ def send(session: Any, text: str, skill: str, instructions: str, *setting_values
     yield from _stream(session, reply)
 
 
-def retry(session: Any, instructions: str, *setting_values: Any) -> Iterator[tuple]:
-    apply_controls(session, instructions, *setting_values)
+def retry(session: Any, instructions: str | None = None, temperature=None, top_p=None, top_k=None, max_new_tokens=None,
+          repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None) -> Iterator[tuple]:
+    apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
+                   no_repeat_ngram_size, num_beams, seed)
     try:
         reply = session.retry()
     except ChatError as error:

@@ -13,6 +13,7 @@ from .markup import escape_html_outside_code as shown_text
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"
+NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
 
 
 def chat_messages(session: Any) -> list[dict[str, Any]]:
@@ -42,7 +43,7 @@ def prompt_view(session: Any) -> tuple[str, str]:
     """(the exact prompt of the last turn, a line on context use)."""
     fitted = session.last_prompt
     if fitted is None:
-        return "", "No prompt yet: send a message, and the exact text the model receives appears here."
+        return "", NO_PROMPT_YET
     engine = session.engine
     used = len(fitted.prompt.ids)
     line = f"**Context:** {used} prompt tokens + up to {fitted.max_new_tokens} answer tokens of {engine.context_window}"

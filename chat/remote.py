@@ -1,0 +1,319 @@
+"""A remote backend: any OpenAI-compatible server (vLLM, TGI, llama.cpp's server, this app's own API).
+
+`RemoteEngine` has the `LocalEngine`'s interface, so `ChatSession`, the UI and the terminal chat
+work unchanged. What differs is who owns what: the server applies its own chat template,
+tokenizer, batching and caching, so `prepare` hands over *messages* (no token ids) and
+`generate` streams the server's chat completions through the official `openai` client.
+
+>>> engine = RemoteEngine("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-7B-Instruct")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import threading
+import time
+from queue import Empty, Queue
+from typing import Any, Iterator
+
+import openai
+
+from .context import FittedPrompt, fit_to_context
+from .engine import JOIN_TIMEOUT_S, STREAM_TIMEOUT_S, Stats, StopReason
+from .errors import ChatError, GenerationError
+from .formats import Messages, Prompt
+from .settings import GenerationSettings
+from .stopping import StopStringFilter
+
+BACKENDS = ("local", "openai")
+API_KEY_ENV = "OPENAI_API_KEY"  # where the key comes from when --api-key is not given
+NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one
+DEFAULT_CONTEXT_WINDOW = 32_768  # the server knows the real one; --context-window tells us
+CHARS_PER_TOKEN = 3  # pessimistic (English averages ~4): trim a little early rather than be refused
+CONNECT_TIMEOUT_S = 10.0  # a server that doesn't accept a connection in 10 s is down, not busy
+MAX_RETRIES = 0  # the chat has a Retry button; silent retries would only delay the error message
+SERVER_STOP_LIMIT = 4  # api.openai.com takes at most 4 `stop` strings; the rest are cut here
+POLL_S = 0.1  # how often a waiting reader checks for Stop
+MAX_DETAIL_CHARS = 200  # a server's error text quoted in a one-line chat message
+PROMPT_HEADER = "Sent to {url} as chat messages for {model!r}; the server applies its own chat template.\n"
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend, --base-url, --api-key, --context-window, --standard-sampling."""
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local: run --model here; openai: use an OpenAI-compatible server (vLLM, TGI, llama.cpp, "
+                       "another instance of this app) at --base-url, serving --model")
+    group.add_argument("--base-url", metavar="URL", help="with --backend openai: the server's API root, e.g. http://gpu-box:8000/v1")
+    group.add_argument("--api-key", metavar="KEY",
+                       help=f"the key clients must send to this app's /v1 API, and (with --backend openai) the key sent to "
+                       f"the server (default there: ${API_KEY_ENV}). Prefer the environment: flags show in `ps`")
+    group.add_argument("--context-window", type=int, metavar="TOKENS",
+                       help=f"with --backend openai: the served model's context length, for trimming long chats "
+                       f"(default {DEFAULT_CONTEXT_WINDOW})")
+    group.add_argument("--standard-sampling", action="store_true",
+                       help="with --backend openai: send only the OpenAI API's own sampling fields (for api.openai.com "
+                       "and other strict servers); top_k and repetition_penalty are then not sent")
+
+
+class MessagesFormat:
+    """The 'format' of a remote engine: plain messages; the server owns the real template."""
+
+    name = "openai-messages"
+    stop_strings: tuple[str, ...] = ()  # the server stops at the model's end-of-turn itself
+    strips_answer_space = False
+
+
+class RemoteEngine:
+    """Chats through an OpenAI-compatible server. The API key is kept in the client, never shown."""
+
+    kind = "remote"
+
+    def __init__(self, base_url: str | None, model: str | None, api_key: str | None = None,
+                 context_window: int | None = None, standard_sampling: bool = False, timeout_s: float = STREAM_TIMEOUT_S):
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ChatError("--backend openai needs --base-url http(s)://HOST:PORT/v1, the server's API root")
+        self.base_url = base_url.rstrip("/")
+        if not model:
+            raise ChatError(f"--backend openai needs --model NAME, the served model's name ({self.base_url}/models lists them)")
+        if context_window is not None and context_window < 2:
+            raise ChatError(f"--context-window must be at least 2 tokens, got {context_window}")
+        self.name, self.device = model, f"remote server {self.base_url}"
+        self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
+        self.format = MessagesFormat()
+        self.standard_sampling, self.timeout_s = standard_sampling, timeout_s
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key or os.environ.get(API_KEY_ENV) or NO_KEY,
+            max_retries=MAX_RETRIES, timeout=openai.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RemoteEngine":
+        return cls(args.base_url, args.model, getattr(args, "api_key", None), getattr(args, "context_window", None),
+                   getattr(args, "standard_sampling", False))
+
+    def __repr__(self) -> str:  # the client's repr would be harmless, but say plainly what this is
+        return f"RemoteEngine({self.base_url!r}, {self.name!r})"
+
+    def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
+        """Fits `messages` with an estimate of ~1 token per CHARS_PER_TOKEN characters.
+
+        No token ids leave this machine: `prompt.ids` is empty and `prompt.text` is a readable
+        rendering of the messages, since the server, not this app, renders the real prompt.
+        """
+        fitted = fit_to_context(
+            messages,
+            # Only the *length* of ids matters to fitting: a range is a length without a list.
+            encode=lambda candidate: Prompt(text="", ids=range(estimate_tokens(candidate))),  # type: ignore[arg-type]
+            # "Tokens" are character chunks here, so cutting a message keeps whole characters.
+            tokenize=lambda text: [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)],  # type: ignore[misc]
+            detokenize="".join,  # type: ignore[arg-type]
+            context_window=self.context_window,
+            max_new_tokens=settings.max_new_tokens,
+        )
+        return dataclasses.replace(fitted, prompt=Prompt(text=self.render(fitted.messages), ids=[]))
+
+    def render(self, messages: Messages) -> str:
+        """What the Prompt view shows: the messages as sent, and who applies the template."""
+        header = PROMPT_HEADER.format(url=self.base_url, model=self.name)
+        body = "".join(f"\n── {m['role']} ──\n{m['content']}\n" for m in messages)
+        return f"{header}(about {estimate_tokens(messages)} tokens by estimate)\n{body}"
+
+    def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = ()) -> "RemoteGeneration":
+        """Starts streaming the answer in a worker thread; iterate the result for text."""
+        return RemoteGeneration(self, fitted, settings, tuple(dict.fromkeys(s for s in extra_stop_strings if s)))
+
+    def request(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]) -> dict[str, Any]:
+        """The keyword arguments of `chat.completions.create` for one answer."""
+        fields: dict[str, Any] = {
+            "model": self.name,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in fitted.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},  # token counts arrive in the last chunk
+            "max_tokens": fitted.max_new_tokens,
+            "temperature": settings.temperature,  # 0 = greedy on every server we know
+            "top_p": settings.top_p,
+        }
+        if settings.seed is not None:
+            fields["seed"] = settings.seed
+        if stop_strings:  # all of them are also applied here as the text arrives
+            fields["stop"] = list(stop_strings[:SERVER_STOP_LIMIT])
+        if not self.standard_sampling:  # vLLM, llama.cpp's server and this app read these two
+            fields["extra_body"] = {"top_k": settings.top_k, "repetition_penalty": settings.repetition_penalty}
+        return fields
+
+
+def estimate_tokens(messages: Messages) -> int:
+    """A rough token count: characters / CHARS_PER_TOKEN, plus a few for each message's framing."""
+    return sum(len(m["content"]) // CHARS_PER_TOKEN + 4 for m in messages)
+
+
+_END = object()  # the worker's last word on the queue
+
+
+class RemoteGeneration:
+    """One answer streaming from the server; the same interface as `engine.Generation`."""
+
+    def __init__(self, engine: RemoteEngine, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]):
+        self.engine, self.fitted, self.settings = engine, fitted, settings
+        self.text = ""
+        self.stats = Stats(prompt_tokens=estimate_tokens(fitted.messages))
+        self._filter = StopStringFilter(stop_strings)
+        self._queue: Queue = Queue()
+        self._cancel = threading.Event()
+        self._cancelled_by_user = False
+        self._error: ChatError | None = None
+        self._started = time.perf_counter()
+        self._first: float | None = None
+        self._last: float | None = None
+        self._pieces = 0
+        self._usage: Any = None
+        self._finish_reason: str | None = None
+        self._server_stop_string = False
+        self._worker = threading.Thread(target=self._run, name="remote-generate", daemon=True)
+        self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop: the reader ends now; the worker closes the stream, so the server stops too."""
+        self._cancelled_by_user = True
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Ends the request (idempotent); called when iteration ends for any reason."""
+        self._cancel.set()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(JOIN_TIMEOUT_S)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.is_alive()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for piece in self._received():
+                safe = self._filter.feed(piece)
+                if safe:
+                    yield from self._emit(safe)
+                if self._filter.stopped:  # a stop string the server was not told about (or ignored)
+                    break
+            yield from self._emit(self._filter.flush())
+        finally:
+            self._cancel.set()  # not close(): a reader that stops early must not wait for the network
+        if self._error is not None:
+            raise self._error
+        self._finish_stats()
+
+    def _received(self) -> Iterator[str]:
+        while not self._cancel.is_set():
+            try:
+                item = self._queue.get(timeout=POLL_S)
+            except Empty:
+                if not self._worker.is_alive() and self._queue.empty():
+                    return
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def _emit(self, text: str) -> Iterator[str]:
+        if text:
+            self.text += text
+            yield text
+
+    def _run(self) -> None:
+        try:
+            stream = self.engine.client.chat.completions.create(**self.engine.request(self.fitted, self.settings, self._filter.stop_strings))
+            with stream:  # leaving it closes the connection: that is how the server learns of a Stop
+                for chunk in stream:
+                    if self._cancel.is_set():
+                        break
+                    self._take(chunk)
+        except Exception as error:  # noqa: BLE001 - every failure reaches the reader, worded once
+            if not self._cancel.is_set():
+                self._error = explain(error, self.engine)
+        finally:
+            self._queue.put(_END)
+
+    def _take(self, chunk: Any) -> None:
+        if getattr(chunk, "usage", None) is not None:
+            self._usage = chunk.usage
+        for choice in chunk.choices or ():
+            content = getattr(choice.delta, "content", None) if choice.delta else None
+            if content:
+                now = time.perf_counter()
+                self._first, self._last = self._first or now, now
+                self._pieces += 1
+                self._queue.put(content)
+            if choice.finish_reason:
+                self._finish_reason = choice.finish_reason
+                # vLLM names the stop string that ended the answer (None for end-of-sequence).
+                self._server_stop_string = isinstance(getattr(choice, "stop_reason", None), str)
+
+    def _finish_stats(self) -> None:
+        stats, usage = self.stats, self._usage
+        if usage is not None:
+            stats.prompt_tokens = usage.prompt_tokens or stats.prompt_tokens
+        # Servers send about one token per chunk; usage, when sent, is exact.
+        stats.new_tokens = usage.completion_tokens if usage is not None and usage.completion_tokens is not None else self._pieces
+        stats.steps = stats.new_tokens
+        if self._first is not None:
+            stats.time_to_first_token = self._first - self._started
+            if stats.new_tokens > 1 and self._last > self._first:
+                stats.tokens_per_second = (stats.new_tokens - 1) / (self._last - self._first)
+        if self._cancelled_by_user:
+            stats.stop_reason = StopReason.CANCELLED
+        elif self._filter.stopped or self._server_stop_string:
+            stats.stop_reason = StopReason.STOP_STRING
+        elif self._finish_reason == "length":
+            stats.stop_reason = StopReason.MAX_TOKENS
+        else:
+            stats.stop_reason = StopReason.EOS
+
+
+def explain(error: BaseException, engine: RemoteEngine) -> GenerationError:
+    """One line for the chat, saying what went wrong with the server and what to do."""
+    where = f"the model server at {engine.base_url}"
+    if isinstance(error, openai.APITimeoutError):
+        return GenerationError(f"{where} did not answer within {engine.timeout_s:g} s (timed out); press Retry, or check it is not overloaded")
+    if isinstance(error, openai.APIConnectionError):
+        cause = str(error.__cause__ or error)
+        reason = "connection refused" if "refused" in cause.lower() else _one_line(cause)
+        return GenerationError(f"can't reach {where} ({reason}): is it running? Your message is kept: press Retry")
+    if isinstance(error, openai.APIStatusError):
+        return GenerationError(_status_message(error, where, engine))
+    if isinstance(error, openai.APIError):  # an error event inside the stream
+        return GenerationError(f"{where} reported an error while answering: {_one_line(error.message)}")
+    return GenerationError(f"talking to {where} failed: {type(error).__name__}: {_one_line(str(error))}")
+
+
+def _status_message(error: Any, where: str, engine: RemoteEngine) -> str:
+    status, detail = error.status_code, _server_detail(error)
+    if status == 401:
+        return f"{where} refused the API key (401 unauthorized): set --api-key or {API_KEY_ENV}"
+    if status == 403:
+        return f"{where} denied access (403 forbidden): {detail}"
+    if status == 404:
+        return (f"{where} has no model {engine.name!r} (404 not found): check --model ({engine.base_url}/models "
+                f"lists the served models) and that --base-url ends in /v1")
+    if status == 429:
+        return f"{where} is busy (429 too many requests): wait a moment, then press Retry"
+    if status >= 500:
+        return f"{where} failed (HTTP {status}): {detail}; press Retry"
+    return f"{where} rejected the request (HTTP {status}): {detail}"
+
+
+def _server_detail(error: Any) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        text = inner.get("message") or inner.get("detail") or body
+    else:
+        text = body or error.message
+    return _one_line(str(text))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
