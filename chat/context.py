@@ -61,17 +61,15 @@ def fit_to_context(
             break
         cut = _oldest_exchange_size(history)
         history, dropped = history[cut:], dropped + cut
-    trimmed = False
-    if len(prompt.ids) > budget:
-        current = _trim_message(current, len(prompt.ids) - budget, tokenize, detokenize)
-        candidate = system + [current]
-        prompt = encode(candidate)
-        trimmed = True
+    trimmed = len(prompt.ids) > budget
+    if trimmed:
+        current, prompt = _trim_to_fit(system, current, len(prompt.ids) - budget, budget, encode, tokenize, detokenize)
         if len(prompt.ids) > budget:
             raise ChatError(
                 f"the instructions alone take {len(prompt.ids)} tokens of this model's "
                 f"{context_window}-token context: shorten them"
             )
+        candidate = system + [current]
     room = min(max_new_tokens, context_window - len(prompt.ids))
     return FittedPrompt(prompt, candidate, dropped, trimmed, room)
 
@@ -89,8 +87,18 @@ def _oldest_exchange_size(history: Messages) -> int:
     return size
 
 
-def _trim_message(message: dict[str, Any], excess: int, tokenize, detokenize) -> dict[str, Any]:
+def _trim_to_fit(system: Messages, message: dict[str, Any], excess: int, budget: int, encode, tokenize, detokenize):
+    """Cuts `message` until system + message fit `budget`; (cut message, its prompt).
+
+    Cut text does not re-tokenize to the same count (a cut inside a character, merges at
+    the edges), so cut again by the overshoot until it fits or nothing is left.
+    """
     ids = tokenize(message["content"])
-    notice_cost = len(tokenize(TRIM_NOTICE))
-    keep = max(0, len(ids) - excess - notice_cost)
-    return {**message, "content": detokenize(ids[:keep]) + TRIM_NOTICE}
+    keep = max(0, len(ids) - excess - len(tokenize(TRIM_NOTICE)))
+    while True:
+        # A cut inside a multi-byte character decodes to U+FFFD: drop it rather than send it.
+        cut = {**message, "content": detokenize(ids[:keep]).rstrip("\ufffd") + TRIM_NOTICE}
+        prompt = encode(system + [cut])
+        if len(prompt.ids) <= budget or keep == 0:
+            return cut, prompt
+        keep = max(0, keep - (len(prompt.ids) - budget))

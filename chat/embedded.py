@@ -70,6 +70,9 @@ def ensure_converted(
     except OSError as error:
         if not (target / "config.json").exists():
             raise ModelLoadError(f"could not write the converted model to {target}: {error}") from None
+    except Exception as error:  # gguf and transformers raise ValueError, KeyError ... for a file they can't read
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"could not convert {gguf}: {reason}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"Converted model saved to {target}")

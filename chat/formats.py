@@ -23,6 +23,11 @@ from .errors import ChatError
 Messages = list[dict[str, Any]]
 Segment = tuple[str, bool]  # (text, is_message_text)
 
+# Stands in for message i while locating messages in a rendered template: private-use
+# characters, which no template writes.
+_MARK = "\ue000{}\ue001"
+_MARK_PATTERN = re.compile("\ue000(\\d+)\ue001")
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -66,7 +71,24 @@ class ChatTemplateFormat:
     def segments(self, messages: Messages) -> list[Segment]:
         plain = [{"role": m["role"], "content": m["content"]} for m in messages]
         text = self._apply(plain)
-        return _split_at_contents(text, [m["content"] for m in plain])
+        return self._marked_segments(plain, text) or _split_at_contents(text, [m["content"] for m in plain])
+
+    def _marked_segments(self, messages: Messages, text: str) -> list[Segment] | None:
+        """Renders again with a marker for each content: the markers show where each message sits.
+
+        Searching for the content in the text instead would find `<|im_end|>` typed by a user
+        in the template's own `<|im_end|>` before it. None if the template changes the text.
+        """
+        marked = self._apply([{**m, "content": _MARK.format(i)} for i, m in enumerate(messages)])
+        segments: list[Segment] = []
+        cursor = 0
+        for match in _MARK_PATTERN.finditer(marked):
+            if int(match[1]) >= len(messages):
+                return None
+            segments += [(marked[cursor : match.start()], False), (messages[int(match[1])]["content"], True)]
+            cursor = match.end()
+        segments = [s for s in segments + [(marked[cursor:], False)] if s[0]]
+        return segments if "".join(part for part, _ in segments) == text else None
 
     def _apply(self, messages: Messages) -> str:
         try:

@@ -94,6 +94,8 @@ def describe_device(model: Any) -> str:
         for device in placement.values():
             counts[str(device)] = counts.get(str(device), 0) + 1
         return "sharded: " + ", ".join(f"{n} modules on {d}" for d, n in counts.items())
+    if placement and set(placement.values()) == {"disk"}:  # model.device says "meta" then
+        return "disk (all weights offloaded: every token reads them from disk)"
     device = str(getattr(model, "device", "cpu"))
     return "CPU (no GPU found: expect a few tokens per second on large models)" if device == "cpu" else device
 
@@ -110,7 +112,14 @@ def _resolve_source(options: LoadOptions, say: Callable[[str], None]) -> tuple[s
         return str(ensure_converted(path, cache, say)), options.model
     if path.exists() and not path.is_dir():
         raise ModelLoadError(f"--model {options.model}: expected a folder, a .gguf file or a hub id")
+    if not path.exists() and _is_path(options.model):
+        raise ModelLoadError(f"model folder not found: {path} (a hub id looks like owner/name)")
     return options.model, options.model
+
+
+def _is_path(name: str) -> bool:
+    """A name that can only mean a folder: a hub id is `name` or `owner/name`."""
+    return Path(name).expanduser().is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _from_pretrained_kwargs(options: LoadOptions, torch: Any) -> dict[str, Any]:

@@ -121,8 +121,12 @@ class RemoteEngine:
         body = "".join(f"\n── {m['role']} ──\n{m['content']}\n" for m in messages)
         return f"{header}(about {estimate_tokens(messages)} tokens by estimate)\n{body}"
 
-    def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = ()) -> "RemoteGeneration":
-        """Starts streaming the answer in a worker thread; iterate the result for text."""
+    def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
+                 cache: Any = None) -> "RemoteGeneration":
+        """Starts streaming the answer in a worker thread; iterate the result for text.
+
+        `cache` (a session's KV cache) is ignored: the server keeps its own prefix cache.
+        """
         return RemoteGeneration(self, fitted, settings, tuple(dict.fromkeys(s for s in extra_stop_strings if s)))
 
     def request(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]) -> dict[str, Any]:

@@ -47,13 +47,13 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
             clear_button = gr.Button("Clear", size="sm")
         status = gr.Markdown("", elem_id="status")
         with gr.Accordion("Instructions", open=False):
-            instructions_box = gr.Textbox(value=instructions, label="System instructions", lines=4, max_lines=16)
+            instructions_box = gr.Textbox(value=instructions, label="System instructions", lines=4, max_lines=16, elem_id="instructions")
             reset_button = gr.Button("Reset to default", size="sm")
         with gr.Accordion("Settings", open=False):
             setting_inputs = _settings_controls(defaults)
         with gr.Accordion("Prompt", open=False):
             context_line = gr.Markdown(NO_PROMPT_YET)
-            prompt_box = gr.Textbox(label="Exact prompt of the last turn", lines=8, max_lines=30, interactive=False, buttons=["copy"])
+            prompt_box = gr.Textbox(label="Exact prompt of the last turn", lines=8, max_lines=30, interactive=False, buttons=["copy"], elem_id="prompt-view")
         with gr.Accordion("Conversation file", open=False):
             with gr.Row():
                 download_button = gr.DownloadButton("Download conversation (JSON)", size="sm")
