@@ -116,3 +116,26 @@ def _read_until(process, *markers, timeout):
         if any(marker in line for marker in markers):
             return lines
     raise AssertionError("app.py did not come up:\n" + "\n".join(lines))
+
+
+def test_a_second_user_waits_with_a_position_and_past_the_queue_size_is_told_busy(chatty_engine):
+    settings = GenerationSettings(max_new_tokens=3000)
+    with running_app(chatty_engine, settings, concurrency=1, queue_size=1) as (demo, url):
+        first, second, third = (Client(url, verbose=False) for _ in range(3))
+        running = first.submit("long answer", api_name="/send")
+        _wait_for(lambda: running.status().code.name in ("PROCESSING", "ITERATING"))
+        waiting = second.submit("wait for me", api_name="/send")
+        _wait_for(lambda: waiting.status().code.name == "IN_QUEUE")
+        assert waiting.status().rank == 0  # first in line: the UI shows the queue position
+        with pytest.raises(Exception, match="Queue is full! Please try again"):
+            third.submit("one too many", api_name="/send").result(timeout=30)
+        running.cancel()  # the first user leaves; the waiting one is served next
+        second_chat = texts(waiting.result(timeout=120)[0])
+        assert second_chat[0] == ("user", "wait for me")
+
+
+def _wait_for(condition, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
