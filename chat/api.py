@@ -203,7 +203,8 @@ class Pump:
 
     def stop(self) -> None:
         """Cancels the generation unless it already ended (idempotent)."""
-        pass
+        if not self.finished:
+            self.generation.cancel()
 
     async def deltas(self, request: Request | None = None) -> AsyncIterator[str]:
         """Text deltas; with `request`, stops when the client disconnects."""

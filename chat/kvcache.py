@@ -111,10 +111,12 @@ class CachePool:
 
     def keep(self, cache: PrefixCache, ids: Sequence[int], kv: Any) -> None:
         """Stores `kv` (covering `ids`) in `cache` as the most recent use, then enforces the limits."""
-        if cache.pool is not self:
-            return  # taken by another pool since: its model made `kv` for nothing here
-        cache.update(ids, kv)
         with self._lock:
+            if cache.pool is None:
+                cache.pool = self
+            elif cache.pool is not self:
+                return  # taken by another engine since: `kv` would mean nothing to its model
+            cache.update(ids, kv)
             self._kept.pop(id(cache), None)
             self._kept[id(cache)] = weakref.ref(cache)
             self._evict()

@@ -21,14 +21,14 @@ from typing import Any, Iterator
 import openai
 
 from .context import FittedPrompt, fit_to_context
-from .engine import JOIN_TIMEOUT_S, STREAM_TIMEOUT_S, Stats, StopReason
-from .errors import ChatError, GenerationError
+from .engine import STREAM_TIMEOUT_S, Stats, StopReason
+from .errors import ChatError
 from .formats import Messages, Prompt
+from .remote_errors import API_KEY_ENV, explain
 from .settings import GenerationSettings
 from .stopping import StopStringFilter
 
 BACKENDS = ("local", "openai")
-API_KEY_ENV = "OPENAI_API_KEY"  # where the key comes from when --api-key is not given
 NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one
 DEFAULT_CONTEXT_WINDOW = 32_768  # the server knows the real one; --context-window tells us
 CHARS_PER_TOKEN = 3  # pessimistic (English averages ~4): trim a little early rather than be refused
@@ -36,7 +36,9 @@ CONNECT_TIMEOUT_S = 10.0  # a server that doesn't accept a connection in 10 s is
 MAX_RETRIES = 0  # the chat has a Retry button; silent retries would only delay the error message
 SERVER_STOP_LIMIT = 4  # api.openai.com takes at most 4 `stop` strings; the rest are cut here
 POLL_S = 0.1  # how often a waiting reader checks for Stop
-MAX_DETAIL_CHARS = 200  # a server's error text quoted in a one-line chat message
+# Closing waits this long for the worker, which closes the stream on the server's next chunk.
+# A stalled server would hold it until the read timeout: Stop must not wait for that.
+CLOSE_WAIT_S = 1.0
 PROMPT_HEADER = "Sent to {url} as chat messages for {model!r}; the server applies its own chat template.\n"
 
 
@@ -48,8 +50,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        "another instance of this app) at --base-url, serving --model")
     group.add_argument("--base-url", metavar="URL", help="with --backend openai: the server's API root, e.g. http://gpu-box:8000/v1")
     group.add_argument("--api-key", metavar="KEY",
-                       help=f"the key clients must send to this app's /v1 API, and (with --backend openai) the key sent to "
-                       f"the server (default there: ${API_KEY_ENV}). Prefer the environment: flags show in `ps`")
+                       help=f"the key clients must send to this app's /v1 API. With --backend openai the server gets "
+                       f"${API_KEY_ENV}, or this key when that is unset. Prefer the environment: flags show in `ps`")
     group.add_argument("--context-window", type=int, metavar="TOKENS",
                        help=f"with --backend openai: the served model's context length, for trimming long chats "
                        f"(default {DEFAULT_CONTEXT_WINDOW})")
@@ -91,10 +93,11 @@ class RemoteEngine:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RemoteEngine":
-        return cls(args.base_url, args.model, getattr(args, "api_key", None), getattr(args, "context_window", None),
-                   getattr(args, "standard_sampling", False))
+        # --api-key is first this app's own API key; the server's own key, if it has one, wins.
+        key = os.environ.get(API_KEY_ENV) or getattr(args, "api_key", None)
+        return cls(args.base_url, args.model, key, getattr(args, "context_window", None), getattr(args, "standard_sampling", False))
 
-    def __repr__(self) -> str:  # the client's repr would be harmless, but say plainly what this is
+    def __repr__(self) -> str:  # names the server, never the key
         return f"RemoteEngine({self.base_url!r}, {self.name!r})"
 
     def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
@@ -188,7 +191,7 @@ class RemoteGeneration:
         """Ends the request (idempotent); called when iteration ends for any reason."""
         self._cancel.set()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(JOIN_TIMEOUT_S)
+            self._worker.join(CLOSE_WAIT_S)
 
     @property
     def running(self) -> bool:
@@ -274,50 +277,3 @@ class RemoteGeneration:
             stats.stop_reason = StopReason.MAX_TOKENS
         else:
             stats.stop_reason = StopReason.EOS
-
-
-def explain(error: BaseException, engine: RemoteEngine) -> GenerationError:
-    """One line for the chat, saying what went wrong with the server and what to do."""
-    where = f"the model server at {engine.base_url}"
-    if isinstance(error, openai.APITimeoutError):
-        return GenerationError(f"{where} did not answer within {engine.timeout_s:g} s (timed out); press Retry, or check it is not overloaded")
-    if isinstance(error, openai.APIConnectionError):
-        cause = str(error.__cause__ or error)
-        reason = "connection refused" if "refused" in cause.lower() else _one_line(cause)
-        return GenerationError(f"can't reach {where} ({reason}): is it running? Your message is kept: press Retry")
-    if isinstance(error, openai.APIStatusError):
-        return GenerationError(_status_message(error, where, engine))
-    if isinstance(error, openai.APIError):  # an error event inside the stream
-        return GenerationError(f"{where} reported an error while answering: {_one_line(error.message)}")
-    return GenerationError(f"talking to {where} failed: {type(error).__name__}: {_one_line(str(error))}")
-
-
-def _status_message(error: Any, where: str, engine: RemoteEngine) -> str:
-    status, detail = error.status_code, _server_detail(error)
-    if status == 401:
-        return f"{where} refused the API key (401 unauthorized): set --api-key or {API_KEY_ENV}"
-    if status == 403:
-        return f"{where} denied access (403 forbidden): {detail}"
-    if status == 404:
-        return (f"{where} has no model {engine.name!r} (404 not found): check --model ({engine.base_url}/models "
-                f"lists the served models) and that --base-url ends in /v1")
-    if status == 429:
-        return f"{where} is busy (429 too many requests): wait a moment, then press Retry"
-    if status >= 500:
-        return f"{where} failed (HTTP {status}): {detail}; press Retry"
-    return f"{where} rejected the request (HTTP {status}): {detail}"
-
-
-def _server_detail(error: Any) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        text = inner.get("message") or inner.get("detail") or body
-    else:
-        text = body or error.message
-    return _one_line(str(text))
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"

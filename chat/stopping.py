@@ -7,6 +7,7 @@ Two pieces, one per side of the worker thread:
 * `StopStringFilter` sits on the streamed text. It passes on only text that can no longer
   turn into a stop string, holds back a tail that might be the start of one (e.g. "\\nUs"
   while "\\nUser:" is a stop string), and cuts the text at the first complete stop string.
+  It also holds back a trailing U+FFFD: half a character, which the stream's end may leave.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import StoppingCriteria
+
+
+REPLACEMENT_CHARACTER = "\ufffd"  # what decoding makes of an incomplete UTF-8 sequence
 
 
 class StopStringFilter:
@@ -43,7 +47,10 @@ class StopStringFilter:
             safe, self._pending = self._pending[:index], ""
             self.stopped, self.stop_string = True, stop
             return safe
-        keep = self._longest_partial_stop()
+        # The streamer decodes half a multi-byte character (max tokens hit mid-emoji) as U+FFFD;
+        # only the stream's last chunk can end in one, so holding it back leaves it to `flush`.
+        partial_character = len(self._pending) - len(self._pending.rstrip(REPLACEMENT_CHARACTER))
+        keep = max(self._longest_partial_stop(), partial_character)
         safe = self._pending[: len(self._pending) - keep]
         self._pending = self._pending[len(safe) :]
         return safe

@@ -1,0 +1,216 @@
+"""The engine on a tiny real model: streaming, stats, sampling, stop strings, cancel, worker errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from chat.engine import StopReason
+from chat.errors import GenerationError
+from chat.settings import GenerationSettings
+from tests.conftest import make_engine
+from tests.tiny_models import save_tiny_model
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, how are you?"}]
+GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind():
+    yield
+    workers = [t for t in threading.enumerate() if t.name == "generate"]
+    for worker in workers:
+        worker.join(1.0)
+    assert not [t for t in workers if t.is_alive()], "a generation worker thread is still running"
+
+
+def run(engine, settings=GREEDY, messages=MESSAGES, stops=()):
+    generation = engine.generate(engine.prepare(messages, settings), settings, stops)
+    deltas = list(generation)
+    return generation, deltas
+
+
+def scripted(monkeypatch, engine, answer: str) -> None:
+    """Makes the model answer `answer` (then EOS), through the real generate, streamer and filter.
+
+    A random tiny model can't be steered to write an emoji or a stop string; this overrides the
+    last position's logits after the real forward pass, so everything else runs for real.
+    """
+    ids = engine.tokenizer(answer, add_special_tokens=False)["input_ids"] + [min(engine.eos_ids)]
+    forward, step = engine.model.forward, [0]
+
+    def forced(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids.shape[-1] > 1:  # the prompt: a new generation starts
+            step[0] = 0
+        logits = torch.full_like(output.logits[:, -1, :], -1e4)
+        logits[:, ids[min(step[0], len(ids) - 1)]] = 0.0
+        output.logits[:, -1, :] = logits
+        step[0] += 1
+        return output
+
+    monkeypatch.setattr(engine.model, "forward", forced)
+
+
+@pytest.fixture
+def scripted_engine(tiny_chat_dir):
+    return make_engine(tiny_chat_dir)
+
+
+# -- streaming and stats -------------------------------------------------------------------
+
+
+def test_deltas_add_up_to_the_answer_and_stats_are_filled(tiny_engine):
+    fitted = tiny_engine.prepare(MESSAGES, GREEDY)
+    generation = tiny_engine.generate(fitted, GREEDY)
+    deltas = list(generation)
+    stats = generation.stats
+    assert deltas and all(deltas)
+    assert "".join(deltas) == generation.text
+    assert stats.prompt_tokens == len(fitted.prompt.ids)
+    assert 0 < stats.new_tokens <= GREEDY.max_new_tokens
+    assert stats.time_to_first_token is not None and stats.time_to_first_token > 0
+    assert stats.tokens_per_second is not None and stats.tokens_per_second > 0
+    assert stats.stop_reason in (StopReason.EOS, StopReason.MAX_TOKENS)
+    assert f"{stats.new_tokens} tokens" in stats.summary()
+
+
+def test_greedy_is_deterministic(chatty_engine):
+    first, _ = run(chatty_engine)
+    second, _ = run(chatty_engine)
+    assert first.text and first.text == second.text
+
+
+def test_a_seed_reproduces_sampling(chatty_engine):
+    sampled = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=24, seed=1234)
+    texts = [run(chatty_engine, sampled)[0].text for _ in range(2)]
+    other = run(chatty_engine, sampled.replace(seed=4321))[0].text
+    assert texts[0] == texts[1]
+    assert other != texts[0]  # the seed really drives the sampling
+
+
+def test_max_new_tokens_is_respected(chatty_engine):
+    generation, _ = run(chatty_engine, GREEDY.replace(max_new_tokens=7))
+    assert generation.stats.new_tokens == 7
+    assert generation.stats.stop_reason == StopReason.MAX_TOKENS
+
+
+def test_a_stop_string_ends_the_answer_exactly(chatty_engine):
+    full = run(chatty_engine, GREEDY.replace(max_new_tokens=40))[0].text
+    # A short ASCII piece from the middle of the greedy answer, not seen earlier in it.
+    start = next(
+        i for i in range(8, len(full) - 3)
+        if full[i : i + 3].isascii() and full[i : i + 3].strip() == full[i : i + 3] and full.find(full[i : i + 3]) == i
+    )
+    stop = full[start : start + 3]
+    generation, deltas = run(chatty_engine, GREEDY.replace(max_new_tokens=40), stops=(stop,))
+    assert generation.text == full[:start].lstrip()
+    assert stop not in "".join(deltas)
+    assert generation.stats.stop_reason == StopReason.STOP_STRING
+    assert generation.stats.new_tokens < 40
+
+
+def test_transcript_answer_ends_before_a_new_user_turn(monkeypatch, tiny_chat_dir):
+    engine = make_engine(tiny_chat_dir, prompt_format="transcript")
+    scripted(monkeypatch, engine, " Hi there!\nUser: and now I speak for you")
+    generation, deltas = run(engine)
+    assert generation.text == "Hi there!"  # the space after "Assistant:" is not part of the answer
+    assert "\nUs" not in "".join(deltas)
+    assert generation.stats.stop_reason == StopReason.STOP_STRING
+
+
+def test_unicode_streams_whole_characters(monkeypatch, scripted_engine):
+    answer = "Grüße 😀 ünïcödé 日本"
+    scripted(monkeypatch, scripted_engine, answer)
+    generation, deltas = run(scripted_engine)
+    assert generation.text == answer
+    assert not any("\ufffd" in delta for delta in deltas)
+    assert generation.stats.stop_reason == StopReason.EOS
+
+
+def test_an_answer_cut_inside_a_character_shows_no_replacement_character(monkeypatch, scripted_engine):
+    answer = "Grüße 😀 ünïcödé"
+    scripted(monkeypatch, scripted_engine, answer)
+    tokenizer = scripted_engine.tokenizer
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    # Limits that end inside ß, 😀 or ï: those characters take several byte tokens here.
+    limits = [n for n in range(1, len(ids)) if tokenizer.decode(ids[:n]).endswith("\ufffd")]
+    assert len(limits) >= 3
+    for limit in limits:
+        generation, deltas = run(scripted_engine, GREEDY.replace(max_new_tokens=limit))
+        assert not any("\ufffd" in delta for delta in deltas), (limit, deltas)
+        assert answer.startswith(generation.text), (limit, generation.text)
+
+
+def test_beam_search_returns_the_answer_in_one_piece(tiny_engine):
+    generation, deltas = run(tiny_engine, GREEDY.replace(num_beams=2, max_new_tokens=12))
+    assert len(deltas) == 1 and deltas[0] == generation.text != ""
+    assert generation.stats.stop_reason in (StopReason.EOS, StopReason.MAX_TOKENS)
+
+
+# -- stopping a generation ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_chatty_engine(tmp_path_factory):
+    """Room for 2000 new tokens (several seconds of work) and no end-of-sequence token."""
+    engine = make_engine(save_tiny_model(tmp_path_factory.mktemp("tiny-long"), context=4096))
+    engine.eos_ids = frozenset({10**6})
+    return engine
+
+
+@pytest.mark.timeout(60)
+def test_cancel_stops_the_worker_quickly(long_chatty_engine):
+    settings = GREEDY.replace(max_new_tokens=2000)
+    generation = long_chatty_engine.generate(long_chatty_engine.prepare(MESSAGES, settings), settings)
+    stream = iter(generation)
+    shown = [next(stream) for _ in range(3)]
+    generation.cancel()
+    cancelled_at = time.perf_counter()
+    while generation.running and time.perf_counter() - cancelled_at < 1.0:
+        time.sleep(0.01)
+    assert not generation.running, "the model kept computing after Stop"
+    shown += list(stream)  # the reader still gets what was decoded before the stop
+    assert "".join(shown) == generation.text
+    assert generation.stats.stop_reason == StopReason.CANCELLED
+    assert 0 < generation.stats.new_tokens < 200
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["close", "break"])
+def test_a_reader_that_goes_away_stops_the_worker(long_chatty_engine, how):
+    settings = GREEDY.replace(max_new_tokens=2000)
+    generation = long_chatty_engine.generate(long_chatty_engine.prepare(MESSAGES, settings), settings)
+    started = time.perf_counter()
+    if how == "close":
+        stream = iter(generation)
+        next(stream), next(stream)
+        stream.close()
+    else:
+        for count, _ in enumerate(generation):
+            if count == 2:
+                break
+    assert not generation.running
+    assert time.perf_counter() - started < 3.0  # 2000 tokens would take far longer
+
+
+@pytest.mark.timeout(60)
+def test_a_crash_in_the_worker_reaches_the_reader_and_the_next_answer_works(monkeypatch, scripted_engine):
+    forward, calls = scripted_engine.model.forward, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated failure at step 4")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(scripted_engine.model, "forward", failing)
+    with pytest.raises(GenerationError, match="generation failed: RuntimeError: simulated failure at step 4"):
+        run(scripted_engine)
+    monkeypatch.undo()
+    generation, _ = run(scripted_engine)
+    assert generation.text and generation.stats.new_tokens > 0

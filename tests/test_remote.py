@@ -1,0 +1,274 @@
+"""The remote backend against real servers: this app's own API (always) and llama.cpp's (marked).
+
+To run the llama.cpp test (its build takes minutes, so it is not in the default CI):
+
+    .venv/bin/pip install 'llama-cpp-python[server]'
+    .venv/bin/python -m pytest -m llama_cpp tests/test_remote.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import threading
+
+import httpx
+import openai
+import pytest
+
+from chat.cli_args import add_model_arguments, add_sampling_arguments, build_engine
+from chat.engine import StopReason
+from chat.errors import ChatError, GenerationError
+from chat.instructions import CHAT_INSTRUCTIONS, default_instructions
+from chat.remote import RemoteEngine, add_backend_arguments
+from chat.session import ChatSession
+from chat.settings import GenerationSettings
+from chat.skills import Skill, SkillBook
+from tests.api_servers import (
+    TEST_SKILLS, RecordingEngine, finished, free_port, serve_api, serve_failure, silent_port, wait_until,
+)
+from tests.conftest import make_engine
+
+GREEDY = GenerationSettings(temperature=0, max_new_tokens=8)
+KEY = "remote-key-9c1e"
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_chat_dir):
+    """The model behind the server: never meets end-of-sequence, so answers run to their limit."""
+    engine = make_engine(tiny_chat_dir)
+    engine.eos_ids = frozenset({10**6})
+    return RecordingEngine(engine)
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    with serve_api(backend, defaults=GenerationSettings(temperature=0)) as server:
+        yield server
+
+
+def remote(server, backend, **options) -> RemoteEngine:
+    return RemoteEngine(server.url + "/v1", backend.name, **options)
+
+
+def session_on(engine, settings=GREEDY, skills=TEST_SKILLS) -> ChatSession:
+    return ChatSession(engine, skills, "Be nice.", settings)
+
+
+def test_a_remote_session_gets_the_servers_answer_and_its_token_counts(server, backend):
+    expected = session_on(backend.engine).send("Hello")
+    expected_text = "".join(expected)
+    session = session_on(remote(server, backend))
+    reply = session.send("Hello")
+    assert "".join(reply) == expected_text != ""
+    stats = reply.stats
+    assert (stats.prompt_tokens, stats.new_tokens) == (expected.stats.prompt_tokens, GREEDY.max_new_tokens)
+    assert stats.stop_reason == StopReason.MAX_TOKENS and stats.time_to_first_token is not None
+    assert session.history[-1]["content"] == expected_text
+
+
+def test_the_prompt_view_shows_the_messages_and_says_the_server_applies_the_template(server, backend):
+    engine = remote(server, backend)
+    fitted = session_on(engine).preview("What is 2+2?")
+    assert "applies its own chat template" in fitted.prompt.text
+    assert "Be nice." in fitted.prompt.text and "What is 2+2?" in fitted.prompt.text
+    assert fitted.prompt.ids == [] and fitted.notice is None
+    assert default_instructions(engine.format) == CHAT_INSTRUCTIONS
+
+
+def test_a_long_chat_is_trimmed_by_estimate_when_the_context_window_is_given(server, backend):
+    session = session_on(remote(server, backend, context_window=400))
+    session.load_messages([{"role": "user", "content": "old " * 300}, {"role": "assistant", "content": "ok"}])
+    fitted = session.preview("Hello")
+    assert fitted.dropped_messages == 2 and "Note:" in fitted.notice
+
+
+def test_sampling_settings_reach_the_server(server, backend):
+    settings = GenerationSettings(temperature=0.3, top_p=0.7, top_k=7, repetition_penalty=1.3, seed=5, max_new_tokens=4)
+    "".join(session_on(remote(server, backend), settings).send("Hello"))
+    received = backend.generations[-1].settings
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_new_tokens"):
+        assert getattr(received, name) == getattr(settings, name), name
+    "".join(session_on(remote(server, backend, standard_sampling=True), settings).send("Hello"))
+    received = backend.generations[-1].settings
+    assert (received.top_k, received.repetition_penalty) == (GenerationSettings().top_k, GenerationSettings().repetition_penalty)
+
+
+def test_skills_expand_here_and_their_stop_strings_cut_the_answer(server, backend):
+    engine = remote(server, backend)
+    full = "".join(session_on(engine, GREEDY.replace(max_new_tokens=24)).send("Hi", "🔁 Say Twice"))
+    assert backend.generations[-1].fitted.messages[-1]["content"] == TEST_SKILLS.get("🔁 Say Twice").expand("Hi")
+    stop = next(full[i : i + 3] for i in range(4, len(full) - 3) if full[i : i + 3].strip() == full[i : i + 3])
+    # Five stop strings: the server is sent the first four (OpenAI's limit), this side applies all.
+    stops = ("\x00never-1", "\x00never-2", "\x00never-3", "\x00never-4", stop)
+    skills = SkillBook([Skill("Say Twice", TEST_SKILLS.get("🔁 Say Twice").template, stop=stops)])
+    reply = session_on(engine, GREEDY.replace(max_new_tokens=24), skills).send("Hi", "Say Twice")
+    assert "".join(reply) == full[: full.index(stop)]
+    assert reply.stats.stop_reason == StopReason.STOP_STRING
+
+
+def test_stop_closes_the_stream_and_the_server_stops_generating(server, backend):
+    session = session_on(remote(server, backend), GREEDY.replace(max_new_tokens=3000))
+    deltas = iter(session.send("Hello"))
+    shown = "".join(next(deltas) for _ in range(3))
+    generation = backend.generations[-1]
+    session.stop()
+    assert "".join(deltas) == ""  # nothing more arrives after Stop
+    assert wait_until(lambda: finished(generation))
+    assert generation.stats.stop_reason == StopReason.CANCELLED and generation.stats.new_tokens < 3000
+    assert session.last_stats.stop_reason == StopReason.CANCELLED
+    assert session.history[0]["content"] == "Hello" and session.history[1]["content"] == shown
+
+
+@contextlib.contextmanager
+def refused(server, backend):
+    yield RemoteEngine(f"http://127.0.0.1:{free_port()}/v1", backend.name, api_key=KEY)
+
+
+@contextlib.contextmanager
+def wrong_key(server, backend):
+    with serve_api(backend, api_key="the-right-key") as guarded:
+        yield RemoteEngine(guarded.url + "/v1", backend.name, api_key=KEY)
+
+
+@contextlib.contextmanager
+def unknown_model(server, backend):
+    yield RemoteEngine(server.url + "/v1", "no-such-model", api_key=KEY)
+
+
+@contextlib.contextmanager
+def busy(server, backend):
+    with serve_api(backend, max_parallel=1, queue_wait_s=0.1) as crowded:
+        client = openai.OpenAI(base_url=crowded.url + "/v1", api_key="x", max_retries=0)
+        stream = client.chat.completions.create(model=backend.name, messages=[{"role": "user", "content": "Hi"}], max_tokens=3000, stream=True)
+        next(iter(stream))  # the one slot is taken
+        yield RemoteEngine(crowded.url + "/v1", backend.name, api_key=KEY)
+        stream.close()
+
+
+@contextlib.contextmanager
+def failing(server, backend):
+    with serve_failure(503, "overloaded,\nplease wait") as broken:
+        yield RemoteEngine(broken.url + "/v1", backend.name, api_key=KEY)
+
+
+@contextlib.contextmanager
+def silent(server, backend):
+    with silent_port() as port:
+        yield RemoteEngine(f"http://127.0.0.1:{port}/v1", backend.name, api_key=KEY, timeout_s=0.5)
+
+
+FAILURES = [  # (server trouble, words the chat message must hold)
+    (refused, ["can't reach", "connection refused", "Retry"]),
+    (wrong_key, ["401", "API key"]),
+    (unknown_model, ["404", "no-such-model", "--model"]),
+    (busy, ["429", "busy", "Retry"]),
+    (failing, ["503", "overloaded, please wait"]),
+    (silent, ["did not answer", "timed out"]),
+]
+
+
+@pytest.mark.parametrize("trouble, words", FAILURES, ids=[f[0].__name__ for f in FAILURES])
+def test_server_trouble_is_one_clear_line_and_the_message_stays_for_retry(server, backend, trouble, words):
+    with trouble(server, backend) as engine:
+        session = session_on(engine)
+        with pytest.raises(GenerationError) as caught:
+            "".join(session.send("Hello"))
+    message = str(caught.value)
+    assert "\n" not in message and KEY not in message and all(word in message for word in words), message
+    assert session.history[0]["content"] == "Hello" and session.history[1]["error"] == message
+    session.engine = remote(server, backend)  # the server is back
+    assert "".join(session.retry()) and [m["role"] for m in session.history] == ["user", "assistant"]
+
+
+def test_two_app_instances_on_one_backend_keep_their_answers_apart(server, backend):
+    prompts = ["Hello, how are you today?", "Translate: Guten Tag!"]
+    direct = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=30)
+    expected = [_answer(direct, backend.name, prompt) for prompt in prompts]
+    assert expected[0] != expected[1]
+    with serve_api(remote(server, backend), defaults=GREEDY) as first, serve_api(remote(server, backend), defaults=GREEDY) as second:
+        clients = [openai.OpenAI(base_url=app.url + "/v1", api_key="x", max_retries=0, timeout=30) for app in (first, second)]
+        results: dict[int, list[str]] = {0: [], 1: []}
+
+        def chat(index: int) -> None:
+            for _ in range(2):
+                results[index].append(_answer(clients[index], backend.name, prompts[index]))
+
+        # Two users on each instance: each instance's engine also serves two at once.
+        threads = [threading.Thread(target=chat, args=(index,)) for index in (0, 1, 0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert results == {0: [expected[0]] * 4, 1: [expected[1]] * 4}
+
+
+def _answer(client, model, prompt) -> str:
+    stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], max_tokens=8, temperature=0, stream=True)
+    return "".join(choice.delta.content or "" for chunk in stream for choice in chunk.choices)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
+    add_backend_arguments(parser)
+    return parser
+
+
+def test_backend_flags_build_a_remote_engine_with_the_servers_key_from_the_environment(backend, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with serve_api(backend, api_key=KEY) as guarded:
+        # --api-key guards this app's own API; the server's key comes from the environment.
+        args = _parser().parse_args(["--backend", "openai", "--base-url", guarded.url + "/v1", "--model", backend.name,
+                                     "--api-key", "this-apps-own-key"])
+        engine = build_engine(args, say=lambda _: None)
+        assert isinstance(engine, RemoteEngine) and engine.kind == "remote"
+        assert KEY not in repr(engine) and KEY not in engine.device and guarded.url in engine.device
+        assert "".join(session_on(engine).send("Hello"))
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--backend", "openai", "--model", "m"], "--base-url"),
+    (["--backend", "openai", "--base-url", "localhost:8000"], "--base-url"),
+    (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "--model"),
+])
+def test_missing_backend_flags_are_one_line_errors(flags, words):
+    with pytest.raises(ChatError, match=words):
+        build_engine(_parser().parse_args(flags))
+
+
+@pytest.mark.llama_cpp
+def test_a_remote_session_talks_to_llama_cpp_server_with_the_embedded_model():
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp.server.app")
+    from chat.embedded import find_embedded_gguf
+
+    gguf = find_embedded_gguf()
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _ready(f"http://127.0.0.1:{port}/v1/models"), timeout=120), "llama.cpp server did not start"
+        engine = RemoteEngine(f"http://127.0.0.1:{port}/v1", "smollm2")
+        session = session_on(engine, GenerationSettings(temperature=0, max_new_tokens=16))
+        reply = session.send("What is the capital of France?")
+        assert "".join(reply).strip()
+        assert 0 < reply.stats.new_tokens <= 16 and reply.stats.prompt_tokens > 0
+        deltas = iter(session.send("Tell me a long story.", None))
+        next(deltas)
+        session.stop()
+        assert "".join(session.send("Hello"))  # the server still serves after a Stop
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
