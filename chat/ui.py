@@ -75,6 +75,8 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
         stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating, api_name="stop")
         undo_button.click(bind(handlers.undo), session, outputs, queue=False, cancels=generating, api_name="undo")
         clear_button.click(bind(handlers.clear), session, outputs, queue=False, cancels=generating, api_name="clear")
+        # The Chatbot's own trash icon must clear the session too, not just the display.
+        chatbot.clear(bind(handlers.clear), session, outputs, queue=False, cancels=generating, api_visibility="private")
         upload_button.upload(bind(handlers.upload), [session, upload_button], [*outputs, instructions_box], queue=False, api_visibility="private")
         reset_button.click(bind(partial(handlers.reset_instructions, default=instructions)), session, instructions_box,
                            queue=False, api_visibility="private")
