@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.context import TRIM_NOTICE
+from chat.context import TRIM_NOTICE, fit_to_context
 from chat.errors import ChatError
 from chat.formats import encode
 from chat.settings import GenerationSettings
@@ -108,6 +108,27 @@ def test_answer_room_is_capped_so_prompt_and_answer_fit(small_engine, requested)
     assert fitted.max_new_tokens == min(requested, CONTEXT - prompt_tokens)
     # A huge answer limit never pushes the question itself out.
     assert fitted.messages == messages and not fitted.message_trimmed
+
+
+@pytest.mark.parametrize("window", [100, 160, 256, 400])
+@pytest.mark.parametrize("max_new_tokens", [16, 1000])
+def test_fit_to_context_keeps_its_promises_for_any_window(small_engine, window, max_new_tokens):
+    tokenizer = small_engine.tokenizer
+    messages = [SYSTEM, *HISTORY, CURRENT]
+    fitted = fit_to_context(
+        messages,
+        encode=lambda m: encode(small_engine.format, tokenizer, m),
+        tokenize=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+        detokenize=tokenizer.decode,
+        context_window=window,
+        max_new_tokens=max_new_tokens,
+    )
+    kept = fitted.messages[1:-1]
+    assert fitted.messages[0] == SYSTEM and fitted.messages[-1] == CURRENT
+    assert kept == HISTORY[len(HISTORY) - len(kept) :] and fitted.dropped_messages == len(HISTORY) - len(kept)
+    assert len(fitted.prompt.ids) + fitted.max_new_tokens <= window
+    assert len(fitted.prompt.ids) <= window - min(max_new_tokens, window // 2)  # room planned for the answer
+    assert fitted.max_new_tokens == min(max_new_tokens, window - len(fitted.prompt.ids))
 
 
 def test_generation_stops_at_the_capped_room(small_dir):
