@@ -18,14 +18,15 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ChatError
 from .formats import FORMATS, choose_format
 from .loader import DTYPE_CHOICES, LoadOptions, load_model
-from .train_data import Encoder, TrainingSet, answer_tokens, load_training_data
+from .train_data import Encoder, count_examples, load_training_data
 
 INFO_FILE = "training.json"  # marks a folder as ours: retraining may replace it
 REPORT_FILE, PLOT_FILE = "report.md", "loss.png"
@@ -64,10 +65,6 @@ class TrainOptions:
     @property
     def rate(self) -> float:
         return self.learning_rate or (FULL_LEARNING_RATE if self.full else LORA_LEARNING_RATE)
-
-    @property
-    def method(self) -> str:
-        return "full" if self.full else "lora"
 
 
 @dataclass
@@ -111,12 +108,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
     from .instructions import read_instructions
 
-    return TrainOptions(
-        data=args.data, out=args.out, model=args.model, full=args.full, epochs=args.epochs, learning_rate=args.learning_rate,
-        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, dtype=args.dtype, prompt_format=args.format, instructions=read_instructions(args.instructions),
-        user_name=args.user_name, bot_name=args.bot_name, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code,
-    )
+    same = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if f.name not in ("prompt_format", "instructions")}
+    return TrainOptions(**same, prompt_format=args.format, instructions=read_instructions(args.instructions))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -130,17 +123,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 def train(options: TrainOptions, say: Callable[[str], None] = print) -> TrainResult:
     """Reads the data, trains, saves the adapter or model with a report into `options.out`."""
+    with warnings.catch_warnings():  # peft reads a property transformers deprecated: noise for users
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return _train(options, say)
+
+
+def _train(options: TrainOptions, say: Callable[[str], None]) -> TrainResult:
     started = time.perf_counter()
-    _check(options)
     out = Path(options.out).expanduser()
-    _check_out_dir(out)
+    _check(options, out)
     data = load_training_data(options.data)  # before the model: a typo in the file costs no load time
     say(f"Read {len(data.train)} training and {len(data.eval)} evaluation examples from {data.source}")
     loaded, encoder = _load(options, say)
     train_set, eval_set = [encoder(e) for e in data.train], [encoder(e) for e in data.eval]
     model = _prepare_model(loaded.model, options, say)
     result = TrainResult(
-        out=out, base_model=base_model_name(options.model), device=loaded.device, counts=_counts(data, train_set, eval_set),
+        out=out, base_model=base_model_name(options.model), device=loaded.device, counts=count_examples(train_set, eval_set),
         trainable=_parameter_counts(model), eval_before=0.0,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +165,7 @@ def base_model_name(model: str | None) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _check(options: TrainOptions) -> None:
+def _check(options: TrainOptions, out: Path) -> None:
     limits = {"epochs": options.epochs, "batch-size": options.batch_size, "lora-rank": options.lora_rank, "lora-alpha": options.lora_alpha}
     for name, value in limits.items():
         if value < 1:
@@ -176,9 +174,6 @@ def _check(options: TrainOptions) -> None:
         raise TrainingError(f"--max-length must be at least 8 tokens, got {options.max_length}")
     if options.learning_rate is not None and not 0 < options.learning_rate < 1:
         raise TrainingError(f"--learning-rate must be between 0 and 1, got {options.learning_rate:g}")
-
-
-def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / INFO_FILE).is_file())):
         raise TrainingError(f"--out {out}: exists and is not an earlier training output; choose a new folder")
 
@@ -215,7 +210,7 @@ def _prepare_model(model: Any, options: TrainOptions, say: Callable[[str], None]
     )
     model = get_peft_model(model, config)
     trained, total = _parameter_counts(model)
-    say(f"Training a LoRA adapter (rank {options.lora_rank}): {trained / 1e6:.2f} M of {total / 1e6:.0f} M parameters")
+    say(f"Training a LoRA adapter (rank {options.lora_rank}): {trained:,} of {total:,} parameters")
     return model
 
 
@@ -269,10 +264,11 @@ def _save(model: Any, tokenizer: Any, options: TrainOptions, result: TrainResult
     try:
         if not options.full:
             model.peft_config["default"].base_model_name_or_path = result.base_model  # chat.loader reads it
-        model.save_pretrained(staging)
+        # (save_embedding_layers=False: LoRA never trains them; "auto" would look the base up on the hub)
+        model.save_pretrained(staging, **({} if options.full else {"save_embedding_layers": False}))
         tokenizer.save_pretrained(staging)
-        info = {"base_model": result.base_model, "options": asdict(options), "result": _json_result(result)}
-        (staging / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        info = {"base_model": result.base_model, "options": asdict(options), "result": asdict(result)}
+        (staging / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
         _write_report(staging, options, result)
         if result.out.exists():
             shutil.rmtree(result.out)  # an earlier training output (checked before training)
@@ -281,22 +277,9 @@ def _save(model: Any, tokenizer: Any, options: TrainOptions, result: TrainResult
         raise TrainingError(f"could not save to {result.out}: {error}") from None
 
 
-def _counts(data: TrainingSet, train_set: list[dict], eval_set: list[dict]) -> dict[str, int]:
-    return {
-        "train_examples": len(data.train), "eval_examples": len(data.eval),
-        "train_answer_tokens": answer_tokens(train_set), "eval_answer_tokens": answer_tokens(eval_set),
-    }
-
-
 def _parameter_counts(model: Any) -> tuple[int, int]:
     parameters = list(model.parameters())
     return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
-
-
-def _json_result(result: TrainResult) -> dict[str, Any]:
-    data = asdict(result)
-    data["out"] = str(result.out)
-    return data
 
 
 def _write_report(folder: Path, options: TrainOptions, result: TrainResult) -> None:
@@ -315,13 +298,19 @@ def report_text(options: TrainOptions, result: TrainResult) -> str:
         f"{counts['eval_examples']} evaluation examples ({counts['eval_answer_tokens']} answer tokens)",
         f"- Model: {result.base_model}, {method}: {trained:,} of {total:,} parameters trained",
         f"- Settings: {options.epochs} epochs, learning rate {options.rate:g}, batch size {options.batch_size}, "
-        f"max length {options.max_length}, seed {options.seed}",
+        f"max length {options.max_length}, seed {options.seed}, system instructions: {_instructions_words(options)}",
         f"- Device: {result.device}; time: {result.seconds:.0f} s (loading, evaluating and training)",
         f"- Eval loss: {result.eval_before:.4f} before training, {result.eval_losses[-1]:.4f} after", "",
         "| epoch | train loss | eval loss |", "|---:|---:|---:|", f"| 0 | | {result.eval_before:.4f} |", *rows, "",
         f"![loss curve]({PLOT_FILE})", "",
         f"Chat with it: `python -m chat --model {result.out}` or `python app.py --model {result.out}`", "",
     ])
+
+
+def _instructions_words(options: TrainOptions) -> str:
+    if options.instructions is None:
+        return "the chat's default (chat with the default to match)"
+    return repr(options.instructions[:60]) if options.instructions else "none"
 
 
 def _plot_losses(path: Path, result: TrainResult) -> None:

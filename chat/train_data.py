@@ -129,9 +129,8 @@ def _text_example(line: str, where: str) -> Example:
     instruction, answer = instruction.strip(), answer.strip()
     if not separator:
         raise TrainingDataError(f"{where}: no '#' between instruction and answer (expected `instruction # answer`)")
-    if not instruction or not answer:
-        missing = "instruction before" if not instruction else "answer after"
-        raise TrainingDataError(f"{where}: the {missing} the '#' is empty (expected `instruction # answer`)")
+    if not answer:  # (an empty instruction can't happen: a line starting with '#' is a comment)
+        raise TrainingDataError(f"{where}: the answer after the '#' is empty (expected `instruction # answer`)")
     return Example(messages=({"role": "user", "content": instruction},), response=answer, where=where)
 
 
@@ -227,6 +226,13 @@ def turn_end_ids(prompt_format: PromptFormat, tokenizer: Any) -> list[int]:
     return [tokenizer.eos_token_id]
 
 
-def answer_tokens(rows: list[dict[str, list[int]]]) -> int:
-    """How many tokens the loss covers in encoded examples (the answers)."""
-    return sum(sum(1 for label in row["labels"] if label != IGNORE_INDEX) for row in rows)
+def count_examples(train_rows: list[dict[str, list[int]]], eval_rows: list[dict[str, list[int]]]) -> dict[str, int]:
+    """Examples and answer tokens (what the loss covers) in each part, for the report."""
+
+    def answer_tokens(rows: list[dict[str, list[int]]]) -> int:
+        return sum(sum(1 for label in row["labels"] if label != IGNORE_INDEX) for row in rows)
+
+    return {
+        "train_examples": len(train_rows), "eval_examples": len(eval_rows),
+        "train_answer_tokens": answer_tokens(train_rows), "eval_answer_tokens": answer_tokens(eval_rows),
+    }

@@ -1,0 +1,265 @@
+"""`python -m chat` (or `python -m chat talk`): a conversation in the terminal.
+
+It drives the same `ChatSession` and engine as the web app, so skills, instructions, context
+fitting and stop strings behave alike, and a conversation saved here loads there (and back).
+
+* Interactive (stdin is a terminal): a prompt with line editing, answers streamed as they come,
+  slash commands (`/help`); Ctrl+C stops the answer, not the program; Ctrl+D or /quit leaves.
+* Piped (stdin is not a terminal): each input line is one message and each answer is printed on
+  stdout, one after the other, as the seed's `generate.py` did: usable in scripts and pipes.
+  Commands work there too; their confirmations go to stderr, so stdout holds only answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Callable, Iterable, TextIO
+
+from .cli_args import build_engine, build_instructions, build_skills, settings_from_args
+from .conversation import load_conversation, save_conversation
+from .errors import ChatError, SkillError
+from .session import ChatSession, Reply
+from .skills import SkillBook
+
+HELP = """Commands:
+  /skill NAME    use a skill for the next messages (a number or part of the name will do)
+  /skills        list the skills
+  /retry         a new answer to your last message
+  /undo          remove the last exchange (your message comes back to edit)
+  /clear         start a new conversation
+  /system TEXT   set the system instructions (/system alone shows them, /system none removes them)
+  /save FILE     save the conversation as JSON (the web app loads it too)
+  /load FILE     load a conversation saved here or in the web app
+  /help          this list
+  /quit          leave (Ctrl+D does too)
+Ctrl+C stops an answer."""
+STOPPED = "[stopped]"
+COMMAND_WORD = re.compile(r"/[A-Za-z]+")  # "/sytem hi" is a typo to point out, "/usr/bin …" a message
+LOADED_SHOWN = 4  # after /load, the last messages shown so the user sees where they are
+
+
+def add_talk_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("terminal chat")
+    group.add_argument("--load", metavar="FILE.json", help="continue a saved conversation (from here or the web app)")
+    group.add_argument("--skill", help="skill to start with (default: the first in the skills file)")
+    group.add_argument("--stats", action="store_true", help="after each answer, show tokens, speed and why it stopped (stderr)")
+
+
+def run_talk(args: argparse.Namespace) -> int:
+    engine = build_engine(args, say=lambda line: print(line, file=sys.stderr))
+    session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args))
+    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats)
+    if args.skill:
+        talk.skill = find_skill(session.skills, args.skill)
+    if args.load:
+        talk.load(args.load)
+        if args.instructions is not None:  # the flag wins over the file's instructions
+            session.instructions = build_instructions(args, engine)
+    if talk.interactive:
+        return talk.run_interactive()
+    return talk.run_lines(sys.stdin)
+
+
+def find_skill(skills: SkillBook, query: str) -> str:
+    """The skill a user means: its name, its number in /skills, or a unique part of the name
+    ("german" → "🔄 Translate to German"). Raises `SkillError` naming the candidates if unclear."""
+    query = query.strip()
+    names = skills.names()
+    if query in skills:
+        return query
+    if query.isdigit() and 1 <= int(query) <= len(names):
+        return names[int(query) - 1]
+    wanted = _plain(query)
+    for matches_word in (str.__eq__, str.startswith, str.__contains__):
+        matches = [name for name in names if wanted and matches_word(_plain(name), wanted)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise SkillError(f"{query!r} matches several skills: {', '.join(matches)}; type more of the name")
+    raise SkillError(f"no skill called {query!r}; /skills lists them")
+
+
+def _plain(name: str) -> str:
+    """'🔄 Translate to German' → 'translate to german': what a user types for a skill name."""
+    return " ".join(re.sub(r"[^\w\s]", " ", name).split()).casefold()
+
+
+class Talk:
+    """One terminal conversation: reads lines, runs commands, streams answers to `out`."""
+
+    def __init__(self, session: ChatSession, interactive: bool, show_stats: bool = False,
+                 out: TextIO | None = None, err: TextIO | None = None):
+        self.session, self.interactive, self.show_stats = session, interactive, show_stats
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+        self.skill = session.skills.default.name
+        self.failed = False  # a piped run that met an error exits with 1
+        self.prefill = ""  # text put back on the input line (after /undo)
+        self.can_prefill = False  # the line reader can put text on the input line
+        self.commands: dict[str, Callable[[str], bool | None]] = {
+            "/skill": self.use_skill, "/skills": self.list_skills, "/retry": self.retry, "/undo": self.undo,
+            "/clear": self.clear, "/system": self.system, "/save": self.save, "/load": self.load,
+            "/help": self.help, "/quit": self.quit, "/exit": self.quit,
+        }
+
+    # -- the two ways in ------------------------------------------------------------------------
+
+    def run_interactive(self) -> int:
+        """Prompt, read, answer, until /quit or Ctrl+D. Ctrl+C at the prompt clears the line."""
+        read, self.can_prefill = _line_reader()
+        self.show(f"Chatting with {self.session.engine.name}. Type a message; /help lists the commands. "
+                  "Ctrl+C stops an answer, Ctrl+D or /quit leaves.")
+        while True:
+            try:
+                line = read(f"{self.skill}> ", self.prefill)
+            except EOFError:
+                self.show("")
+                return 0
+            except KeyboardInterrupt:
+                self.show("\n(Ctrl+D or /quit leaves)")
+                continue
+            self.prefill = ""
+            try:
+                if not self.handle(line):
+                    return 0
+            except KeyboardInterrupt:  # between Enter and the first token: still only this answer stops
+                self.session.stop()
+                self.show(STOPPED)
+
+    def run_lines(self, lines: Iterable[str]) -> int:
+        """Each line one message (or command), each answer printed: the seed's generate.py loop."""
+        for line in lines:
+            if not self.handle(line.rstrip("\r\n")):
+                break
+        return 1 if self.failed else 0
+
+    def handle(self, line: str) -> bool:
+        """Runs one line; False when the user asked to leave. Errors are shown, never raised."""
+        word, _, rest = line.rstrip().partition(" ")
+        try:
+            if word in self.commands:
+                return self.commands[word](rest.strip()) is not False
+            if COMMAND_WORD.fullmatch(word):
+                raise ChatError(f"unknown command {word}: /help lists them (start the line with a space to send it as a message)")
+            if line.strip():
+                self.stream(self.session.send(line, self.skill))
+        except ChatError as error:
+            self.failed = True
+            print(f"error: {error}", file=self.err, flush=True)
+        return True
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def stream(self, reply: Reply) -> None:
+        """Shows the answer as it comes. Ctrl+C stops the model and keeps what was said so far."""
+        if reply.fitted.notice:
+            self.note(reply.fitted.notice)
+        chunks, wrote = iter(reply), False
+        try:
+            for delta in chunks:
+                self.out.write(delta)
+                self.out.flush()
+                wrote = True
+        except KeyboardInterrupt:
+            reply.cancel()
+            chunks.close()  # ends the worker now, not when the generator is collected
+            self.out.write((" " if wrote else "") + STOPPED)
+            if not self.interactive:
+                raise  # in a pipe, Ctrl+C means stop the whole run
+        finally:
+            self.out.write("\n\n" if self.interactive else "\n")  # (a blank line before the next prompt)
+            self.out.flush()
+        if self.show_stats and reply.stats.stop_reason:
+            print(f"[{reply.stats.summary()}]", file=self.err, flush=True)
+
+    # -- commands (each takes the text after the command word) -----------------------------------
+
+    def use_skill(self, name: str) -> None:
+        if not name:
+            self.show(f"Skill: {self.skill} (/skills lists them)")
+            return
+        self.skill = find_skill(self.session.skills, name)
+        self.note(f"Skill: {self.skill}")
+
+    def list_skills(self, _: str) -> None:
+        for number, skill in enumerate(self.session.skills, start=1):
+            mark = "*" if skill.name == self.skill else " "
+            about = f" - {skill.description}" if getattr(skill, "description", "") else ""
+            self.show(f"{mark} {number}. {skill.name}{about}")
+
+    def retry(self, _: str) -> None:
+        self.stream(self.session.retry())
+
+    def undo(self, _: str) -> None:
+        typed = self.session.undo()
+        if not typed:
+            self.note("Nothing to undo.")
+        elif self.can_prefill:
+            self.prefill = typed  # back on the input line, to edit and send again
+        else:
+            self.note(f"Removed: {typed}")
+
+    def clear(self, _: str) -> None:
+        self.session.clear()
+        self.note("New conversation.")
+
+    def system(self, text: str) -> None:
+        if not text:
+            self.show(self.session.instructions or "(no system instructions)")
+            return
+        self.session.instructions = "" if text.casefold() == "none" else text
+        self.note("System instructions removed." if text.casefold() == "none" else "System instructions set.")
+
+    def save(self, path: str) -> None:
+        if not path:
+            raise ChatError("/save needs a file name, e.g. /save chat.json")
+        try:
+            saved = save_conversation(path, self.session.to_messages())
+        except OSError as error:
+            raise ChatError(f"can't save to {path}: {error.strerror or error}") from None
+        self.note(f"Saved {len(self.session.history)} messages to {saved}")
+
+    def load(self, path: str) -> None:
+        if not path:
+            raise ChatError("/load needs a file name, e.g. /load chat.json")
+        self.session.load_messages(load_conversation(path), path)
+        history = self.session.history
+        self.note(f"Loaded {len(history)} messages from {path}")
+        for message in history[-LOADED_SHOWN:] if self.interactive else ():
+            self.show(f"{message['role']}: {message.get('typed', message['content'])}")
+
+    def help(self, _: str) -> None:
+        self.show(HELP)
+
+    def quit(self, _: str) -> bool:
+        return False
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def show(self, text: str) -> None:
+        """What the user asked to see: always on stdout."""
+        print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        """Confirmations and notices: stdout in a terminal, stderr in a pipe (stdout = answers)."""
+        print(text, file=self.out if self.interactive else self.err, flush=True)
+
+
+def _line_reader() -> tuple[Callable[[str, str], str], bool]:
+    """(read, can_prefill): input() with line editing and history, and `prefill` already typed
+    on the line, where readline exists; else plain input(). Imported here: importing readline
+    changes how input() behaves, which only an interactive chat wants."""
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline
+        return (lambda prompt, prefill: input(prompt)), False
+
+    def read(prompt: str, prefill: str) -> str:
+        readline.set_startup_hook((lambda: readline.insert_text(prefill)) if prefill else None)
+        try:
+            return input(prompt)
+        finally:
+            readline.set_startup_hook(None)
+
+    return read, True

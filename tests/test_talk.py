@@ -1,0 +1,229 @@
+"""The terminal chat, driven as a user drives it: lines piped into `python -m chat`, and a real
+pseudo-terminal for the interactive prompt, the commands and Ctrl+C."""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from chat.conversation import load_conversation
+from chat.instructions import CHAT_INSTRUCTIONS
+from chat.session import ChatSession
+from chat.settings import GenerationSettings
+from chat.skills import load_skills
+from chat.talk import find_skill
+from tests.tiny_models import save_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_NEW_TOKENS = 12
+SEED = 7  # skills may set their own temperature (Translate: 0.2): a seed makes those answers repeatable too
+GREEDY_FLAGS = ["--temperature", "0", "--max-new-tokens", str(MAX_NEW_TOKENS), "--seed", str(SEED)]
+WAIT_S = 90  # model loading in a fresh process can be slow on a busy CI machine
+
+
+def chat_env(tmp_path) -> dict[str, str]:
+    # One thread: a tiny model gains nothing from more, and the in-test expectation runs alike.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+
+
+def piped(tmp_path, model_dir, lines: str, *flags: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "chat", "--model", str(model_dir), *GREEDY_FLAGS, *flags]
+    # bytes, not text: an answer may hold a "\r" that text mode would turn into "\n"
+    return subprocess.run(command, input=lines.encode(), capture_output=True, cwd=tmp_path, env=chat_env(tmp_path), timeout=WAIT_S * 2)
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_engine):
+    """What the same model answers greedily in-process, for comparing with what the terminal shows."""
+    import torch
+
+    def answers(*turns: str, history=(), instructions=CHAT_INSTRUCTIONS, skills=None) -> list[str]:
+        settings = GenerationSettings(temperature=0, max_new_tokens=MAX_NEW_TOKENS, seed=SEED)
+        session = ChatSession(tiny_engine, load_skills(), instructions, settings)
+        session.load_messages([{"role": "system", "content": instructions}, *history] if instructions else list(history))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return ["".join(session.send(turn, skill)) for turn, skill in zip(turns, skills or [None] * len(turns))]
+        finally:
+            torch.set_num_threads(threads)
+
+    return answers
+
+
+# -- piped: one line, one message ------------------------------------------------------------------
+
+
+def test_each_piped_line_is_a_message_and_mistakes_do_not_stop_the_rest(tmp_path, tiny_chat_dir, expected):
+    lines = "Hello\n\n/skill nosuch\n/sytem hi\n/load missing.json\nWhat is the capital of France?\n"
+    run = piped(tmp_path, tiny_chat_dir, lines)
+    first, second = expected("Hello", "What is the capital of France?")
+    assert run.stdout.decode() == f"{first}\n{second}\n"  # only the answers; the blank line was no message
+    stderr = run.stderr.decode()
+    assert "Model: " in stderr
+    assert "error: no skill called 'nosuch'; /skills lists them" in stderr
+    assert "error: unknown command /sytem: /help lists them" in stderr
+    assert "error: missing.json: can't read the file" in stderr
+    assert run.returncode == 1  # a script learns that something went wrong
+
+
+def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tiny_chat_dir, expected):
+    history = [{"role": "user", "content": "Hello", "typed": "Hello", "skill": "💬 Chat"},
+               {"role": "assistant", "content": "Hi! How can I help?"}]
+    (tmp_path / "from_app.json").write_text(json.dumps([{"role": "system", "content": "Be kind."}, *history]), encoding="utf-8")
+    lines = "Tell me more.\n/retry\n/skill german\nGuten Tag\n/save chat.json\n"
+    run = piped(tmp_path, tiny_chat_dir, lines, "--load", "from_app.json")
+    assert run.returncode == 0, run.stderr.decode()
+    more, translated = expected("Tell me more.", "Guten Tag", history=history, instructions="Be kind.",
+                                skills=[None, "🔄 Translate to German"])
+    assert run.stdout.decode() == f"{more}\n{more}\n{translated}\n"  # /retry answers the same message again
+    stderr = run.stderr.decode()
+    assert "Loaded 2 messages from from_app.json" in stderr and "Saved 6 messages to chat.json" in stderr
+    saved = load_conversation(tmp_path / "chat.json")  # the web app's loader
+    assert saved[:3] == [{"role": "system", "content": "Be kind."}, *history]
+    assert saved[3]["typed"] == "Tell me more." and saved[4] == {"role": "assistant", "content": more}
+    assert saved[5]["typed"] == "Guten Tag" and saved[5]["skill"] == "🔄 Translate to German"
+    assert saved[6] == {"role": "assistant", "content": translated}
+
+
+@pytest.mark.parametrize(
+    "query, name",
+    [("german", "🔄 Translate to German"), ("2", "🔄 Translate to German"), ("chat", "💬 Chat"),
+     ("💬 Chat", "💬 Chat"), ("Explain code", "🧑‍💻 Explain code"), ("bullet", "• Bullet points")],
+)
+def test_a_skill_is_found_by_a_part_of_its_name_or_its_number(query, name):
+    assert find_skill(load_skills(), query) == name
+
+
+def test_an_ambiguous_skill_name_asks_for_more():
+    with pytest.raises(Exception, match="matches several skills: .*Translate to German, .*Translate to English"):
+        find_skill(load_skills(), "translate")
+
+
+# -- interactive: a real terminal ---------------------------------------------------------------------
+
+
+class Terminal:
+    """`python -m chat` on a pseudo-terminal that is its controlling terminal, as in a shell:
+    what it prints is what a user would see, and Ctrl+C is a real SIGINT from the tty."""
+
+    def __init__(self, tmp_path: Path, *args: str):
+        master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chat", *args], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+            env={**chat_env(tmp_path), "TERM": "dumb"}, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # (after setsid: the pty becomes ours)
+        )
+        os.close(slave)
+        self.master, self.screen, self.cursor = master, "", 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span two reads
+
+    def expect(self, pattern: str, timeout: float = WAIT_S) -> str:
+        """Waits until `pattern` (a regex) shows after what was matched before; returns the text up to it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.compile(pattern).search(self.screen, self.cursor)
+            if match:
+                seen, self.cursor = self.screen[self.cursor : match.end()], match.end()
+                return seen
+            if time.monotonic() > deadline or not self._read(deadline - time.monotonic()):
+                raise AssertionError(f"never saw {pattern!r}; the screen ends with:\n{self.screen[-2000:]}")
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], max(0.0, timeout))
+        if not ready:
+            return True
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # the program ended and closed the terminal
+            return False
+        self.screen += self._decoder.decode(data).replace("\r\n", "\n")
+        return bool(data)
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(timeout=WAIT_S)
+        finally:
+            os.close(self.master)
+
+
+@pytest.fixture
+def terminal(tmp_path):
+    opened: list[Terminal] = []
+
+    def start(*args: str) -> Terminal:
+        opened.append(Terminal(tmp_path, *args))
+        return opened[-1]
+
+    yield start
+    for term in opened:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.close()
+
+
+PROMPT = "💬 Chat> "
+
+
+def test_an_interactive_session_streams_answers_and_runs_every_command(tmp_path, terminal, tiny_chat_dir, expected):
+    term = terminal("--model", str(tiny_chat_dir), *GREEDY_FLAGS)
+    term.expect("/help lists the commands")
+    term.expect(re.escape(PROMPT))
+    term.type("/help\n")
+    term.expect(r"/retry +a new answer.*\n(.*\n)*.*/quit +leave")
+    term.expect(re.escape(PROMPT))
+    term.type("Hello\n")
+    [hello] = expected("Hello")
+    assert hello.strip() in term.expect(re.escape(PROMPT))
+    term.type("/undo\n")
+    term.expect(re.escape(PROMPT) + "Hello")  # the removed message is back on the line, to edit
+    term.type("\n")  # send it again as it is: the same greedy answer
+    assert hello.strip() in term.expect(re.escape(PROMPT))
+    term.type("/skills\n")
+    term.expect(r"\* 1\. 💬 Chat - .*\n  2\. 🔄 Translate to German")
+    term.type("/skill 2\n")
+    term.expect("Skill: 🔄 Translate to German\n🔄 Translate to German> ")
+    term.type("/system Be brief.\n/system\n")
+    term.expect("System instructions set.\n.*\nBe brief.\n")
+    term.type("/save chat.json\n")
+    term.expect("Saved 2 messages to chat.json")
+    term.type("/clear\n/load chat.json\n")
+    term.expect("New conversation.\n(.*\n)*Loaded 2 messages from chat.json\nuser: Hello\nassistant: ")
+    term.type("/quit\n")
+    assert term.close() == 0
+    assert load_conversation(tmp_path / "chat.json")[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_ctrl_c_stops_the_answer_not_the_program(tmp_path, terminal):
+    # A tiny model with a long context and no chance to stop early: the answer runs for seconds.
+    model = save_tiny_model(tmp_path / "long", context=16384)
+    term = terminal("--model", str(model), "--temperature", "0", "--max-new-tokens", "8000", "--stats")
+    term.expect(re.escape(PROMPT))
+    term.type("Hello\n")
+    term.expect(r"Hello\n.")  # the answer has started streaming
+    term.type("\x03")  # Ctrl+C, through the terminal: SIGINT
+    term.expect(r"\[stopped\]\n")
+    term.expect(r"stop: cancelled\]")  # the model stopped too, not only the display
+    term.expect(re.escape(PROMPT))
+    # A person presses a key long after the prompt shows; a SIGINT in the microseconds before
+    # readline waits for input is only seen at the next key (a CPython limitation), so wait a little.
+    time.sleep(1)
+    term.type("\x03")  # at the prompt, Ctrl+C only clears the line
+    term.expect(r"\(Ctrl\+D or /quit leaves\)")
+    term.type("\x04")  # Ctrl+D at an empty prompt leaves
+    assert term.close() == 0
