@@ -11,6 +11,7 @@ from typing import Sequence
 
 from .cli_args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
 from .errors import ChatError
+from .remote import add_backend_arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     talk = commands.add_parser("talk", help="chat in the terminal (the default)")
     add_model_arguments(talk)
+    add_backend_arguments(talk)
     add_sampling_arguments(talk)
     _add_talk_extras(talk)
     talk.set_defaults(run=talk_command)
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--skill", help="skill name (default: the first skill, Chat)")
     render.add_argument("--history", metavar="FILE.json", help="earlier conversation in the messages format")
     add_model_arguments(render)
+    add_backend_arguments(render)
     add_sampling_arguments(render)
     render.set_defaults(run=render_command)
 
