@@ -11,6 +11,7 @@ skill that expanded it into `content`). Other tools ignore them; this app shows 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,21 @@ ROLES = ("system", "user", "assistant")
 EXTRA_KEYS = ("typed", "skill")
 MAX_MESSAGES = 2_000  # a conversation longer than this is not a chat, it is an attack or a mistake
 MAX_FILE_BYTES = 20 * 1024 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: JSON can carry one, UTF-8 can't
+
+
+def replace_broken_characters(text: str) -> str:
+    """Unpaired surrogates (half a character, as a browser may send after a cut emoji) → U+FFFD.
+
+    The tokenizer can't encode them: left in, one would make every later turn of the chat fail.
+    """
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def content_text(content: Any, where: str = "message") -> str:
     """Text of a message content: a string, or a list of text parts (Gradio, OpenAI)."""
     if isinstance(content, str):
-        return content
+        return _checked(content, where)
     if isinstance(content, list):
         texts = []
         for part in content:
@@ -37,8 +47,18 @@ def content_text(content: Any, where: str = "message") -> str:
                 texts.append(part["content"])
             else:
                 raise ConversationError(f"{where}: content parts must be text")
-        return "".join(texts)
+        return _checked("".join(texts), where)
     raise ConversationError(f"{where}: content must be a string, got {type(content).__name__}")
+
+
+def _checked(text: str, where: str) -> str:
+    broken = _SURROGATE.search(text)
+    if broken:
+        raise ConversationError(
+            f"{where}: the text holds half a character ({broken[0].encode('unicode_escape').decode()}, an unpaired surrogate), "
+            "which is not valid Unicode"
+        )
+    return text
 
 
 def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str, Any]]:
@@ -62,7 +82,7 @@ def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str
         message = {"role": role, "content": content_text(item.get("content"), where)}
         for key in EXTRA_KEYS:
             if isinstance(item.get(key), str):
-                message[key] = item[key]
+                message[key] = _checked(item[key], where)  # `typed` goes to the model again on Retry
         messages.append(message)
     return messages
 

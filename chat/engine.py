@@ -11,6 +11,7 @@ what all sessions keep.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from typing import Any, Iterator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from .batching import StepBatcher, can_batch
 from .context import FittedPrompt, fit_to_context
 from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat, encode, render
-from .kvcache import CachePool, PrefixCache
+from .kvcache import CachePool, PrefixCache, common_prefix_length, crop_to_prefix
 from .loader import LoadedModel
 from .settings import GenerationSettings
 from .stopping import CancelCriteria, StopStringFilter
@@ -128,6 +130,7 @@ class Generation:
         if self._error is not None:
             raise _as_generation_error(self._error)
         self._finish_stats()
+        self._warm_next_turn()
 
     def close(self) -> None:
         """Ends the worker (idempotent); called when iteration ends for any reason."""
@@ -170,23 +173,29 @@ class Generation:
             if self._cache is not None:
                 past, self.stats.cached_tokens = self.engine.caches.take(self._cache, self.fitted.prompt.ids)
             criteria = [self._clock, CancelCriteria(self._cancel)]
-            extra = {"past_key_values": past} if past is not None else {}
             self._output = self.engine.run_generate(
-                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, **extra
+                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, past_key_values=past
             )
-            self._keep_cache()
         except BaseException as error:  # reaches the reader; never dies silently in the thread
             self._error = error
             if self._streamer is not None:
                 self._streamer.end()
+        finally:
+            self._give_back_cache()
 
-    def _keep_cache(self) -> None:
-        """Hands the keys and values of this turn back to the session for the next one."""
-        kv = getattr(self._output, "past_key_values", None)
-        if self._cache is None or kv is None:
+    def _give_back_cache(self) -> None:
+        """Hands the keys and values of this turn back to the session (nothing after a failure)."""
+        if self._cache is None:
             return
-        covered = kv.get_seq_length()  # prompt + answer, all but the last token (never fed to the model)
-        self.engine.caches.keep(self._cache, self._output.sequences[0, :covered].tolist(), kv)
+        kv = getattr(self._output, "past_key_values", None) if self._error is None else None
+        covered = kv.get_seq_length() if kv is not None else 0  # prompt + answer but its last token
+        ids = self._output.sequences[0, :covered].tolist() if kv is not None else []
+        self.engine.caches.keep(self._cache, ids, kv)
+
+    def _warm_next_turn(self) -> None:
+        # Only a complete answer: after Stop the user often retries or edits instead.
+        if self._cache is not None and self.engine.warm_up and self.stats.stop_reason != StopReason.CANCELLED:
+            self.engine.warm(self._cache, [*self.fitted.messages, {"role": "assistant", "content": self.text}])
 
     def _new_ids(self) -> list[int]:
         sequences = self._output.sequences if hasattr(self._output, "sequences") else self._output
@@ -215,13 +224,16 @@ class LocalEngine:
 
     kind = "local"
 
-    def __init__(self, loaded: LoadedModel, prompt_format: PromptFormat):
+    def __init__(self, loaded: LoadedModel, prompt_format: PromptFormat, batching: bool = False):
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
         self.device = loaded.device
         self.format = prompt_format
         self.context_window = _context_window(self.model, self.tokenizer)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.caches = CachePool()  # every session's last-turn KV cache, bounded over all sessions
+        self.warm_up = True  # after an answer, prefill the history for the next turn in the background
+        # Answers generated at the same time share each model step (models with plain attention caches).
+        self.batcher = StepBatcher(self.model, self.tokenizer) if batching and can_batch(self.model) else None
 
     def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
         """The prompt for `messages` (last one = the new user message), fitted to the context."""
@@ -249,6 +261,38 @@ class LocalEngine:
         stops = tuple(dict.fromkeys(self.format.stop_strings + tuple(extra_stop_strings)))
         return Generation(self, fitted, settings, stops, cache)
 
+    def warm(self, cache: PrefixCache, messages: Messages) -> threading.Thread | None:
+        """Prefills the next turn's prompt up to where the user's next message will start.
+
+        Runs in the background while the user reads and types: the next answer then computes
+        only the new message, even where the answer's own tokens would be tokenized otherwise
+        in the history. Returns the thread, or None when the cache is busy or empty.
+        """
+        lent = self.caches.lend(cache)
+        if lent is None:
+            return None
+        thread = threading.Thread(target=self._warm, args=(cache, messages, *lent), name="warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _warm(self, cache: PrefixCache, messages: Messages, ids: tuple[int, ...], kv: Any) -> None:
+        try:
+            target = self._next_turn_prefix(messages)
+            kv, kept = crop_to_prefix(ids, kv, target)
+            ids = target[:kept]
+            if kv is not None and kept < len(target):
+                _prefill(self.model, target, kept, kv)
+                ids = target
+        except Exception:  # a failed warm-up costs the next turn time, never correctness
+            kv, ids = None, []
+        finally:
+            self.caches.keep(cache, ids, kv)
+
+    def _next_turn_prefix(self, messages: Messages) -> list[int]:
+        """The token ids every next prompt after `messages` starts with (whatever the user writes)."""
+        probes = [encode(self.format, self.tokenizer, [*messages, {"role": "user", "content": text}]).ids for text in ("A", "B")]
+        return probes[0][: common_prefix_length(*probes)]
+
     def run_generate(
         self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings, streamer, criteria, past_key_values: Any = None
     ) -> Any:
@@ -256,9 +300,13 @@ class LocalEngine:
 
         `past_key_values` holds the keys and values of the first tokens of the prompt; the
         rest are prefilled. The result's `past_key_values` covers all tokens but the last.
+        With batching on, the batcher computes it, sharing each step with other requests.
         """
-        device = _input_device(self.model)
-        input_ids = torch.tensor([fitted.prompt.ids], device=device)
+        if self.batcher is not None and settings.num_beams == 1:
+            return self.batcher.run(
+                fitted.prompt.ids, settings, fitted.max_new_tokens, self.eos_ids, stop_strings, streamer, criteria, past_key_values
+            )
+        input_ids = torch.tensor([fitted.prompt.ids], device=_input_device(self.model))
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         extra: dict[str, Any] = {}
@@ -327,6 +375,17 @@ def _input_device(model: Any) -> torch.device:
         return model.get_input_embeddings().weight.device
     except (AttributeError, NotImplementedError):
         return model.device
+
+
+def _prefill(model: Any, ids: list[int], start: int, kv: Any) -> None:
+    """Adds the keys and values of `ids[start:]` to `kv`, which holds those of `ids[:start]`."""
+    device = _input_device(model)
+    new = torch.tensor([ids[start:]], device=device)
+    positions = torch.arange(start, len(ids), device=device)[None]
+    # Logits are wanted for no position: keep one (not 400 MB for 2,000 tokens) where the model allows.
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    with torch.inference_mode():
+        model(input_ids=new, position_ids=positions, past_key_values=kv, use_cache=True, **last_only)
 
 
 def _drop_partial_character(text: str) -> str:

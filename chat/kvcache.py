@@ -7,7 +7,7 @@ the model computed for them can be kept and reused. Two small pieces:
   covers. `reuse_for(prompt_ids)` hands the cache out cropped to the longest common prefix
   with the new prompt (Retry, Undo, edited instructions and trimmed history all just give a
   shorter common prefix), or None when nothing matches. Handing out removes it: two
-  generations never write into one cache.
+  generations never write into one cache; the next one waits (briefly) for it to come back.
 * `CachePool`: held by the engine, it bounds memory over all sessions. Kept caches are counted
   in sessions and tokens; the least recently used are released first.
 
@@ -31,55 +31,90 @@ from typing import Any, Sequence
 # 46 KB for SmolLM2-135M in float32, 56 KB for a 7B Qwen2.5 in bfloat16, so 32k tokens is ~1.5–1.8 GB.
 MAX_CACHED_SESSIONS = 16  # sessions whose last turn is kept; older ones prefill from scratch again
 MAX_CACHED_TOKENS = 32_768  # tokens kept over all sessions together
+BUSY_WAIT_S = 10.0  # longest a new answer waits for its session's cache to come back (warm-up, a stopped answer)
 
 
 class PrefixCache:
-    """The KV cache of one session's last turn and the token ids it covers. Thread-safe."""
+    """The KV cache of one session's last turn and the token ids it covers. Thread-safe.
+
+    The cache is out while an answer (or a warm-up for the next turn) works with it; whoever
+    takes it out with `reuse_for` or `lend` gives it back with exactly one `update`.
+    """
 
     def __init__(self) -> None:
         self.ids: tuple[int, ...] = ()
         self.kv: Any = None  # a transformers `Cache` (DynamicCache) or None
         self.pool: "CachePool | None" = None  # the pool (one per engine and model) that counts it
-        self._lock = threading.Lock()
+        self._out = 0  # takers that have not given it back yet
+        self._changed = threading.Condition()
 
     @property
     def tokens(self) -> int:
         return len(self.ids) if self.kv is not None else 0
 
-    def reuse_for(self, prompt_ids: Sequence[int]) -> tuple[Any, int]:
+    def reuse_for(self, prompt_ids: Sequence[int], wait_s: float = BUSY_WAIT_S) -> tuple[Any, int]:
         """Takes the cache out, cropped to the longest common prefix with `prompt_ids`.
 
         Returns (cache, reused tokens), or (None, 0) when nothing can be reused. At least one
         prompt token is always left to prefill: `generate` needs it to compute the next token.
-        The cache is removed either way; `update` puts the next one back.
+        While the cache is out, waits up to `wait_s` for it to come back.
         """
-        with self._lock:
-            kv, ids = self.kv, self.ids
-            self.kv, self.ids = None, ()
-        if kv is None:
-            return None, 0
-        keep = min(common_prefix_length(ids, prompt_ids), len(prompt_ids) - 1)
-        if keep <= 0 or kv.get_seq_length() != len(ids):
-            return None, 0
-        if keep < len(ids):
-            if not kv.is_croppable:  # e.g. sliding-window or recurrent layers: a crop can't undo them
-                return None, 0
-            kv.crop(keep - len(ids))
-        return kv, keep
+        with self._changed:
+            self._changed.wait_for(lambda: not self._out, timeout=wait_s)
+            ids, kv = self._take()
+        return crop_to_prefix(ids, kv, prompt_ids, keep_last=1)
+
+    def lend(self) -> tuple[tuple[int, ...], Any] | None:
+        """Takes the cache out as it is, at once, or None when it is out or empty."""
+        with self._changed:
+            if self._out or self.kv is None:
+                return None
+            return self._take()
 
     def update(self, ids: Sequence[int], kv: Any) -> None:
-        """Keeps `kv`, which must hold exactly the keys and values of `ids`."""
+        """Gives the cache back holding `kv` (None: nothing), which must cover exactly `ids`."""
         if kv is not None and kv.get_seq_length() != len(ids):
-            raise ValueError(f"a cache of {kv.get_seq_length()} tokens can't stand for {len(ids)} ids")
-        with self._lock:
-            self.ids, self.kv = tuple(ids), kv
+            kv, ids = None, ()  # never keep keys and values that could be taken for other tokens
+        with self._changed:
+            self.ids, self.kv = (tuple(ids), kv) if kv is not None else ((), None)
+            self._out = max(0, self._out - 1)
+            self._changed.notify_all()
+
+    def wait_free(self, timeout: float = BUSY_WAIT_S) -> bool:
+        """Waits until nobody has the cache out (e.g. a warm-up finished); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._out, timeout=timeout)
 
     def release(self) -> int:
         """Drops the kept cache; returns how many tokens that freed."""
-        with self._lock:
+        with self._changed:
             freed = self.tokens
             self.ids, self.kv = (), None
         return freed
+
+    def _take(self) -> tuple[tuple[int, ...], Any]:
+        ids, kv = self.ids, self.kv
+        self.ids, self.kv = (), None
+        self._out += 1
+        return ids, kv
+
+
+def crop_to_prefix(ids: Sequence[int], kv: Any, prompt_ids: Sequence[int], keep_last: int = 0) -> tuple[Any, int]:
+    """`kv` (covering `ids`) cropped to its longest common prefix with `prompt_ids`.
+
+    Leaves at least `keep_last` prompt tokens out. Returns (cache, tokens kept), or (None, 0)
+    when nothing is left or the cache can't be cropped.
+    """
+    if kv is None or kv.get_seq_length() != len(ids):
+        return None, 0
+    keep = min(common_prefix_length(ids, prompt_ids), len(prompt_ids) - keep_last)
+    if keep <= 0:
+        return None, 0
+    if keep < len(ids):
+        if not kv.is_croppable:  # e.g. sliding-window or recurrent layers: a crop can't undo them
+            return None, 0
+        kv.crop(keep - len(ids))
+    return kv, keep
 
 
 class CachePool:
@@ -100,22 +135,33 @@ class CachePool:
         self._kept: OrderedDict[int, weakref.ref[PrefixCache]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
-    def take(self, cache: PrefixCache, prompt_ids: Sequence[int]) -> tuple[Any, int]:
-        """`cache.reuse_for(prompt_ids)`, after making sure the cache was made by this pool's model."""
+    def take(self, cache: PrefixCache, prompt_ids: Sequence[int], wait_s: float = BUSY_WAIT_S) -> tuple[Any, int]:
+        """`cache.reuse_for(prompt_ids)`, after making sure the cache was made by this pool's model.
+
+        Must be followed by one `keep` (with `kv=None` when the answer failed).
+        """
         with self._lock:
             self._kept.pop(id(cache), None)
             if cache.pool is not self:  # first use, or a session moved to another engine
                 cache.release()
                 cache.pool = self
-        return cache.reuse_for(prompt_ids)
+        return cache.reuse_for(prompt_ids, wait_s)
+
+    def lend(self, cache: PrefixCache) -> tuple[tuple[int, ...], Any] | None:
+        """`cache.lend()` for this pool's model: the cache as it is, or None. Give it back with `keep`."""
+        with self._lock:
+            if cache.pool is not self:
+                return None
+            self._kept.pop(id(cache), None)
+        return cache.lend()
 
     def keep(self, cache: PrefixCache, ids: Sequence[int], kv: Any) -> None:
-        """Stores `kv` (covering `ids`) in `cache` as the most recent use, then enforces the limits."""
+        """Gives `cache` back holding `kv` (covering `ids`; None: nothing) as the most recent use, then enforces the limits."""
         with self._lock:
             if cache.pool is None:
                 cache.pool = self
             elif cache.pool is not self:
-                return  # taken by another engine since: `kv` would mean nothing to its model
+                kv, ids = None, ()  # taken by another engine since: `kv` would mean nothing to its model
             cache.update(ids, kv)
             self._kept.pop(id(cache), None)
             self._kept[id(cache)] = weakref.ref(cache)

@@ -79,7 +79,13 @@ class ChatSession:
         skill = self.skill(skill_name)
         self.stop()
         self.history.append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
-        return self._answer(skill)
+        try:
+            return self._answer(skill)
+        except ChatError:
+            # Nothing was sent (e.g. the instructions fill the context): leave no unanswered message
+            # behind, or the next send would make two user turns in a row.
+            self.history.pop()
+            raise
 
     def retry(self) -> Reply:
         """A new answer to the last user message, expanded again by the same skill."""
@@ -174,7 +180,8 @@ class ChatSession:
         return reply
 
     def _done(self, reply: Reply) -> None:
-        if self._current is reply:
-            self._current = None
+        if self._current is not reply:  # an older answer, replaced since: its stats are stale
+            return
+        self._current = None
         if "error" not in reply.answer:
             self.last_stats = reply.stats

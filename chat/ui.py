@@ -18,6 +18,9 @@ from .ui_view import NO_PROMPT_YET
 from .settings import GenerationSettings
 from .skills import SkillBook
 
+# All answers share one concurrency group, so `--concurrency N` counts answers however they were
+# started (Enter, Send, Retry); by default Gradio would give each event listener its own N.
+GENERATE = "generate"
 CSS = """
 #status {min-height: 1.5em; opacity: .8}
 #skill-help {font-size: .9em; opacity: .8}
@@ -63,21 +66,33 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
         controls = [instructions_box, *setting_inputs]
         # API names: gradio_client and other programs call these (`/send`, `/retry`, …).
         send_inputs = [session, message, skill, *controls]
+
+        def generating(trigger: Callable, handler: Callable, inputs: list, make_way_inputs: list, **api: Any) -> Any:
+            """This tab's answer in progress stops first (outside the queue), then the new request queues.
+
+            Otherwise a Retry or a new message sent while an answer streams would wait in the queue
+            behind that very answer until it ran to its end.
+            """
+            first = trigger(bind(handlers.make_way), make_way_inputs, None, queue=False, show_progress="hidden", api_visibility="private")
+            return first.then(bind_stream(handler), inputs, [*outputs, session], concurrency_id=GENERATE, show_progress="minimal", **api)
+
         send_events = [
-            message.submit(bind_stream(handlers.send), send_inputs, outputs, api_name="send", show_progress="minimal"),
-            send_button.click(bind_stream(handlers.send), send_inputs, outputs, api_visibility="private", show_progress="minimal"),
+            generating(message.submit, handlers.send, send_inputs, [session, message], api_name="send"),
+            generating(send_button.click, handlers.send, send_inputs, [session, message], api_visibility="private"),
         ]
-        retry_event = retry_button.click(bind_stream(handlers.retry), [session, *controls], outputs, api_name="retry", show_progress="minimal")
-        generating = [*send_events, retry_event]
-        for event in generating:
+        retry_event = generating(retry_button.click, handlers.retry, [session, *controls], [session], api_name="retry")
+        generating_events = [*send_events, retry_event]
+        for event in generating_events:
             event.then(bind(handlers.download), session, download_button, queue=False, show_progress="hidden", api_visibility="private")
         # Stop, Undo and Clear skip the queue: they must act while an answer is still streaming.
-        stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating, api_name="stop")
-        undo_button.click(bind(handlers.undo), session, outputs, queue=False, cancels=generating, api_name="undo")
-        clear_button.click(bind(handlers.clear), session, outputs, queue=False, cancels=generating, api_name="clear")
+        stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating_events, api_name="stop")
+        undo_button.click(bind(handlers.undo), session, outputs, queue=False, cancels=generating_events, api_name="undo")
+        clear_button.click(bind(handlers.clear), session, outputs, queue=False, cancels=generating_events, api_name="clear")
         # The Chatbot's own trash icon must clear the session too, not just the display.
-        chatbot.clear(bind(handlers.clear), session, outputs, queue=False, cancels=generating, api_visibility="private")
-        upload_button.upload(bind(handlers.upload), [session, upload_button], [*outputs, instructions_box], queue=False, api_visibility="private")
+        chatbot.clear(bind(handlers.clear), session, outputs, queue=False, cancels=generating_events, api_visibility="private")
+        # Queued, unlike the other quick events: only a queued event's gr.Warning reaches the page, and a bad file must say so.
+        upload_button.upload(partial(_bind, store, keep=True)(handlers.upload), [session, upload_button], [*outputs, instructions_box, session],
+                             api_visibility="private")
         reset_button.click(bind(partial(handlers.reset_instructions, default=instructions)), session, instructions_box,
                            queue=False, api_visibility="private")
         skill.change(bind(handlers.describe_skill), [session, skill], skill_help, queue=False, show_progress="hidden", api_visibility="private")
@@ -86,22 +101,38 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
     return demo
 
 
-def _bind(store: SessionStore, handler: Callable) -> Callable:
-    """`handler(session, …)` → a Gradio handler taking the tab's session key instead."""
+def _bind(store: SessionStore, handler: Callable, keep: bool = False) -> Callable:
+    """`handler(session, …)` → a Gradio handler taking the tab's session key instead.
+
+    `keep`: the event also writes the key back to its State. Gradio deletes a closed tab's
+    State (calling `store.drop`) only if an event wrote it; a State only ever read stays forever.
+    """
 
     @wraps(handler)  # keeps the parameter names: gradio_client shows them
     def bound(key: str, *args: Any, **kwargs: Any) -> Any:
-        return handler(store.get(key), *args, **kwargs)
+        with store.turn(key) as session:
+            result = handler(session, *args, **kwargs)
+        return (*result, key) if keep else result
 
     return bound
 
 
 def _bind_stream(store: SessionStore, handler: Callable) -> Callable:
-    """As `_bind`, for generator handlers (Gradio streams only from generator functions)."""
+    """As `_bind` with `keep`, for generator handlers (Gradio streams only from generator functions).
+
+    Only the start (settings applied, message added, answer begun: up to the first page) holds
+    the session's turn; the streaming doesn't, so Stop, Undo and Clear act while it runs.
+    """
 
     @wraps(handler)
     def bound(key: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        yield from handler(store.get(key), *args, **kwargs)
+        with store.turn(key) as session:
+            pages = handler(session, *args, **kwargs)
+            first = next(pages, None)
+        if first is not None:
+            yield (*first, key)
+            for page in pages:
+                yield (*page, key)
 
     return bound
 

@@ -7,6 +7,7 @@ Each handler returns the page's outputs in the order of `OUTPUTS` in ui.py:
 
 from __future__ import annotations
 
+import html
 import json
 import tempfile
 import time
@@ -15,10 +16,17 @@ from typing import Any, Iterator
 
 import gradio as gr
 
+from .conversation import replace_broken_characters
 from .errors import ChatError
 from .ui_view import chat_messages, prompt_view, status_line
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
+
+
+def warn(message: str) -> None:
+    """A warning toast. Toasts render HTML, and messages quote what users and models wrote (a file
+    name, a setting, an exception's text): escaped, they show as typed and can't load or run anything."""
+    gr.Warning(html.escape(message, quote=False))
 
 
 def page(session: Any, message_box: Any = "", running: bool = False) -> tuple:
@@ -36,7 +44,7 @@ def apply_controls(
     Named parameters, not *args: gradio_client shows them by name (`temperature=0`).
     """
     if instructions is not None:
-        session.instructions = instructions
+        session.instructions = replace_broken_characters(instructions)
     given = dict(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                  repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams)
     changes = {name: value for name, value in given.items() if value is not None}
@@ -45,7 +53,7 @@ def apply_controls(
     try:
         session.settings = session.settings.replace(**changes)
     except ChatError as error:
-        gr.Warning(f"Settings not applied: {error}")
+        warn(f"Settings not applied: {error}")
 
 
 def send(session: Any, text: str, skill: str | None = None, instructions: str | None = None, temperature=None, top_p=None,
@@ -53,9 +61,9 @@ def send(session: Any, text: str, skill: str | None = None, instructions: str | 
     apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
                    no_repeat_ngram_size, num_beams, seed)
     try:
-        reply = session.send(text or "", skill)
+        reply = session.send(replace_broken_characters(text or ""), skill)
     except ChatError as error:
-        gr.Warning(str(error))
+        warn(str(error))
         yield page(session, text)
         return
     yield from _stream(session, reply)
@@ -68,7 +76,7 @@ def retry(session: Any, instructions: str | None = None, temperature=None, top_p
     try:
         reply = session.retry()
     except ChatError as error:
-        gr.Warning(str(error))
+        warn(str(error))
         yield page(session, gr.update())
         return
     yield from _stream(session, reply)
@@ -76,6 +84,15 @@ def retry(session: Any, instructions: str | None = None, temperature=None, top_p
 
 def stop(session: Any) -> None:
     session.stop()
+
+
+def make_way(session: Any, text: str | None = None) -> None:
+    """Before a Send or Retry queues: stops this tab's answer in progress, which the new one replaces.
+
+    An empty message replaces nothing (it only gets a warning), so it stops nothing either.
+    """
+    if text is None or text.strip():
+        session.stop()
 
 
 def undo(session: Any) -> tuple:
@@ -105,7 +122,7 @@ def upload(session: Any, file: Any) -> tuple:
     try:
         session.load_messages(load_conversation(path), Path(path).name)
     except ChatError as error:
-        gr.Warning(str(error))
+        warn(str(error))
     return (*page(session, gr.update()), session.instructions)
 
 
@@ -131,5 +148,5 @@ def _stream(session: Any, reply: Any) -> Iterator[tuple]:
                 last = now
                 yield page(session, "", running=True)
     except ChatError as error:
-        gr.Warning(str(error))
+        warn(str(error))
     yield page(session, "")

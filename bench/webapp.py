@@ -1,0 +1,161 @@
+"""Through the web app: time to first token and tokens/s with `gradio_client` ÷ the engine direct.
+
+    .venv/bin/python -m bench.webapp --threads 2 --repeats 5
+
+Starts `app.py` (the embedded model) as its own process on a free local port, pinned to the same
+number of torch threads, and asks it through `gradio_client` exactly what a browser's Send does
+(`/send`, streamed). The engine direct is a `ChatSession` in this process with the same settings
+and message. Each repetition sends a new message (after Clear) to both, in alternating order.
+TTFT = from the request to the first piece of answer text received; tokens/s = answer tokens
+(counted with the tokenizer, identical text on both sides) ÷ time from first text to the end.
+Ratios are "speed" ratios, higher is better: direct TTFT ÷ app TTFT, app tokens/s ÷ direct tokens/s.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import load_engine, machine, median, parser, session, set_threads, table, tiny_model_dir
+
+MESSAGE = "Write a story about a dragon who learns to fly ({})."
+ANSWER_TOKENS = 200
+START_TIMEOUT_S = 300  # the first start may convert the embedded GGUF
+SETTLE_S = 5.0  # after an answer the app warms the cache up for the next turn: let it finish first
+GOAL_RATIO = 0.90
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(port: int, threads: int, model: str | None) -> subprocess.Popen:
+    command = [sys.executable, "app.py", "--port", str(port), "--temperature", "0", "--max-new-tokens", str(ANSWER_TOKENS)]
+    if model:
+        command += ["--model", model]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GRADIO_ANALYTICS_ENABLED": "False"}
+    app = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for line in app.stdout:
+        if "running at" in line:
+            return app
+        if time.monotonic() > deadline:
+            break
+    app.kill()
+    raise SystemExit(f"app.py did not start (exit code {app.poll()})")
+
+
+def answer_text(chat) -> str:
+    """The last assistant message's text (Gradio 6 sends content as a list of parts)."""
+    if not chat or chat[-1]["role"] != "assistant":
+        return ""
+    content = chat[-1]["content"]
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+def through_app(client, message: str) -> tuple[float, float, str]:
+    """(seconds to first text, seconds from first text to the end, answer)."""
+    client.predict(api_name="/clear")
+    start = time.perf_counter()
+    job = client.submit(message, api_name="/send", temperature=0, max_new_tokens=ANSWER_TOKENS)
+    first, text = None, ""
+    for output in job:
+        text = answer_text(output[0])
+        if first is None and text:
+            first = time.perf_counter()
+    job.result()
+    text = answer_text(job.outputs()[-1][0])
+    return first - start, time.perf_counter() - first, text
+
+
+def settle(chat, way: str) -> None:
+    """Waits for the warm-up that follows an answer (the app's can't be seen from here: a pause)."""
+    if way == "app":
+        time.sleep(SETTLE_S)
+    else:
+        chat.kv_cache.wait_free()
+
+
+def round_trip(client) -> float:
+    """A request that runs no model (`/stop` with nothing running): the client and server floor."""
+    start = time.perf_counter()
+    client.predict(api_name="/stop")
+    return time.perf_counter() - start
+
+
+def direct(chat, message: str) -> tuple[float, float, str]:
+    chat.clear()
+    start = time.perf_counter()
+    first, text = None, ""
+    for delta in chat.send(message):
+        text += delta
+        if first is None:
+            first = time.perf_counter()
+    return first - start, time.perf_counter() - first, text
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    set_threads(args.threads)
+    from gradio_client import Client
+
+    from chat.settings import GenerationSettings
+
+    engine = load_engine(args.model)
+    chat = session(engine, GenerationSettings(temperature=0, max_new_tokens=ANSWER_TOKENS))
+    port = free_port()
+    app = start_app(port, args.threads, tiny_model_dir() if args.model == "tiny" else args.model)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        through_app(client, MESSAGE.format("warm-up"))
+        settle(chat, "app")
+        direct(chat, MESSAGE.format("warm-up"))
+        settle(chat, "direct")
+        results = {"app": [], "direct": []}
+        floor = median(round_trip(client) for _ in range(max(5, args.repeats)))
+        same = True
+        for repeat in range(args.repeats):
+            message = MESSAGE.format(f"take {repeat + 1}")
+            order = ("app", "direct") if repeat % 2 == 0 else ("direct", "app")
+            texts = {}
+            for way in order:
+                ttft, rest, texts[way] = through_app(client, message) if way == "app" else direct(chat, message)
+                settle(chat, way)
+                tokens = len(engine.tokenizer(texts[way], add_special_tokens=False)["input_ids"])
+                results[way].append((ttft, tokens / rest if rest > 0 else float("nan"), tokens))
+            same = same and texts["app"] == texts["direct"]
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    ttft_ratio = median(d[0] / a[0] for a, d in zip(results["app"], results["direct"]))
+    rate_ratio = median(a[1] / d[1] for a, d in zip(results["app"], results["direct"]))
+    rows = [
+        [way, median(r[0] for r in results[way]), median(r[1] for r in results[way]), median(r[2] for r in results[way])]
+        for way in ("direct", "app")
+    ]
+    rows[0][0], rows[1][0] = "engine direct (ChatSession)", "web app via gradio_client"
+    print(table(
+        "Through the web app: time to first token and tokens/s, gradio_client vs the engine direct",
+        ["way", "TTFT (s)", "tokens/s", "answer tokens"],
+        rows,
+        [
+            f"{engine.name}, greedy, up to {ANSWER_TOKENS} tokens; app.py in its own process, localhost; "
+            f"medians of {args.repeats} repetitions, ratios = medians of per-repetition ratios; same answers: {same}",
+            f"TTFT speed (direct TTFT ÷ app TTFT): {ttft_ratio:.3f} (goal ≥ {GOAL_RATIO}): {'met' if ttft_ratio >= GOAL_RATIO else 'MISSED'}",
+            f"a request that runs no model (/stop) takes {floor * 1000:.0f} ms through gradio_client here "
+            "(its reader polls every 50 ms)",
+            f"tokens/s (app ÷ direct): {rate_ratio:.3f} (goal ≥ {GOAL_RATIO}): {'met' if rate_ratio >= GOAL_RATIO else 'MISSED'}",
+            machine(args.threads),
+        ],
+    ))
+
+
+if __name__ == "__main__":
+    main()

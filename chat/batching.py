@@ -1,0 +1,259 @@
+"""Decode-step batching: answers generated at the same time share each model step.
+
+On a CPU (or a GPU at batch 1) one decoding step of a small model costs about the same for one
+sequence as for four, so sessions that chat at once should not take turns. `StepBatcher` runs
+one loop for all requests of an engine: a newcomer is prefilled alone (with its session's
+prefix cache), then joins the batch, and every step computes the next token of every answer
+together. Each request keeps its own sampling settings, stop criteria, streamer and result,
+exactly as `model.generate` would give them; only the forward pass is shared.
+
+The batch keeps one KV cache, left-padded to the longest row: a joining or leaving row costs
+one copy of the cache, a step costs what `generate` costs at that batch size. Models whose cache
+is not plain full attention (sliding windows, recurrent layers) are not batched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+from transformers.cache_utils import DynamicLayer
+from transformers.generation import GenerateDecoderOnlyOutput
+from transformers.generation.logits_process import (
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.generation.stopping_criteria import StopStringCriteria
+
+from .settings import GenerationSettings
+
+
+def can_batch(model: Any) -> bool:
+    """True when every layer's cache is plain full attention, which left padding can batch."""
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # a model with its own cache type
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+@dataclass(eq=False)
+class Request:
+    """One answer being generated: what `model.generate` would have been given, and its result."""
+
+    ids: list[int]  # prompt, then each generated token appended
+    settings: GenerationSettings
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    processors: LogitsProcessorList
+    criteria: StoppingCriteriaList
+    streamer: Any
+    past: Any  # the session's prefix cache (or None): keys and values of the first prompt tokens
+    generator: torch.Generator | None  # seeded sampling, independent of other requests
+    new_tokens: int = 0
+    cache: Any = None  # this row's own cache before it joins the batch
+    result: Any = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class StepBatcher:
+    """Runs `generate`-equivalent requests for one model, sharing each decoding step among them."""
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model, self.tokenizer = model, tokenizer
+        # Only the last position's logits are needed: a 2,000-token prefill would otherwise make
+        # 2,000 × vocabulary floats (400 MB for SmolLM2) to throw away, as `generate` avoids too.
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        self._waiting: list[Request] = []
+        self._rows: list[Request] = []  # the batch, in cache row order
+        self._pads: list[int] = []  # left padding of each row in the batch cache
+        self._cache: Any = None
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.largest_batch = 0  # most rows ever stepped together (for benchmarks and tests)
+
+    def run(
+        self, ids: list[int], settings: GenerationSettings, max_new_tokens: int, eos_ids: frozenset[int],
+        stop_strings, streamer, criteria, past: Any = None,
+    ) -> Any:
+        """Blocks until the answer is complete; returns what `generate(return_dict_in_generate=True)` returns."""
+        request = Request(
+            ids=list(ids), settings=settings, max_new_tokens=max_new_tokens, eos_ids=eos_ids, processors=self._processors(settings),
+            criteria=self._criteria(stop_strings, criteria), streamer=streamer, past=past,
+            generator=torch.Generator().manual_seed(settings.seed) if settings.seed is not None and not settings.greedy else None,
+        )
+        with self._wake:
+            self._waiting.append(request)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="step-batcher", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not self._rows:
+                    self._wake.wait()
+                newcomers, self._waiting = self._waiting, []
+            with torch.inference_mode():
+                for request in newcomers:
+                    try:
+                        self._start(request)
+                    except BaseException as error:  # reaches that request's reader; the loop goes on
+                        self._fail(request, error)
+                try:
+                    if self._rows:
+                        self._step()
+                except BaseException as error:  # every answer in the batch hears of it
+                    for request in self._rows:
+                        self._fail(request, error)
+                    self._rows, self._pads, self._cache = [], [], None
+
+    def _start(self, request: Request) -> None:
+        """Prefills the request alone (after its cached prefix), picks its first token, lets it join."""
+        cache = request.past if request.past is not None else DynamicCache(config=self.model.config)
+        start = cache.get_seq_length()
+        if request.streamer is not None:
+            request.streamer.put(torch.tensor([request.ids]))  # the prompt: a streamer skips it
+        new = torch.tensor([request.ids[start:]], device=self._device)
+        positions = torch.arange(start, len(request.ids), device=self._device)[None]
+        out = self.model(input_ids=new, position_ids=positions, past_key_values=cache, use_cache=True, **self._last_logits)
+        request.cache = cache
+        if self._advance(request, out.logits[:, -1]):
+            self._finish(request, cache, 0)
+        else:
+            self._join(request)
+
+    def _step(self) -> None:
+        """One decoding step for every row of the batch."""
+        rows, pads = self._rows, self._pads
+        self.largest_batch = max(self.largest_batch, len(rows))
+        length = self._cache.get_seq_length()
+        last = torch.tensor([[r.ids[-1]] for r in rows], device=self._device)
+        positions = torch.tensor([[length - pad] for pad in pads], device=self._device)
+        mask = None
+        if any(pads):
+            mask = torch.ones((len(rows), length + 1), dtype=torch.long, device=self._device)
+            for row, pad in enumerate(pads):
+                mask[row, :pad] = 0
+        out = self.model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=self._cache, use_cache=True)
+        logits = out.logits[:, -1]
+        finished = [row for row, request in enumerate(rows) if self._advance(request, logits[row : row + 1])]
+        for row in finished:
+            self._finish(rows[row], self._cache, row)
+        if finished:
+            self._leave(finished)
+
+    def _advance(self, request: Request, logits: torch.Tensor) -> bool:
+        """Picks the next token as `generate` would, streams it; True when the answer is complete."""
+        input_ids = torch.tensor([request.ids], device=logits.device)
+        scores = request.processors(input_ids, logits.to(dtype=torch.float32, copy=True))
+        if request.settings.greedy:
+            token = int(torch.argmax(scores, dim=-1))
+        else:
+            token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=request.generator))
+        request.ids.append(token)
+        request.new_tokens += 1
+        if request.streamer is not None:
+            request.streamer.put(torch.tensor([token]))
+        input_ids = torch.tensor([request.ids], device=logits.device)
+        stop = bool(request.criteria(input_ids, scores).any())  # every criterion runs: the clock counts each step
+        return stop or token in request.eos_ids or request.new_tokens >= request.max_new_tokens
+
+    # -- the batch cache ------------------------------------------------------------------------
+
+    def _join(self, request: Request) -> None:
+        cache, request.cache = request.cache, None
+        if not self._rows:
+            self._rows, self._pads, self._cache = [request], [0], cache
+            return
+        old, new = self._cache.get_seq_length(), cache.get_seq_length()
+        longest = max(old, new)
+        layers = []
+        for batch_layer, row_layer in zip(self._cache.layers, cache.layers):
+            keys = torch.cat([_pad_left(batch_layer.keys, longest - old), _pad_left(row_layer.keys, longest - new)])
+            values = torch.cat([_pad_left(batch_layer.values, longest - old), _pad_left(row_layer.values, longest - new)])
+            layers.append((keys, values))
+        self._cache = DynamicCache(layers)
+        self._pads = [pad + longest - old for pad in self._pads] + [longest - new]
+        self._rows.append(request)
+
+    def _leave(self, finished: list[int]) -> None:
+        keep = [row for row in range(len(self._rows)) if row not in finished]
+        self._rows = [self._rows[row] for row in keep]
+        self._pads = [self._pads[row] for row in keep]
+        if not keep:
+            self._cache = None
+            return
+        self._cache.batch_select_indices(torch.tensor(keep, device=self._device))
+        trim = min(self._pads)  # columns that are padding in every remaining row
+        if trim:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, trim:], layer.values[:, :, trim:]
+            self._pads = [pad - trim for pad in self._pads]
+
+    def _finish(self, request: Request, cache: Any, row: int) -> None:
+        """Completes the request: its sequence, and its own copy of its keys and values for the session."""
+        kv = cache
+        if cache is self._cache and (len(self._rows) > 1 or self._pads[row]):  # its own copy, without padding
+            pad = self._pads[row]
+            kv = DynamicCache([(layer.keys[row : row + 1, :, pad:].clone(), layer.values[row : row + 1, :, pad:].clone())
+                               for layer in cache.layers])
+        request.result = GenerateDecoderOnlyOutput(sequences=torch.tensor([request.ids]), past_key_values=kv)
+        if request.streamer is not None:
+            request.streamer.end()
+        request.done.set()
+
+    def _fail(self, request: Request, error: BaseException) -> None:
+        request.error = error
+        if request.streamer is not None:
+            request.streamer.end()
+        request.done.set()
+
+    # -- per request ----------------------------------------------------------------------------
+
+    def _processors(self, settings: GenerationSettings) -> LogitsProcessorList:
+        """The logits processors `generate` builds for these settings, in its order."""
+        processors = LogitsProcessorList()
+        if settings.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+        if settings.no_repeat_ngram_size > 0:
+            processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+        if not settings.greedy:
+            if settings.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(settings.temperature))
+            if settings.top_k != 0:
+                processors.append(TopKLogitsWarper(settings.top_k))
+            if settings.top_p < 1.0:
+                processors.append(TopPLogitsWarper(settings.top_p))
+        return processors
+
+    def _criteria(self, stop_strings, criteria) -> StoppingCriteriaList:
+        extra = [StopStringCriteria(self.tokenizer, list(stop_strings))] if stop_strings else []
+        return StoppingCriteriaList([*criteria, *extra])
+
+    @property
+    def _device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+
+def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:
+    if columns == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[2] = columns
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=2)

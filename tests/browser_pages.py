@@ -1,0 +1,87 @@
+"""Real headless Chromium (Debian's, driven by Playwright) on the app's page, for the reliability
+and security tests: launch, open a tab, upload a conversation file, read the chat and toasts.
+tests/test_browser.py holds the everyday page tests; these helpers serve the other browser tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.app_server import BROWSER_ARGS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+WAIT_MS = 20_000
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt-get install chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def open_tab(browser, url: str) -> Iterator[Any]:
+    """A fresh browser context (its own cookies, its own session) on the app, ready to type in."""
+    context = browser.new_context(viewport={"width": 1200, "height": 1100})
+    try:
+        page = context.new_page()
+        page.goto(url)
+        message_box(page).wait_for()
+        yield page
+    finally:
+        context.close()
+
+
+def message_box(page):
+    return page.get_by_role("textbox", name="Message")
+
+
+def answers(page):
+    return page.locator('[data-testid="bot"]')
+
+
+def questions(page):
+    return page.locator('[data-testid="user"]')
+
+
+def send(page, text: str) -> None:
+    message_box(page).fill(text)
+    message_box(page).press("Enter")
+
+
+def wait_done(page, timeout_ms: int = 60_000) -> None:
+    """Until the status line shows a finished answer's figures."""
+    page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('stop:')", timeout=timeout_ms)
+
+
+def upload_conversation(page, path: Path) -> None:
+    """Through the page's own 'Upload conversation (JSON)' button in the Conversation file section."""
+    if not page.locator("input[type=file]").count():
+        page.get_by_text("Conversation file", exact=True).first.click()
+    page.locator("input[type=file]").set_input_files(str(path))
+
+
+def write_conversation(folder: Path, messages: Any, name: str = "conversation.json") -> Path:
+    path = folder / name
+    path.write_text(messages if isinstance(messages, str) else json.dumps(messages, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def toast_text(page, words: str) -> str:
+    """The text of the warning toast that contains `words` (waits for it to appear)."""
+    toast = page.get_by_test_id("toast-body").filter(has_text=words).first
+    toast.wait_for(timeout=WAIT_MS)
+    return toast.inner_text()
