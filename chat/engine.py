@@ -271,7 +271,9 @@ class LocalEngine:
         lent = self.caches.lend(cache)
         if lent is None:
             return None
-        thread = threading.Thread(target=self._warm, args=(cache, messages, *lent), name="warm-up", daemon=True)
+        # Not a daemon: a program that exits right after an answer (a piped chat) waits for this
+        # short prefill, instead of killing a thread inside torch (which aborts the process).
+        thread = threading.Thread(target=self._warm, args=(cache, messages, *lent), name="warm-up", daemon=False)
         thread.start()
         return thread
 
