@@ -25,7 +25,8 @@ from bench.common import load_engine, machine, median, parser, session, set_thre
 MESSAGE = "Write a story about a dragon who learns to fly ({})."
 ANSWER_TOKENS = 200
 START_TIMEOUT_S = 300  # the first start may convert the embedded GGUF
-SETTLE_S = 5.0  # after an answer the app warms the cache up for the next turn: let it finish first
+SETTLE_S = 60.0  # after an answer the app warms its cache up for the next turn: wait (at most this) until it idles
+IDLE_CPU_PERCENT = 10.0  # the app process counts as idle below this CPU use
 GOAL_RATIO = 0.90
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +76,16 @@ def through_app(client, message: str) -> tuple[float, float, str]:
     return first - start, time.perf_counter() - first, text
 
 
-def settle(chat, way: str) -> None:
-    """Waits for the warm-up that follows an answer (the app's can't be seen from here: a pause)."""
-    if way == "app":
-        time.sleep(SETTLE_S)
-    else:
+def settle(chat, way: str, app: subprocess.Popen) -> None:
+    """Waits for the warm-up that follows an answer: the app's by watching its CPU use."""
+    if way != "app":
         chat.kv_cache.wait_free()
+        return
+    import psutil
+
+    process, deadline = psutil.Process(app.pid), time.monotonic() + SETTLE_S
+    while process.cpu_percent(interval=0.5) > IDLE_CPU_PERCENT and time.monotonic() < deadline:
+        pass
 
 
 def round_trip(client) -> float:
@@ -115,9 +120,9 @@ def main() -> None:
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         through_app(client, MESSAGE.format("warm-up"))
-        settle(chat, "app")
+        settle(chat, "app", app)
         direct(chat, MESSAGE.format("warm-up"))
-        settle(chat, "direct")
+        settle(chat, "direct", app)
         results = {"app": [], "direct": []}
         floor = median(round_trip(client) for _ in range(max(5, args.repeats)))
         same = True
@@ -127,7 +132,7 @@ def main() -> None:
             texts = {}
             for way in order:
                 ttft, rest, texts[way] = through_app(client, message) if way == "app" else direct(chat, message)
-                settle(chat, way)
+                settle(chat, way, app)
                 tokens = len(engine.tokenizer(texts[way], add_special_tokens=False)["input_ids"])
                 results[way].append((ttft, tokens / rest if rest > 0 else float("nan"), tokens))
             same = same and texts["app"] == texts["direct"]

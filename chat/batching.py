@@ -219,6 +219,8 @@ class StepBatcher:
         request.done.set()
 
     def _fail(self, request: Request, error: BaseException) -> None:
+        if request.done.is_set():  # finished in the step that failed afterwards: its answer stands
+            return
         request.error = error
         if request.streamer is not None:
             request.streamer.end()

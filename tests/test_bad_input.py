@@ -143,7 +143,6 @@ def test_odd_characters_reach_the_model_and_the_chat_exactly_as_typed(app, text)
     chat, _, status, prompt, _ = client.predict(text, api_name="/send")
     assert texts(chat)[0] == ("user", text) and texts(chat)[1][0] == "assistant" and "stop:" in status
     assert prompt.endswith(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
-    keeps_serving(client)
 
 
 @pytest.mark.parametrize("text", ODD_TEXTS.values(), ids=ODD_TEXTS.keys())
@@ -213,9 +212,9 @@ def test_fitting_a_long_history_renders_it_a_bounded_number_of_times(tiny_chat_d
         return render(messages, *args, **kwargs)
 
     tokenizer.apply_chat_template = counting
-    history = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(201)]
+    history = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(121)]
     fitted = engine.prepare(history, SETTINGS)
-    assert fitted.dropped_messages > 100
+    assert fitted.dropped_messages > 60
     assert sum(rendered) <= 20 * len(history), f"rendered {sum(rendered)} messages to fit {len(history)}"
 
 

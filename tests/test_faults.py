@@ -175,7 +175,7 @@ def test_stop_pressed_many_times_at_once_stops_the_answer_and_the_chat_goes_on(a
     streaming(job)
     generation = engine.generations[-1]
     with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda _: client.predict(api_name="/stop"), range(30)))
+        list(pool.map(lambda _: client.predict(api_name="/stop"), range(20)))
     assert wait_for(lambda: not generation.running, STOPS_WITHIN_S)
     chat, _, status, _, _ = job.result(timeout=30)
     assert roles(chat) == ["user", "assistant"] and "stop: cancelled" in status
@@ -232,11 +232,13 @@ def test_undo_while_an_answer_streams_gives_the_text_back_and_removes_the_exchan
 def test_two_sends_at_once_from_one_tab_keep_question_and_answer_together(app):
     """Send double-clicked, or Enter and Send: both requests run, one after the other, never interleaved."""
     client = new_client(app)
-    jobs = [client.submit(f"twin {i}", api_name="/send") for i in range(2)]
-    for job in jobs:
-        job.result(timeout=60)
-    chat, _, _, prompt, _ = client.predict("after the twins", api_name="/send")
-    assert roles(chat) == ["user", "assistant"] * 3 and user_turns(prompt) == 3
+    for _ in range(3):  # the two can interleave only in a short window: try it a few times
+        client.predict(api_name="/clear")
+        jobs = [client.submit(f"twin {i}", max_new_tokens=4, api_name="/send") for i in range(2)]
+        for job in jobs:
+            job.result(timeout=60)
+        chat, _, _, prompt, _ = client.predict("after the twins", max_new_tokens=4, api_name="/send")
+        assert roles(chat) == ["user", "assistant"] * 3 and user_turns(prompt) == 3
 
 
 def test_a_storm_of_buttons_leaves_a_consistent_chat_and_no_worker(app, engine):
@@ -283,6 +285,7 @@ def test_retry_in_the_page_while_an_answer_streams_replaces_it_at_once(browser, 
             assert wait_for(lambda: engine.generations[-1] is not first, 10), "the retry never started"
             retried = engine.generations[-1]
             assert wait_for(lambda: finished(first), 2) and first.stats.stop_reason == StopReason.CANCELLED
-            assert wait_for(lambda: finished(retried), 60) and retried.stats.stop_reason == StopReason.MAX_TOKENS
-            page.wait_for_function("() => document.querySelector('#status').innerText.includes('stop: max tokens')", timeout=20_000)
-            assert questions(page).count() == 1 and answers(page).count() == 1
+            assert retried.running, "the retry runs while the first answer would still be going"
+            page.get_by_role("button", name="Stop").click()
+            page.wait_for_function("() => document.querySelector('#status').innerText.includes('stop: cancelled')", timeout=20_000)
+            assert finished(retried) and questions(page).count() == 1 and answers(page).count() == 1
