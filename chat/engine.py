@@ -373,10 +373,16 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
 
 
 def _input_device(model: Any) -> torch.device:
+    """Where input ids go: the embedding's device, or, when accelerate offloaded it (its weight
+    is then on "meta"), the device its hook runs it on."""
     try:
-        return model.get_input_embeddings().weight.device
+        embedding = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):
         return model.device
+    if embedding.weight.device.type != "meta":
+        return embedding.weight.device
+    hook = getattr(embedding, "_hf_hook", None)
+    return torch.device(getattr(hook, "execution_device", None) or "cpu")
 
 
 def _prefill(model: Any, ids: list[int], start: int, kv: Any) -> None:

@@ -85,12 +85,6 @@ def test_a_model_entirely_on_disk_says_so(all_on_disk):
     assert all_on_disk.device.startswith("disk")
 
 
-@pytest.mark.xfail(
-    reason="engine bug: _input_device() returns the embedding weight's device, 'meta' when the embedding is "
-    "offloaded to disk, so input_ids go to meta and generate fails ('Tensor.item() cannot be called on meta "
-    "tensors'); the accelerate hook's execution_device (cpu) is where inputs belong",
-    strict=True,
-)
 def test_a_model_entirely_on_disk_still_generates(all_on_disk, reference_text):
     assert greedy_text(all_on_disk)[0] == reference_text
 
