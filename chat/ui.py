@@ -32,7 +32,10 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
     bind, bind_stream = partial(_bind, store), partial(_bind_stream, store)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"## 💬 {title}\n**Model:** {engine.name} · {engine.device}")
-        session = gr.State(new_session_key, delete_callback=store.drop)  # a key per tab; the store holds the session
+        # A key per tab; the store holds the session. The callback is a plain function, not the bound
+        # method `store.drop`: Gradio deep-copies the page config (State props included) on every page
+        # load, and deep-copying a bound method copies its object: the store, every session, the model.
+        session = gr.State(new_session_key, delete_callback=lambda key: store.drop(key))
         chatbot = gr.Chatbot(
             label="Chat", height=480, buttons=["copy", "copy_all"], render_markdown=True,
             sanitize_html=True, allow_tags=False, placeholder="Ask anything, or pick a **Skill** first.",
@@ -129,10 +132,13 @@ def _bind_stream(store: SessionStore, handler: Callable) -> Callable:
         with store.turn(key) as session:
             pages = handler(session, *args, **kwargs)
             first = next(pages, None)
-        if first is not None:
-            yield (*first, key)
-            for page in pages:
-                yield (*page, key)
+        try:
+            if first is not None:
+                yield (*first, key)
+                for page in pages:
+                    yield (*page, key)
+        finally:
+            pages.close()  # this stream closed (Stop, a closed tab): the answer stops at once
 
     return bound
 

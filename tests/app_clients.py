@@ -21,7 +21,7 @@ from typing import Iterator
 import httpx
 from gradio_client import Client
 
-TURN_TIMEOUT_S = 120.0  # one turn, queue wait included; a turn slower than this is a failure
+TURN_TIMEOUT_S = 300.0  # one turn, queue wait included (20 sessions on a real model: minutes); slower is a failure
 SAMPLE_INTERVAL_S = 0.05
 
 

@@ -34,7 +34,8 @@ def browser():
 @pytest.fixture(scope="module")
 def app(chatty_engine_module):
     # Long answers (the model never meets EOS): there is time to watch streaming and press Stop.
-    with running_app(chatty_engine_module, GenerationSettings(max_new_tokens=60, temperature=1.0)) as (demo, url):
+    # 150 tokens: long enough to watch the text grow on a busy machine, short enough to stay quick.
+    with running_app(chatty_engine_module, GenerationSettings(max_new_tokens=150, temperature=1.0)) as (demo, url):
         yield url
 
 
