@@ -100,6 +100,7 @@ def test_a_burst_past_the_queue_size_is_told_busy_and_everyone_else_is_served(ti
                 continue
             assert chat[0] == ("user", f"burst {index}") and len(chat) == 2 and chat[1][1]
             served.append(index)
+        print(f"\nburst: {burst} at once, --concurrency 1 --queue-size {queue_size}: {len(served)} served, {len(busy)} told busy")
         assert busy and all("Queue is full! Please try again." in message for message in busy), busy
         assert len(served) >= queue_size + 1 and len(served) + len(busy) == burst
         assert wait_for(lambda: not generate_threads(), 5)
