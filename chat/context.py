@@ -53,14 +53,9 @@ def fit_to_context(
     answer_room = max(1, min(max_new_tokens, int(context_window * MAX_ANSWER_SHARE)))
     budget = context_window - answer_room
     system, history, current = _split(messages)
-    dropped = 0
-    while True:
-        candidate = system + history + [current]
-        prompt = encode(candidate)
-        if len(prompt.ids) <= budget or not history:
-            break
-        cut = _oldest_exchange_size(history)
-        history, dropped = history[cut:], dropped + cut
+    dropped, prompt = _drop_oldest_until_fit(system, history, current, budget, encode)
+    history = history[dropped:]
+    candidate = system + history + [current]
     trimmed = len(prompt.ids) > budget
     if trimmed:
         current, prompt = _trim_to_fit(system, current, len(prompt.ids) - budget, budget, encode, tokenize, detokenize)
@@ -79,12 +74,37 @@ def _split(messages: Messages) -> tuple[Messages, Messages, dict[str, Any]]:
     return system, list(messages[len(system) : -1]), messages[-1]
 
 
-def _oldest_exchange_size(history: Messages) -> int:
-    """A user message and the answers that follow it go together."""
-    size = 1
-    while size < len(history) and history[size]["role"] != "user":
-        size += 1
-    return size
+def _drop_oldest_until_fit(system: Messages, history: Messages, current: dict[str, Any], budget: int, encode) -> tuple[int, Prompt]:
+    """(how many of the oldest history messages to leave out, the prompt without them).
+
+    The fewest whole exchanges that make the prompt fit, or all history when nothing does.
+    A binary search over the exchange boundaries: a 2,000-message history is rendered about
+    a dozen times, not once per exchange dropped (which made long chats quadratic).
+    """
+    cuts = _exchange_starts(history)  # 0 = drop nothing, ..., len(history) = drop everything
+    prompts: dict[int, Prompt] = {}
+
+    def fits(index: int) -> bool:
+        prompts[index] = encode(system + history[cuts[index] :] + [current])
+        return len(prompts[index].ids) <= budget
+
+    low, high = 0, len(cuts) - 1  # answer in [low, high]; dropping everything is the last resort
+    if fits(low):
+        return 0, prompts[low]
+    while high - low > 1:  # invariant: cuts[low] does not fit; cuts[high] fits or is "drop all"
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    if high not in prompts:
+        fits(high)
+    return cuts[high], prompts[high]
+
+
+def _exchange_starts(history: Messages) -> list[int]:
+    """Where history may be cut: a user message and the answers that follow it go together."""
+    return [0, *(i for i, m in enumerate(history) if i > 0 and m["role"] == "user"), len(history)]
 
 
 def _trim_to_fit(system: Messages, message: dict[str, Any], excess: int, budget: int, encode, tokenize, detokenize):

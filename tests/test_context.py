@@ -131,6 +131,33 @@ def test_fit_to_context_keeps_its_promises_for_any_window(small_engine, window, 
     assert fitted.max_new_tokens == min(max_new_tokens, window - len(fitted.prompt.ids))
 
 
+# Uneven exchanges: an answer before any question, a question with two answers, long and short turns.
+UNEVEN = [
+    {"role": "assistant", "content": "Welcome!"},
+    {"role": "user", "content": "Hi " * 9},
+    {"role": "assistant", "content": "Hello."},
+    {"role": "assistant", "content": "Anything else? " * 3},
+    *[m for i in range(2, 12) for m in ({"role": "user", "content": f"Q{i} " * (i % 4 + 1)}, {"role": "assistant", "content": f"A{i}"})],
+]
+
+
+@pytest.mark.parametrize("window", range(60, 200, 7))
+def test_as_little_history_is_left_out_as_fits(small_engine, window):
+    """The kept history is the longest run of newest whole exchanges that fits, for any window."""
+    tokenizer = small_engine.tokenizer
+    encode_messages = lambda m: encode(small_engine.format, tokenizer, m)  # noqa: E731
+    messages = [SYSTEM, *UNEVEN, CURRENT]
+    budget = window - min(16, window // 2)
+    fitted = fit_to_context(messages, encode_messages, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
+                            tokenizer.decode, context_window=window, max_new_tokens=16)
+    cuts = [0, *(i for i, m in enumerate(UNEVEN) if i and m["role"] == "user"), len(UNEVEN)]
+    fitting = [c for c in cuts if len(encode_messages([SYSTEM, *UNEVEN[c:], CURRENT]).ids) <= budget]
+    expected = min(fitting) if fitting else len(UNEVEN)
+    assert fitted.dropped_messages == expected
+    if not fitted.message_trimmed:
+        assert fitted.messages == [SYSTEM, *UNEVEN[expected:], CURRENT]
+
+
 def test_generation_stops_at_the_capped_room(small_dir):
     engine = make_engine(small_dir)
     engine.eos_ids = frozenset({10**6})  # never ends on its own
