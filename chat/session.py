@@ -102,7 +102,7 @@ class ChatSession:
 
     def undo(self) -> str:
         """Removes the last exchange; returns what the user had typed, to edit and resend."""
-        self.stop()
+        self._discard_answer()
         while self.history and self.history[-1]["role"] == "assistant":
             self.history.pop()
         if not self.history:
@@ -111,7 +111,7 @@ class ChatSession:
         return last.get("typed", last["content"])
 
     def clear(self) -> None:
-        self.stop()
+        self._discard_answer()
         self.history.clear()
         self.last_prompt = self.last_stats = None
 
@@ -121,6 +121,12 @@ class ChatSession:
         if current is not None:
             current.cancel()
             current.generation.close()
+
+    def _discard_answer(self) -> None:
+        """Stops the answer in progress and forgets it: its figures must not reach `last_stats`
+        when its stream ends later. (Stop keeps it: the user wants to see where it stopped.)"""
+        self.stop()
+        self._current = None
 
     @property
     def busy(self) -> bool:
@@ -158,7 +164,7 @@ class ChatSession:
 
     def load_messages(self, data: Any, source: str = "conversation") -> None:
         messages = normalize_messages(data, source)
-        self.stop()
+        self._discard_answer()
         if messages and messages[0]["role"] == "system":
             self.instructions = messages.pop(0)["content"]
         self.history = messages

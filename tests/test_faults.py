@@ -199,12 +199,6 @@ def test_clear_while_an_answer_streams_empties_the_chat_for_good(app, engine):
     assert user_turns(prompt) == 1 and "earlier" not in prompt
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "chat/session.py: ChatSession.clear() stops the answer but leaves it as `_current`, so when its "
-    "stream ends, `_done` writes its stats into `last_stats` after clear() emptied them: the status line "
-    "of the emptied chat shows the cleared answer's figures (e.g. on Retry's 'nothing to retry' page). "
-    "Fix: clear() (and undo(), load_messages(), which also discard the answer) set `self._current = None` "
-    "after self.stop(); stop() itself must keep it, or Stop loses its 'stop: cancelled' figures"))
 def test_after_clear_during_an_answer_the_status_line_shows_no_stale_figures(app):
     client = new_client(app)
     for _ in range(3):
