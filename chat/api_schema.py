@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .conversation import normalize_messages
+from .conversation import is_blank, normalize_messages
 from .engine import Stats, StopReason
 from .errors import ConversationError, SettingsError
 from .settings import GenerationSettings
@@ -147,7 +147,7 @@ def _messages(value: Any) -> list[dict[str, str]]:
         raise ApiError(400, "messages must not be empty", "messages", "invalid_value")
     if messages[-1]["role"] != "user":
         raise ApiError(400, f"the last message must be the user's, not {messages[-1]['role']!r}", "messages", "invalid_value")
-    if not messages[-1]["content"].strip():  # as the page's "type a message first": nothing to answer
+    if is_blank(messages[-1]["content"]):  # as the page's "type a message first": nothing to answer
         raise ApiError(400, "the last message is empty: send the text to answer", "messages", "invalid_value")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ EXTRA_KEYS = ("typed", "skill")
 MAX_MESSAGES = 2_000  # a conversation longer than this is not a chat, it is an attack or a mistake
 MAX_FILE_BYTES = 20 * 1024 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: JSON can carry one, UTF-8 can't
+
+
+def is_blank(text: str) -> bool:
+    """Nothing a reader could see: whitespace, control and invisible format characters only
+    (zero-width spaces, direction marks, a byte-order mark). Such a message has nothing to answer."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 def replace_broken_characters(text: str) -> str:

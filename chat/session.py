@@ -10,7 +10,7 @@ import threading
 from typing import Any, Iterator
 
 from .context import FittedPrompt
-from .conversation import EXTRA_KEYS, normalize_messages
+from .conversation import EXTRA_KEYS, is_blank, normalize_messages
 from .engine import Stats, StopReason
 from .errors import ChatError
 from .kvcache import PrefixCache
@@ -74,7 +74,7 @@ class ChatSession:
         """Adds the user's message (expanded by the skill) and starts the answer."""
         if text.strip() == RETRY_COMMAND:
             return self.retry()
-        if not text.strip():
+        if is_blank(text):
             raise ChatError("type a message first")
         skill = self.skill(skill_name)
         self.stop()

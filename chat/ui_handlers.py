@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from .conversation import replace_broken_characters
+from .conversation import is_blank, replace_broken_characters
 from .errors import ChatError
 from .ui_view import chat_messages, prompt_view, status_line
 
@@ -91,7 +91,7 @@ def make_way(session: Any, text: str | None = None) -> None:
 
     An empty message replaces nothing (it only gets a warning), so it stops nothing either.
     """
-    if text is None or text.strip():
+    if text is None or not is_blank(text):
         session.stop()
 
 

@@ -78,7 +78,7 @@ def api_error(response: httpx.Response) -> str:
 # -- empty messages and commands with nothing to act on ---------------------------------------
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t \n"], ids=["empty", "spaces", "whitespace"])
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \n", "\u200b\u200e\ufeff \u2060"], ids=["empty", "spaces", "whitespace", "invisible"])
 def test_an_empty_or_blank_message_gets_a_warning_and_nothing_is_sent(app, engine, text):
     client = new_client(app)
     started = len(engine.generations)
@@ -90,7 +90,7 @@ def test_an_empty_or_blank_message_gets_a_warning_and_nothing_is_sent(app, engin
     keeps_serving(client)
 
 
-@pytest.mark.parametrize("content", ["", "  \n "], ids=["empty", "blank"])
+@pytest.mark.parametrize("content", ["", "  \n ", "\u200b\u200f"], ids=["empty", "blank", "invisible"])
 def test_an_empty_last_message_gets_400_from_the_api(api, content):
     message = api_error(post(api, [{"role": "user", "content": content}]))
     assert "the last message is empty" in message
