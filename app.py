@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--auth", action="append", metavar="USER:PASS", help="require this login for the page and the API (repeatable)")
     server.add_argument("--auth-file", metavar="FILE", help="a file of USER:PASS lines, instead of --auth on the command line")
     server.add_argument("--concurrency", type=int, default=1, help="answers generated at once; more wait in the queue (default %(default)s)")
+    server.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
+                        help="answers generated at once share each model step: several users are served almost as fast "
+                             "as one (local models; default on)")
     server.add_argument("--queue-size", type=int, default=20, help="waiting requests before new ones are told the app is busy (default %(default)s)")
     server.add_argument("--title", default="Chat workbench", help="page title")
     add_sampling_arguments(parser)

@@ -32,6 +32,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.generation.stopping_criteria import StopStringCriteria
 
+from .loader import input_device
 from .settings import GenerationSettings
 
 
@@ -250,7 +251,7 @@ class StepBatcher:
 
     @property
     def _device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return input_device(self.model)
 
 
 def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:

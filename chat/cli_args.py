@@ -71,7 +71,11 @@ def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -
 
     loaded = load_model(load_options(args), say)
     say(f"Model: {loaded.name} on {loaded.device}")
-    return LocalEngine(loaded, choose_format(loaded.tokenizer, args.format, args.user_name, args.bot_name))
+    engine = LocalEngine(loaded, choose_format(loaded.tokenizer, args.format, args.user_name, args.bot_name),
+                         batching=getattr(args, "batching", False))
+    if getattr(args, "batching", False) and engine.batcher is None:
+        say("Batching: off (this model's cache is not plain attention); answers at once take turns")
+    return engine
 
 
 def build_skills(args: argparse.Namespace):

@@ -26,7 +26,7 @@ from .context import FittedPrompt, fit_to_context
 from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat, encode, render
 from .kvcache import CachePool, PrefixCache, common_prefix_length, crop_to_prefix
-from .loader import LoadedModel
+from .loader import LoadedModel, input_device
 from .settings import GenerationSettings
 from .stopping import CancelCriteria, StopStringFilter
 
@@ -308,7 +308,7 @@ class LocalEngine:
             return self.batcher.run(
                 fitted.prompt.ids, settings, fitted.max_new_tokens, self.eos_ids, stop_strings, streamer, criteria, past_key_values
             )
-        input_ids = torch.tensor([fitted.prompt.ids], device=_input_device(self.model))
+        input_ids = torch.tensor([fitted.prompt.ids], device=input_device(self.model))
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         extra: dict[str, Any] = {}
@@ -372,22 +372,9 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
-def _input_device(model: Any) -> torch.device:
-    """Where input ids go: the embedding's device, or, when accelerate offloaded it (its weight
-    is then on "meta"), the device its hook runs it on."""
-    try:
-        embedding = model.get_input_embeddings()
-    except (AttributeError, NotImplementedError):
-        return model.device
-    if embedding.weight.device.type != "meta":
-        return embedding.weight.device
-    hook = getattr(embedding, "_hf_hook", None)
-    return torch.device(getattr(hook, "execution_device", None) or "cpu")
-
-
 def _prefill(model: Any, ids: list[int], start: int, kv: Any) -> None:
     """Adds the keys and values of `ids[start:]` to `kv`, which holds those of `ids[:start]`."""
-    device = _input_device(model)
+    device = input_device(model)
     new = torch.tensor([ids[start:]], device=device)
     positions = torch.arange(start, len(ids), device=device)[None]
     # Logits are wanted for no position: keep one (not 400 MB for 2,000 tokens) where the model allows.

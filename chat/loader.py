@@ -232,3 +232,18 @@ def _explain_load_error(name: str, options: LoadOptions, error: Exception) -> Mo
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def input_device(model: Any) -> torch.device:
+    """Where input ids go: the embedding's device, or, when accelerate offloaded it (its weight
+    is then on "meta"), the device its hook runs it on."""
+    import torch
+
+    try:
+        embedding = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return model.device
+    if embedding.weight.device.type != "meta":
+        return embedding.weight.device
+    hook = getattr(embedding, "_hf_hook", None)
+    return torch.device(getattr(hook, "execution_device", None) or "cpu")

@@ -24,13 +24,13 @@ def tiny_base_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-base"), chat_template=False)
 
 
-def make_engine(folder, prompt_format="auto", **load_options):
+def make_engine(folder, prompt_format="auto", batching=False, **load_options):
     from chat.engine import LocalEngine
     from chat.formats import choose_format
     from chat.loader import LoadOptions, load_model
 
     loaded = load_model(LoadOptions(model=str(folder), **load_options), say=lambda _: None)
-    return LocalEngine(loaded, choose_format(loaded.tokenizer, prompt_format))
+    return LocalEngine(loaded, choose_format(loaded.tokenizer, prompt_format), batching=batching)
 
 
 @pytest.fixture(scope="session")
