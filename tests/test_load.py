@@ -60,9 +60,12 @@ def short_lived_tabs(monkeypatch):
     monkeypatch.setenv("GRADIO_IS_E2E_TEST", "1")
 
 
-def test_many_sessions_at_once_each_get_only_their_own_chat_and_all_is_freed_after(tiny_chat_dir, short_lived_tabs):
-    engine = make_engine(tiny_chat_dir)
-    with running_app(engine, SETTINGS, concurrency=1, queue_size=QUEUE_SIZE) as (demo, url):
+@pytest.mark.parametrize("concurrency, batching", [(1, False), (4, True)], ids=["one at a time", "4 at once, batched"])
+def test_many_sessions_at_once_each_get_only_their_own_chat_and_all_is_freed_after(
+    tiny_chat_dir, short_lived_tabs, concurrency, batching,
+):
+    engine = make_engine(tiny_chat_dir, batching=batching)
+    with running_app(engine, SETTINGS, concurrency=concurrency, queue_size=QUEUE_SIZE) as (demo, url):
         warm_up = new_client(url)
         warm_up.predict("warm up", api_name="/send")
         warm_up.close()
@@ -77,10 +80,12 @@ def test_many_sessions_at_once_each_get_only_their_own_chat_and_all_is_freed_aft
         assert wait_for(lambda: not generate_threads() and len(own_threads()) <= len(threads_before), 10), (
             f"threads before {threads_before}, after {own_threads()}")
         after = memory.now()
-        print(f"\nload: {SESSIONS} sessions × {TURNS} turns, {result['completed_turns']} answers, "
+        print(f"\nload (--concurrency {concurrency}, batching {batching}): {SESSIONS} sessions × {TURNS} turns, {result['completed_turns']} answers, "
               f"{len(result['failures'])} failures, {result['seconds']:.1f} s, RSS {memory.baseline / 2**20:.0f} MiB → "
               f"peak {memory.peak / 2**20:.0f} → {after / 2**20:.0f} MiB after; threads {len(threads_before)} → {len(own_threads())}")
         assert after - memory.baseline < MEMORY_SLACK_MB * 2**20
+        if batching:  # the answers really were computed together, not one after another
+            assert engine.batcher.largest_batch > 1
 
 
 def test_a_burst_past_the_queue_size_is_told_busy_and_everyone_else_is_served(tiny_chat_dir):
