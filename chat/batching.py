@@ -34,15 +34,31 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from .loader import input_device
 from .settings import GenerationSettings
+from .stopping import CancelCriteria
+
+
+# Settings a model's generation_config.json may carry that `generate` would apply and the batcher
+# does not: such a model answers alone, so that batching never changes an answer.
+UNBATCHED_GENERATION_OPTIONS = (
+    "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "min_new_tokens", "bad_words_ids", "suppress_tokens",
+    "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty",
+)
 
 
 def can_batch(model: Any) -> bool:
-    """True when every layer's cache is plain full attention, which left padding can batch."""
+    """True when every layer's cache is plain full attention (which left padding can batch), the
+    model takes positions and a cache as `generate` gives them, and its generation config asks for
+    nothing the batcher leaves out."""
     try:
         cache = DynamicCache(config=model.config)
     except Exception:  # a model with its own cache type
         return False
-    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return False
+    if not {"position_ids", "past_key_values"} <= set(inspect.signature(model.forward).parameters):
+        return False
+    config = getattr(model, "generation_config", None)
+    return not any(getattr(config, name, None) not in (None, 1.0, 0.0, 0) for name in UNBATCHED_GENERATION_OPTIONS)
 
 
 @dataclass(eq=False)
@@ -57,12 +73,17 @@ class Request:
     criteria: StoppingCriteriaList
     streamer: Any
     past: Any  # the session's prefix cache (or None): keys and values of the first prompt tokens
-    generator: torch.Generator | None  # seeded sampling, independent of other requests
+    seed: int | None  # seeded sampling, independent of other requests
+    generator: torch.Generator | None = None  # made on the logits' device at the first token
     new_tokens: int = 0
     cache: Any = None  # this row's own cache before it joins the batch
     result: Any = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        return any(isinstance(c, CancelCriteria) and c.event.is_set() for c in self.criteria)
 
 
 class StepBatcher:
@@ -89,7 +110,7 @@ class StepBatcher:
         request = Request(
             ids=list(ids), settings=settings, max_new_tokens=max_new_tokens, eos_ids=eos_ids, processors=self._processors(settings),
             criteria=self._criteria(stop_strings, criteria), streamer=streamer, past=past,
-            generator=torch.Generator().manual_seed(settings.seed) if settings.seed is not None and not settings.greedy else None,
+            seed=settings.seed if not settings.greedy else None,
         )
         with self._wake:
             self._waiting.append(request)
@@ -98,8 +119,9 @@ class StepBatcher:
                 self._thread.start()
             self._wake.notify()
         request.done.wait()
-        if request.error is not None:
-            raise request.error
+        if request.error is not None:  # one failed step may fail several readers: each gets its own error
+            error = request.error
+            raise type(error)(*error.args) if _copyable(error) else RuntimeError(f"{type(error).__name__}: {error}") from error
         return request.result
 
     # -- the loop -----------------------------------------------------------------------------
@@ -109,24 +131,36 @@ class StepBatcher:
             with self._wake:
                 while not self._waiting and not self._rows:
                     self._wake.wait()
-                newcomers, self._waiting = self._waiting, []
+                # One newcomer between steps: answers already streaming never wait for several prefills.
+                newcomer = self._waiting.pop(0) if self._waiting else None
             with torch.inference_mode():
-                for request in newcomers:
-                    try:
-                        self._start(request)
-                    except BaseException as error:  # reaches that request's reader; the loop goes on
-                        self._fail(request, error)
-                try:
-                    if self._rows:
-                        self._step()
-                except BaseException as error:  # every answer in the batch hears of it
-                    for request in self._rows:
-                        self._fail(request, error)
-                    self._rows, self._pads, self._cache = [], [], None
+                if newcomer is not None:
+                    self._admit(newcomer)
+                newcomer = None  # an idle loop keeps no request (and no cache) alive
+                if self._rows:
+                    self._step_all()
+
+    def _admit(self, request: Request) -> None:
+        try:
+            if request.cancelled:  # while it waited: nothing to compute
+                self._finish(request, None, 0)
+            else:
+                self._start(request)
+        except BaseException as error:  # reaches that request's reader; the loop goes on
+            self._fail(request, error)
+
+    def _step_all(self) -> None:
+        try:
+            self._step()
+        except BaseException as error:  # the shared forward pass failed: every answer in the batch hears of it
+            for request in self._rows:
+                self._fail(request, error)
+            self._rows, self._pads, self._cache = [], [], None
 
     def _start(self, request: Request) -> None:
         """Prefills the request alone (after its cached prefix), picks its first token, lets it join."""
         cache = request.past if request.past is not None else DynamicCache(config=self.model.config)
+        request.past = None  # the batch (or the result) holds it from here on
         start = cache.get_seq_length()
         if request.streamer is not None:
             request.streamer.put(torch.tensor([request.ids]))  # the prompt: a streamer skips it
@@ -153,26 +187,34 @@ class StepBatcher:
                 mask[row, :pad] = 0
         out = self.model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=self._cache, use_cache=True)
         logits = out.logits[:, -1]
-        finished = [row for row, request in enumerate(rows) if self._advance(request, logits[row : row + 1])]
-        for row in finished:
-            self._finish(rows[row], self._cache, row)
+        finished = []
+        for row, request in enumerate(rows):
+            try:  # a row's own trouble (its criteria, streamer, sampling) ends only that answer
+                if self._advance(request, logits[row : row + 1]):
+                    self._finish(request, self._cache, row)
+                    finished.append(row)
+            except Exception as error:
+                self._fail(request, error)
+                finished.append(row)
         if finished:
             self._leave(finished)
 
     def _advance(self, request: Request, logits: torch.Tensor) -> bool:
         """Picks the next token as `generate` would, streams it; True when the answer is complete."""
-        input_ids = torch.tensor([request.ids], device=logits.device)
-        scores = request.processors(input_ids, logits.to(dtype=torch.float32, copy=True))
+        ids = torch.tensor([request.ids + [0]], device=logits.device)  # room for the new token: one tensor per step
+        scores = request.processors(ids[:, :-1], logits.to(dtype=torch.float32, copy=True))
         if request.settings.greedy:
             token = int(torch.argmax(scores, dim=-1))
         else:
+            if request.generator is None and request.seed is not None:
+                request.generator = torch.Generator(device=logits.device).manual_seed(request.seed)
             token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=request.generator))
         request.ids.append(token)
         request.new_tokens += 1
         if request.streamer is not None:
             request.streamer.put(torch.tensor([token]))
-        input_ids = torch.tensor([request.ids], device=logits.device)
-        stop = bool(request.criteria(input_ids, scores).any())  # every criterion runs: the clock counts each step
+        ids[0, -1] = token
+        stop = bool(request.criteria(ids, scores).any())  # every criterion runs: the clock counts each step
         return stop or token in request.eos_ids or request.new_tokens >= request.max_new_tokens
 
     # -- the batch cache ------------------------------------------------------------------------
@@ -200,7 +242,7 @@ class StepBatcher:
         if not keep:
             self._cache = None
             return
-        self._cache.batch_select_indices(torch.tensor(keep, device=self._device))
+        self._cache.batch_select_indices(torch.tensor(keep))  # a CPU index works for layers on every GPU
         trim = min(self._pads)  # columns that are padding in every remaining row
         if trim:
             for layer in self._cache.layers:
@@ -210,11 +252,12 @@ class StepBatcher:
     def _finish(self, request: Request, cache: Any, row: int) -> None:
         """Completes the request: its sequence, and its own copy of its keys and values for the session."""
         kv = cache
-        if cache is self._cache and (len(self._rows) > 1 or self._pads[row]):  # its own copy, without padding
+        if cache is not None and cache is self._cache and (len(self._rows) > 1 or self._pads[row]):  # its own copy, no padding
             pad = self._pads[row]
             kv = DynamicCache([(layer.keys[row : row + 1, :, pad:].clone(), layer.values[row : row + 1, :, pad:].clone())
                                for layer in cache.layers])
         request.result = GenerateDecoderOnlyOutput(sequences=torch.tensor([request.ids]), past_key_values=kv)
+        request.cache = request.past = None
         if request.streamer is not None:
             request.streamer.end()
         request.done.set()
@@ -223,6 +266,7 @@ class StepBatcher:
         if request.done.is_set():  # finished in the step that failed afterwards: its answer stands
             return
         request.error = error
+        request.cache = request.past = None
         if request.streamer is not None:
             request.streamer.end()
         request.done.set()
@@ -260,3 +304,11 @@ def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[2] = columns
     return torch.cat([tensor.new_zeros(shape), tensor], dim=2)
+
+
+def _copyable(error: BaseException) -> bool:
+    """Whether `type(error)(*error.args)` makes an equal new exception (most built-in and torch errors)."""
+    try:
+        return str(type(error)(*error.args)) == str(error)
+    except Exception:
+        return False

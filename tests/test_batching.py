@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
 import torch
+from transformers import StoppingCriteria
+
+from chat.batching import Request, can_batch
 
 from chat.engine import LocalEngine
 from chat.formats import choose_format
@@ -13,6 +17,7 @@ from chat.loader import LoadOptions, load_model
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
+from chat.stopping import CancelCriteria
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
 PROMPTS = ["Hello there", "What is the capital of France? Tell me more.", "Hi", "Summarize: the quick brown fox jumps."]
@@ -106,3 +111,99 @@ def test_sessions_chatting_together_reuse_their_own_caches_and_answer_as_alone(e
     retried = [s.retry() for s in together]
     texts = at_once(retried)
     assert texts == ["".join(s.retry()) for s in alone]
+
+
+# -- faults and memory: one answer's trouble stays its own ----------------------------------------
+
+NO_EOS = frozenset({10**6})
+
+
+def run_at_once(batcher, requests) -> list:
+    """Each (ids, max_new_tokens, criteria) through `batcher.run` from its own thread: results or errors."""
+    results: list = [None] * len(requests)
+
+    def one(index):
+        ids, max_new, criteria = requests[index]
+        try:
+            results[index] = batcher.run(ids, GREEDY, max_new, NO_EOS, (), None, criteria)
+        except Exception as error:  # noqa: BLE001 - what each reader gets is the point
+            results[index] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+class FailsAtStep(StoppingCriteria):
+    def __init__(self, step):
+        self.step, self.calls = step, 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.calls += 1
+        if self.calls == self.step:
+            raise ValueError("this answer's own criterion broke")
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool)
+
+
+def test_one_answers_own_failure_ends_only_that_answer(engines):
+    _, batched = engines
+    prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
+    alone = [batched.batcher.run(ids, GREEDY, 30, NO_EOS, (), None, []).sequences[0].tolist() for ids in prompts]
+    results = run_at_once(batched.batcher, [(prompts[0], 30, []), (prompts[1], 30, [FailsAtStep(5)]), (prompts[2], 30, [])])
+    assert isinstance(results[1], ValueError) and "own criterion broke" in str(results[1])
+    assert [r.sequences[0].tolist() for r in (results[0], results[2])] == [alone[0], alone[2]]
+
+
+def test_a_failed_shared_step_reaches_every_answer_as_its_own_error_and_the_next_ones_work(engines):
+    _, batched = engines
+    forward = batched.model.forward
+    failed = threading.Event()
+
+    def flaky(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 1 and not failed.is_set():  # the first shared step
+            failed.set()
+            raise RuntimeError("the shared step broke")
+        return forward(*args, **kwargs)
+
+    batched.model.forward = flaky
+    try:
+        results = run_at_once(batched.batcher, [([5, 6, 7], 40, []), ([8, 9], 40, []), ([10, 11, 12, 13], 40, [])])
+    finally:
+        del batched.model.forward
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert failed.is_set() and len(errors) >= 2 and all("the shared step broke" in str(e) for e in errors)
+    assert len({id(e) for e in errors}) == len(errors)  # each reader raises its own, tracebacks never mix
+    again = run_at_once(batched.batcher, [([5, 6, 7], 8, []), ([8, 9], 8, [])])
+    assert all(len(r.sequences[0]) == len(ids) + 8 for r, ids in zip(again, ([5, 6, 7], [8, 9])))
+
+
+def test_an_answer_cancelled_while_waiting_costs_no_model_step(engines):
+    _, batched = engines
+    cancelled = threading.Event()
+    cancelled.set()
+    calls = []
+    hook = batched.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        result = batched.batcher.run([5, 6, 7], GREEDY, 30, NO_EOS, (), None, [CancelCriteria(cancelled)])
+    finally:
+        hook.remove()
+    assert result.sequences[0].tolist() == [5, 6, 7] and calls == []
+
+
+def test_finished_answers_leave_nothing_behind_in_the_batcher(engines):
+    _, batched = engines
+    run_at_once(batched.batcher, [([5, 6, 7], 12, []), ([8, 9], 20, [])])
+    gc.collect()
+    assert not [obj for obj in gc.get_objects() if isinstance(obj, Request)]
+    assert batched.batcher._cache is None and not batched.batcher._rows
+
+
+def test_a_model_whose_generation_config_asks_for_more_answers_alone(tiny_chat_dir):
+    loaded = load_model(LoadOptions(model=str(tiny_chat_dir)), say=lambda _: None)
+    assert can_batch(loaded.model)
+    loaded.model.generation_config.min_p = 0.05  # `generate` would apply it; the batcher does not
+    assert not can_batch(loaded.model)
+    assert LocalEngine(loaded, choose_format(loaded.tokenizer), batching=True).batcher is None
