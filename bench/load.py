@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.load                          # 20 sessions × 5 turns, the tests' tiny model
     .venv/bin/python -m bench.load --sessions 50 --turns 10 --model tiny --max-new-tokens 16
 
-Starts `app.py` as its own process (as users run it: `--concurrency 1`, `--queue-size 20`) on a
+Starts `app.py` as its own process (as users run it: defaults, or --app-flags) on a
 free local port and runs the sessions from this process (tests/app_clients.py `chat_at_once`):
 every turn's chat must hold exactly that session's messages, one answer each, and its prompt no
 other session's text. The app process's memory (RSS, sampled every 50 ms) and thread count are
@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--model", default="tiny", help="'tiny' (the tests' random model, default), a folder, or '' for the embedded SmolLM2")
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads of the app process")
+    p.add_argument("--app-flags", default="", help="more app.py flags, e.g. '--no-batching' (default: app.py's own defaults)")
     args = p.parse_args()
 
     port = free_port()
@@ -61,7 +62,7 @@ def main() -> None:
     rows = [[args.sessions, args.turns, result.completed_turns, len(result.failures), result.seconds,
              result.turns_per_second, rss_before / mib, peak.rss / mib, rss_after / mib, threads_before, peak.threads, threads_after]]
     print(table(
-        f"{args.sessions} sessions × {args.turns} turns at once, app.py --concurrency 1 --queue-size 20, "
+        f"{args.sessions} sessions × {args.turns} turns at once, app.py {args.app_flags or '(defaults)'}, "
         f"max {args.max_new_tokens} new tokens, model {args.model or 'embedded SmolLM2'}",
         ["sessions", "turns", "answers", "failures", "seconds", "turns/s", "RSS before MiB", "RSS peak MiB", "RSS after MiB",
          "threads before", "threads peak", "threads after"],
@@ -80,6 +81,7 @@ def start_app(port: int, args) -> subprocess.Popen:
     model = tiny_model_dir() if args.model == "tiny" else args.model
     if model:
         command += ["--model", model]
+    command += args.app_flags.split()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "GRADIO_ANALYTICS_ENABLED": "False"}
     app = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + START_TIMEOUT_S

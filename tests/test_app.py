@@ -11,6 +11,7 @@ from gradio_client import Client
 
 from chat.settings import GenerationSettings
 from tests.app_server import free_port, running_app
+from tests.conftest import make_engine
 
 
 def texts(chat):
@@ -19,8 +20,9 @@ def texts(chat):
 
 
 @pytest.fixture(scope="module")
-def app(tiny_engine):
-    with running_app(tiny_engine, GenerationSettings(max_new_tokens=24, temperature=1.0)) as (demo, url):
+def app(tiny_chat_dir):
+    # As app.py runs it: up to 4 answers at once, sharing each model step.
+    with running_app(make_engine(tiny_chat_dir, batching=True), GenerationSettings(max_new_tokens=24, temperature=1.0)) as (demo, url):
         yield url
 
 
@@ -99,6 +101,7 @@ def test_app_py_starts_prints_its_url_and_warns_about_share_without_auth(tiny_ch
         lines = _read_until(process, "Public link", "Could not create a public link", timeout=120)
         output = "\n".join(lines)
         assert f"http://127.0.0.1:{port}/" in output
+        assert "(up to 4 answers at once)" in output  # batching on: answers share each step
         assert "anyone with the link can use this model" in output
         chat, *_ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("hi", api_name="/send")
         assert texts(chat)[0] == ("user", "hi")
@@ -140,3 +143,14 @@ def _wait_for(condition, timeout=30):
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def test_answers_at_once_default_to_4_only_where_they_share_the_work(tiny_chat_dir):
+    """4 when answers share each step (batching) or a server batches them; 1 when they would only
+    compete for the processor and each get slower (--no-batching)."""
+    from app import default_concurrency
+    from chat.remote import RemoteEngine
+
+    assert default_concurrency(make_engine(tiny_chat_dir, batching=True)) == 4
+    assert default_concurrency(make_engine(tiny_chat_dir, batching=False)) == 1
+    assert default_concurrency(RemoteEngine.__new__(RemoteEngine)) == 4

@@ -43,7 +43,7 @@ def app(chatty_engine_module):
 def chatty_engine_module(tiny_chat_dir):
     from tests.conftest import make_engine
 
-    engine = make_engine(tiny_chat_dir)
+    engine = make_engine(tiny_chat_dir, batching=True)  # as app.py runs it
     engine.eos_ids = frozenset({10**6})
     return engine
 

@@ -42,10 +42,11 @@ FAULTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_chat_dir):
-    """The tiny model with end-of-sequence off (answers run to their limit), remembering each generation."""
-    engine = make_engine(tiny_chat_dir)
+@pytest.fixture(scope="module", params=[True, False], ids=["batched", "alone"])
+def engine(tiny_chat_dir, request):
+    """The tiny model with end-of-sequence off (answers run to their limit), remembering each generation;
+    answers sharing each step (the app's default) and each running its own `generate`."""
+    engine = make_engine(tiny_chat_dir, batching=request.param)
     engine.eos_ids = frozenset({10**6})
     return RecordingEngine(engine)
 

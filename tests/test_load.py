@@ -1,5 +1,6 @@
-"""Load: many gradio_client sessions at once against the app on a tiny model, as the app runs by
-default (`--concurrency 1`, `--queue-size 20`).
+"""Load: many gradio_client sessions at once against the app on a tiny model, as the app runs:
+answers one at a time (`--no-batching`: `--concurrency 1`) and 4 at once sharing each step (the
+default: `--batching`, `--concurrency 4`); `--queue-size 20` both times.
 
 The clients run in their own process (tests/app_clients.py), so this process holds the server
 alone and its threads and memory are the server's. CI runs 20 sessions × 2 turns; the full
