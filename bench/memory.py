@@ -7,6 +7,11 @@ app's modules, loads the embedded model the way `app.py` does, and generates 32 
 Peak RSS is the process's high-water mark (`ru_maxrss`), imports included; the "imports only"
 row shows that floor. "First start" points CHAT_CACHE_DIR at an empty folder, so the shipped
 GGUF is converted to safetensors; "later start" loads the converted copy.
+
+On a machine with a GPU the model loads there (as app.py does: bf16, or 8/4-bit) and the table
+adds the GPU memory the weights take and the most allocated while generating, and tokens/s as a
+share of what the memory bandwidth allows: a decoding step reads every weight once, so
+tokens/s can't exceed bandwidth ÷ weight bytes (--bandwidth-gbs, or looked up by GPU name).
 """
 
 from __future__ import annotations
@@ -31,20 +36,52 @@ torch.set_num_threads(int(sys.argv[2]))
 from chat.loader import LoadOptions, load_model
 imported = time.perf_counter()
 result = {"import_s": imported - start}
+cuda = torch.cuda.is_available()
 if sys.argv[1] != "imports":
     try:
         loaded = load_model(LoadOptions(quantize=sys.argv[1]), say=lambda _: None)
+        model = loaded.model
+        if cuda:
+            torch.cuda.synchronize()
         result["load_s"] = time.perf_counter() - imported
-        ids = loaded.tokenizer("Tell me about the sea.", return_tensors="pt")
-        began = time.perf_counter()
-        with torch.inference_mode():
-            out = loaded.model.generate(**ids, max_new_tokens=%d, min_new_tokens=%d, do_sample=False)
-        result["tokens_per_s"] = (out.shape[1] - ids["input_ids"].shape[1]) / (time.perf_counter() - began)
+        result["weights_mib"] = model.get_memory_footprint() / 2**20
+        result["dtype"] = str(next(p.dtype for p in model.parameters() if p.is_floating_point())).replace("torch.", "")
+        ids = loaded.tokenizer("Tell me about the sea.", return_tensors="pt").to(model.device)
+
+        def timed(tokens):
+            if cuda:
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+            with torch.inference_mode():
+                model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter() - began
+
+        timed(2)  # first use: kernels, caches (CUDA initialisation on a GPU)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        result["ttft_s"] = timed(1)
+        whole = timed(%d)
+        result["tokens_per_s"] = (%d - 1) / max(whole - result["ttft_s"], 1e-9)  # decoding, after the first token
+        if cuda:
+            result["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            result["gpu"] = torch.cuda.get_device_name(0)
     except Exception as error:
         result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
 result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(result))
 """ % (TOKENS, TOKENS)
+
+# Memory bandwidth (GB/s) of common GPUs, by a part of torch.cuda.get_device_name(); --bandwidth-gbs overrides.
+GPU_BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935,
+                     "A100": 1555, "L40S": 864, "L4": 300, "A10G": 600, "RTX 4090": 1008, "RTX 3090": 936, "T4": 320}
+
+
+def bandwidth_gbs(gpu: str | None, given: float | None) -> float | None:
+    if given:
+        return given
+    return next((value for name, value in GPU_BANDWIDTH_GBS.items() if gpu and name in gpu), None)
 
 
 def child(mode: str, threads: int, cache_dir: str | None = None) -> dict:
@@ -58,31 +95,45 @@ def child(mode: str, threads: int, cache_dir: str | None = None) -> dict:
     return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:120]}
 
 
-def summarize(name: str, runs: list[dict]) -> list:
+def summarize(name: str, runs: list[dict], bandwidth: float | None) -> list:
     errors = [r["error"] for r in runs if "error" in r]
     pick = lambda key: median(r[key] for r in runs if key in r)  # noqa: E731
-    return [name, pick("load_s"), pick("peak_rss_mib"), pick("tokens_per_s"), errors[0] if errors else ""]
+    dtype = next((r["dtype"] for r in runs if "dtype" in r), "")
+    share = float("nan")
+    if bandwidth and runs and "weights_mib" in runs[0]:  # tokens/s ÷ (bandwidth ÷ bytes read per token)
+        share = pick("tokens_per_s") * pick("weights_mib") * 2**20 / (bandwidth * 1e9)
+    return [name, dtype, pick("load_s"), pick("peak_rss_mib"), pick("weights_mib"), pick("gpu_peak_mib"),
+            pick("ttft_s"), pick("tokens_per_s"), share, errors[0] if errors else ""]
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    rows = [summarize("imports only", [child("imports", args.threads) for _ in range(args.repeats)])]
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth for the share column (default: by GPU name)")
+    args = p.parse_args()
+    runs = {"imports only": [child("imports", args.threads) for _ in range(args.repeats)]}
     for quantize in ("none", "8bit", "4bit"):
-        rows.append(summarize(f"--quantize {quantize}", [child(quantize, args.threads) for _ in range(args.repeats)]))
+        runs[f"--quantize {quantize}"] = [child(quantize, args.threads) for _ in range(args.repeats)]
     first, later = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
             first.append(child("none", args.threads, cache))
             later.append(child("none", args.threads, cache))
-    rows.append(summarize("first start (converts the GGUF)", first))
-    rows.append(summarize("later start (converted copy)", later))
+    runs["first start (converts the GGUF)"] = first
+    runs["later start (converted copy)"] = later
+    gpu = next((r["gpu"] for group in runs.values() for r in group if "gpu" in r), None)
+    bandwidth = bandwidth_gbs(gpu, args.bandwidth_gbs)
+    rows = [summarize(name, group, bandwidth) for name, group in runs.items()]
     print(table(
-        "Memory and load: the embedded model on CPU, one fresh process per run",
-        ["run", "load (s)", "peak RSS (MiB)", f"tokens/s ({TOKENS} tokens)", "error"],
+        f"Memory and load: the embedded model on {gpu or 'CPU'}, one fresh process per run",
+        ["run", "weights", "load (s)", "peak RSS (MiB)", "weights (MiB)", "GPU peak (MiB)", "first token (s)",
+         f"tokens/s ({TOKENS} tokens)", "÷ bandwidth limit", "error"],
         rows,
         [
             f"SmolLM2-135M-Instruct (embedded); medians of {args.repeats} processes each; load = `load_model` "
             "after imports; peak RSS includes Python, torch and transformers (see 'imports only')",
+            "first token: a 1-token `generate` (prefill of a 7-token prompt); tokens/s: decoding after it, greedy",
+            f"÷ bandwidth limit: tokens/s × weight bytes ÷ {bandwidth:g} GB/s" if bandwidth else
+            "÷ bandwidth limit: needs a GPU (or --bandwidth-gbs)",
             machine(args.threads),
         ],
     ))
