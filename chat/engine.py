@@ -11,7 +11,6 @@ what all sessions keep.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from .batching import StepBatcher, can_batch
 from .context import FittedPrompt, fit_to_context
 from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat, encode, render
-from .kvcache import CachePool, PrefixCache, common_prefix_length, crop_to_prefix
+from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
 from .settings import GenerationSettings
 from .stopping import CancelCriteria, StopStringFilter
+from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
 JOIN_TIMEOUT_S = 10.0  # how long closing a request waits for its worker to finish its last step
@@ -262,33 +262,9 @@ class LocalEngine:
         return Generation(self, fitted, settings, stops, cache)
 
     def warm(self, cache: PrefixCache, messages: Messages) -> threading.Thread | None:
-        """Prefills the next turn's prompt up to where the user's next message will start.
-
-        Runs in the background while the user reads and types: the next answer then computes
-        only the new message, even where the answer's own tokens would be tokenized otherwise
-        in the history. Returns the thread, or None when the cache is busy or empty.
-        """
-        lent = self.caches.lend(cache)
-        if lent is None:
-            return None
-        # Not a daemon: a program that exits right after an answer (a piped chat) waits for this
-        # short prefill, instead of killing a thread inside torch (which aborts the process).
-        thread = threading.Thread(target=self._warm, args=(cache, messages, *lent), name="warm-up", daemon=False)
-        thread.start()
-        return thread
-
-    def _warm(self, cache: PrefixCache, messages: Messages, ids: tuple[int, ...], kv: Any) -> None:
-        try:
-            target = self._next_turn_prefix(messages)
-            kv, kept = crop_to_prefix(ids, kv, target)
-            ids = target[:kept]
-            if kv is not None and kept < len(target):
-                _prefill(self.model, target, kept, kv)
-                ids = target
-        except Exception:  # a failed warm-up costs the next turn time, never correctness
-            kv, ids = None, []
-        finally:
-            self.caches.keep(cache, ids, kv)
+        """Prefills, in the background, the next turn's prompt up to where the user's next message
+        will start (see `warmup`). Returns the thread, or None when the cache is busy or empty."""
+        return warm_next_turn(self.model, self.caches, cache, self._next_turn_prefix, messages)
 
     def _next_turn_prefix(self, messages: Messages) -> list[int]:
         """The token ids every next prompt after `messages` starts with (whatever the user writes)."""
@@ -370,17 +346,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if not ids:
         raise ChatError("this model defines no end-of-sequence token; it could never stop on its own")
     return frozenset(ids)
-
-
-def _prefill(model: Any, ids: list[int], start: int, kv: Any) -> None:
-    """Adds the keys and values of `ids[start:]` to `kv`, which holds those of `ids[:start]`."""
-    device = input_device(model)
-    new = torch.tensor([ids[start:]], device=device)
-    positions = torch.arange(start, len(ids), device=device)[None]
-    # Logits are wanted for no position: keep one (not 400 MB for 2,000 tokens) where the model allows.
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    with torch.inference_mode():
-        model(input_ids=new, position_ids=positions, past_key_values=kv, use_cache=True, **last_only)
 
 
 def _drop_partial_character(text: str) -> str:

