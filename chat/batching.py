@@ -30,11 +30,10 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.generation.stopping_criteria import StopStringCriteria
 
 from .loader import input_device
 from .settings import GenerationSettings
-from .stopping import CancelCriteria
+from .stopping import CancelCriteria, stop_string_criteria
 
 
 # Settings a model's generation_config.json may carry that `generate` would apply and the batcher
@@ -290,7 +289,7 @@ class StepBatcher:
         return processors
 
     def _criteria(self, stop_strings, criteria) -> StoppingCriteriaList:
-        extra = [StopStringCriteria(self.tokenizer, list(stop_strings))] if stop_strings else []
+        extra = [stop_string_criteria(self.tokenizer, tuple(stop_strings))] if stop_strings else []
         return StoppingCriteriaList([*criteria, *extra])
 
     @property

@@ -27,7 +27,7 @@ from .formats import Messages, PromptFormat, encode, render
 from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
 from .settings import GenerationSettings
-from .stopping import CancelCriteria, StopStringFilter
+from .stopping import CancelCriteria, StopStringFilter, stop_string_criteria
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
@@ -287,9 +287,8 @@ class LocalEngine:
         input_ids = torch.tensor([fitted.prompt.ids], device=input_device(self.model))
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
-        extra: dict[str, Any] = {}
-        if stop_strings:  # transformers stops the model on them at once (needs the tokenizer)
-            extra.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
+        if stop_strings:  # the model stops at the step that completes one
+            criteria = [*criteria, stop_string_criteria(self.tokenizer, tuple(stop_strings))]
         with torch.inference_mode():
             return self.model.generate(
                 input_ids=input_ids,
@@ -301,7 +300,6 @@ class LocalEngine:
                 return_dict_in_generate=True,
                 past_key_values=past_key_values,
                 **sampling_kwargs(settings, fitted.max_new_tokens),
-                **extra,
             )
 
     @property

@@ -2,6 +2,9 @@
 
 Two pieces, one per side of the worker thread:
 
+* `stop_string_criteria` ends `generate` at the step that completes a stop string (transformers'
+  `StopStringCriteria`, built once per tokenizer and stop strings: building it reads the whole
+  vocabulary, over a second for a 49k-token one, which every request would otherwise pay).
 * `CancelCriteria` runs inside `generate` and ends it when the request is cancelled
   (Stop button, closed tab, Ctrl+C), so the model stops computing, not just the display.
 * `StopStringFilter` sits on the streamed text. It passes on only text that can no longer
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 from transformers import StoppingCriteria
+from transformers.generation.stopping_criteria import StopStringCriteria
 
 
 REPLACEMENT_CHARACTER = "\ufffd"  # what decoding makes of an incomplete UTF-8 sequence
@@ -75,6 +80,13 @@ class StopStringFilter:
                     longest = size
                     break
         return longest
+
+
+@lru_cache(maxsize=32)
+def stop_string_criteria(tokenizer, stop_strings: tuple[str, ...]) -> StopStringCriteria:
+    """The criterion that stops `generate` on `stop_strings`. It holds no state between calls, so
+    one serves every request (and thread) with the same tokenizer and stop strings."""
+    return StopStringCriteria(tokenizer, list(stop_strings))
 
 
 class CancelCriteria(StoppingCriteria):

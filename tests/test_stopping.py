@@ -113,3 +113,14 @@ def test_cancel_criteria_stops_every_sequence_once_set():
     assert criteria(ids, scores).tolist() == [False, False]
     event.set()
     assert criteria(ids, scores).tolist() == [True, True]
+
+
+def test_the_stop_string_criterion_is_built_once_per_tokenizer_and_stop_strings(tiny_engine):
+    """Building one reads the whole vocabulary (over a second for SmolLM2's 49k tokens): a request
+    with stop strings must not pay that each time before its first token."""
+    from chat.stopping import stop_string_criteria
+
+    tokenizer = tiny_engine.tokenizer
+    first = stop_string_criteria(tokenizer, ("\nUser:", "###"))
+    assert stop_string_criteria(tokenizer, ("\nUser:", "###")) is first
+    assert stop_string_criteria(tokenizer, ("###",)) is not first
