@@ -45,7 +45,8 @@ if sys.argv[1] != "imports":
             torch.cuda.synchronize()
         result["load_s"] = time.perf_counter() - imported
         result["weights_mib"] = model.get_memory_footprint() / 2**20
-        result["dtype"] = str(next(p.dtype for p in model.parameters() if p.is_floating_point())).replace("torch.", "")
+        compute = str(next(p.dtype for p in model.parameters() if p.is_floating_point())).replace("torch.", "")
+        result["dtype"] = {"8bit": "int8 + ", "4bit": "nf4 + "}.get(sys.argv[1], "") + compute  # quantized linears + the rest
         ids = loaded.tokenizer("Tell me about the sea.", return_tensors="pt").to(model.device)
 
         def timed(tokens):

@@ -5,7 +5,9 @@
 Starts `app.py` (the embedded model) as its own process on a free local port, pinned to the same
 number of torch threads, and asks it through `gradio_client` exactly what a browser's Send does
 (`/send`, streamed). The engine direct is a `ChatSession` in this process with the same settings
-and message. Each repetition sends a new message (after Clear) to both, in alternating order.
+and message. A third way reads the app as the page's JavaScript does: its own HTTP requests and the
+server's event stream, without gradio_client's 50 ms polling. Each repetition sends a new message
+(after Clear) each way, in rotating order.
 TTFT = from the request to the first piece of answer text received; tokens/s = answer tokens
 (counted with the tokenizer, identical text on both sides) ÷ time from first text to the end.
 Ratios are "speed" ratios, higher is better: direct TTFT ÷ app TTFT, app tokens/s ÷ direct tokens/s.
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from bench.common import load_engine, machine, median, parser, session, set_threads, table, tiny_model_dir
@@ -76,9 +79,31 @@ def through_app(client, message: str) -> tuple[float, float, str]:
     return first - start, time.perf_counter() - first, text
 
 
+def through_sse(url: str, session_hash: str, message: str) -> tuple[float, float, str]:
+    """The same, read as the page's JavaScript reads it: the server's event stream, no polling.
+
+    The handler's first update shows the user's message; the second brings the first text."""
+    import httpx
+
+    from tests.app_clients import raw_send_events
+
+    httpx.post(url + "gradio_api/run/clear", json={"data": [None], "session_hash": session_hash}).raise_for_status()
+    start = time.perf_counter()
+    first, updates, text = None, 0, ""
+    settings = {"Temperature": 0, "Max new tokens": ANSWER_TOKENS}
+    for event in raw_send_events(url, message, session_hash, settings, timeout=300):
+        if event["msg"] == "process_generating":
+            updates += 1
+            if updates == 2:
+                first = time.perf_counter()
+        elif event["msg"] == "process_completed":
+            text = answer_text(event["output"]["data"][0])
+    return first - start, time.perf_counter() - first, text
+
+
 def settle(chat, way: str, app: subprocess.Popen) -> None:
     """Waits for the warm-up that follows an answer: the app's by watching its CPU use."""
-    if way != "app":
+    if way == "direct":
         chat.kv_cache.wait_free()
         return
     import psutil
@@ -118,37 +143,49 @@ def main() -> None:
     port = free_port()
     app = start_app(port, args.threads, tiny_model_dir() if args.model == "tiny" else args.model)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        url = f"http://127.0.0.1:{port}/"
+        client = Client(url, verbose=False)
+        tab = uuid.uuid4().hex  # the browser-like reader's session
         through_app(client, MESSAGE.format("warm-up"))
+        settle(chat, "app", app)
+        through_sse(url, tab, MESSAGE.format("warm-up"))
         settle(chat, "app", app)
         direct(chat, MESSAGE.format("warm-up"))
         settle(chat, "direct", app)
-        results = {"app": [], "direct": []}
+        ways = ("app", "sse", "direct")
+        results = {way: [] for way in ways}
         floor = median(round_trip(client) for _ in range(max(5, args.repeats)))
         same = True
         for repeat in range(args.repeats):
             message = MESSAGE.format(f"take {repeat + 1}")
-            order = ("app", "direct") if repeat % 2 == 0 else ("direct", "app")
+            order = ways[repeat % 3 :] + ways[: repeat % 3]
             texts = {}
             for way in order:
-                ttft, rest, texts[way] = through_app(client, message) if way == "app" else direct(chat, message)
+                if way == "app":
+                    ttft, rest, texts[way] = through_app(client, message)
+                elif way == "sse":
+                    ttft, rest, texts[way] = through_sse(url, tab, message)
+                else:
+                    ttft, rest, texts[way] = direct(chat, message)
                 settle(chat, way, app)
                 tokens = len(engine.tokenizer(texts[way], add_special_tokens=False)["input_ids"])
                 results[way].append((ttft, tokens / rest if rest > 0 else float("nan"), tokens))
-            same = same and texts["app"] == texts["direct"]
+            same = same and texts["app"] == texts["direct"] == texts["sse"]
     finally:
         app.terminate()
         app.wait(timeout=30)
-    ttft_ratio = median(d[0] / a[0] for a, d in zip(results["app"], results["direct"]))
-    rate_ratio = median(a[1] / d[1] for a, d in zip(results["app"], results["direct"]))
+    ratio = lambda way, index: median(  # noqa: E731 - "speed" ratios: higher is better
+        (d[index] / a[index]) if index == 0 else (a[index] / d[index]) for a, d in zip(results[way], results["direct"]))
+    ttft_ratio, rate_ratio = ratio("app", 0), ratio("app", 1)
+    names = {"direct": "engine direct (ChatSession)", "app": "web app via gradio_client", "sse": "web app read as a browser does (SSE)"}
     rows = [
-        [way, median(r[0] for r in results[way]), median(r[1] for r in results[way]), median(r[2] for r in results[way])]
-        for way in ("direct", "app")
+        [names[way], median(r[0] for r in results[way]), median(r[1] for r in results[way]), median(r[2] for r in results[way]),
+         ratio(way, 0) if way != "direct" else 1.0, ratio(way, 1) if way != "direct" else 1.0]
+        for way in ("direct", "app", "sse")
     ]
-    rows[0][0], rows[1][0] = "engine direct (ChatSession)", "web app via gradio_client"
     print(table(
-        "Through the web app: time to first token and tokens/s, gradio_client vs the engine direct",
-        ["way", "TTFT (s)", "tokens/s", "answer tokens"],
+        "Through the web app: time to first token and tokens/s, gradio_client and a browser-like reader vs the engine direct",
+        ["way", "TTFT (s)", "tokens/s", "answer tokens", "direct TTFT ÷ this", "this tokens/s ÷ direct"],
         rows,
         [
             f"{engine.name}, greedy, up to {ANSWER_TOKENS} tokens; app.py in its own process, localhost; "
@@ -157,6 +194,7 @@ def main() -> None:
             f"a request that runs no model (/stop) takes {floor * 1000:.0f} ms through gradio_client here "
             "(its reader polls every 50 ms)",
             f"tokens/s (app ÷ direct): {rate_ratio:.3f} (goal ≥ {GOAL_RATIO}): {'met' if rate_ratio >= GOAL_RATIO else 'MISSED'}",
+            "SSE: the page's own requests (queue/join, then the event stream), timed to the update that brings the first text",
             machine(args.threads),
         ],
     ))
