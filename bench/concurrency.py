@@ -87,7 +87,7 @@ def main() -> None:
     serial = [chat_at_once(plain, settings, [prompt])[1][0] for prompt in PROMPTS]  # one at a time: the reference answers
     ways = {
         "engine, 1 session alone": lambda: chat_at_once(plain, settings, PROMPTS[:1]),
-        "engine, 4 sessions at once (as today)": lambda: chat_at_once(plain, settings, PROMPTS),
+        "engine, 4 sessions at once, no batching": lambda: chat_at_once(plain, settings, PROMPTS),
         "engine + batching, 1 session alone": lambda: chat_at_once(batched, settings, PROMPTS[:1]),
         "engine + batching, 4 sessions at once": lambda: chat_at_once(batched, settings, PROMPTS),
         "reference: batched model.generate, 4 prompts": lambda: batched_generate(plain, settings, PROMPTS),
