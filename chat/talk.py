@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 from typing import Callable, Iterable, TextIO
 
@@ -107,6 +108,9 @@ class Talk:
 
     def run_interactive(self) -> int:
         """Prompt, read, answer, until /quit or Ctrl+D. Ctrl+C at the prompt clears the line."""
+        # Ctrl+C must reach us even when we were started with SIGINT ignored (as a shell starts
+        # background jobs, and as some CI runners start everything): Python then never raises it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         read, self.can_prefill = _line_reader()
         self.show(f"Chatting with {self.session.engine.name}. Type a message; /help lists the commands. "
                   "Ctrl+C stops an answer, Ctrl+D or /quit leaves.")

@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -119,12 +120,17 @@ class Terminal:
     """`python -m chat` on a pseudo-terminal that is its controlling terminal, as in a shell:
     what it prints is what a user would see, and Ctrl+C is a real SIGINT from the tty."""
 
-    def __init__(self, tmp_path: Path, *args: str):
+    def __init__(self, tmp_path: Path, *args: str, sigint_ignored: bool = False):
         master, slave = pty.openpty()
+
+        def become_the_terminals_program():
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # (after setsid: the pty becomes ours)
+            if sigint_ignored:  # as a shell starts a background job, and some CI runners everything
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "chat", *args], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
-            env={**chat_env(tmp_path), "TERM": "dumb"}, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # (after setsid: the pty becomes ours)
+            env={**chat_env(tmp_path), "TERM": "dumb"}, start_new_session=True, preexec_fn=become_the_terminals_program,
         )
         os.close(slave)
         self.master, self.screen, self.cursor = master, "", 0
@@ -166,8 +172,8 @@ class Terminal:
 def terminal(tmp_path):
     opened: list[Terminal] = []
 
-    def start(*args: str) -> Terminal:
-        opened.append(Terminal(tmp_path, *args))
+    def start(*args: str, **options) -> Terminal:
+        opened.append(Terminal(tmp_path, *args, **options))
         return opened[-1]
 
     yield start
@@ -209,10 +215,11 @@ def test_an_interactive_session_streams_answers_and_runs_every_command(tmp_path,
     assert load_conversation(tmp_path / "chat.json")[0] == {"role": "system", "content": "Be brief."}
 
 
-def test_ctrl_c_stops_the_answer_not_the_program(tmp_path, terminal):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["from a shell", "started with SIGINT ignored"])
+def test_ctrl_c_stops_the_answer_not_the_program(tmp_path, terminal, sigint_ignored):
     # A tiny model with a long context and no chance to stop early: the answer runs for seconds.
     model = save_tiny_model(tmp_path / "long", context=16384)
-    term = terminal("--model", str(model), "--temperature", "0", "--max-new-tokens", "8000", "--stats")
+    term = terminal("--model", str(model), "--temperature", "0", "--max-new-tokens", "8000", "--stats", sigint_ignored=sigint_ignored)
     term.expect(re.escape(PROMPT))
     term.type("Hello\n")
     term.expect(r"Hello\n(.|\n){40}")  # the answer is well under way (not in its first microseconds)
