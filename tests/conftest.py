@@ -49,3 +49,14 @@ def chatty_engine(tiny_chat_dir):
     engine = make_engine(tiny_chat_dir)
     engine.eos_ids = frozenset({10**6})
     return engine
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run ~10x faster on one thread than on two busy cores fighting over spin-waits."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,12 +23,7 @@ GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
 PROMPTS = ["Hello there", "What is the capital of France? Tell me more.", "Hi", "Summarize: the quick brown fox jumps."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from tests.tiny_models import save_tiny_model
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run ~10x faster on one thread than on two busy cores fighting over spin-waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
