@@ -18,6 +18,7 @@ from .settings import GenerationSettings
 from .skills import Skill, SkillBook
 
 RETRY_COMMAND = "/retry"
+INTERRUPTED = "interrupted"  # an answer's mark: stopped before it ended (a UI note; not saved)
 
 
 class Reply:
@@ -51,6 +52,7 @@ class Reply:
             if not self.finished and "error" not in self.answer:
                 self.generation.close()  # the reader went away (Stop, closed tab): stop the model too
                 self.generation.stats.stop_reason = StopReason.CANCELLED
+                self.answer[INTERRUPTED] = True
             self.session._done(self)
 
 
@@ -66,39 +68,70 @@ class ChatSession:
         self.last_stats: Stats | None = None
         self.kv_cache = PrefixCache()  # this session's last turn, reused by the next (never shared)
         self._current: Reply | None = None
+        self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
         self._lock = threading.Lock()
 
     # -- the conversation ---------------------------------------------------------------
 
     def send(self, text: str, skill_name: str | None = None) -> Reply:
         """Adds the user's message (expanded by the skill) and starts the answer."""
-        if text.strip() == RETRY_COMMAND:
-            return self.retry()
-        if is_blank(text):
-            raise ChatError("type a message first")
-        skill = self.skill(skill_name)
-        self.stop()
-        self.history.append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
-        try:
-            return self._answer(skill)
-        except ChatError:
-            # Nothing was sent (e.g. the instructions fill the context): leave no unanswered message
-            # behind, or the next send would make two user turns in a row.
-            self.history.pop()
-            raise
+        self.post(text, skill_name)
+        reply = self.answer_last()
+        assert reply is not None  # `post` left an unanswered message (or raised)
+        return reply
 
     def retry(self) -> Reply:
         """A new answer to the last user message, expanded again by the same skill."""
-        self.stop()
-        while self.history and self.history[-1]["role"] == "assistant":
-            self.history.pop()
-        if not self.history:
-            raise ChatError("nothing to retry yet: send a message first")
+        self._take_back_answer()
+        reply = self.answer_last()
+        assert reply is not None
+        return reply
+
+    def post(self, text: str, skill_name: str | None = None) -> None:
+        """Takes the user's message into the chat (or `/retry`) without waiting for the model.
+
+        The answer in progress is told to stop, not waited for, so a message is taken at once
+        however long the model's current step is; `answer_last` then answers it. A message that
+        arrives before the previous one got its answer leaves that one unanswered (shown so): the
+        chat stays question, answer, question, which every chat template accepts.
+        """
+        if text.strip() == RETRY_COMMAND:
+            self._take_back_answer()
+            return
+        if is_blank(text):
+            raise ChatError("type a message first")
+        skill = self.skill(skill_name)
+        self._interrupt()
+        if self.history and self.history[-1]["role"] == "user":
+            self.history.append({"role": "assistant", "content": "", INTERRUPTED: True})
+        self.history.append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
+
+    def answer_last(self) -> Reply | None:
+        """Starts the answer to the last message if it is the user's; None if it needs none.
+
+        A start that fails (e.g. the instructions fill the context) is kept in the chat as a failed
+        answer, like a failure while generating: the message stays, for Retry.
+        """
+        if not self.history or self.history[-1]["role"] != "user":
+            return None
+        self.stop()  # an answer told to stop by `post` ends first: one model run per session
         last = self.history[-1]
         skill = self.skills.get(last["skill"]) if last.get("skill") in self.skills.names() else None
         if skill is not None and "typed" in last:
             last["content"] = skill.expand(last["typed"])
-        return self._answer(skill)
+        try:
+            return self._answer(skill)
+        except ChatError as error:
+            self.history.append({"role": "assistant", "content": "", "error": str(error)})
+            raise
+
+    def _take_back_answer(self) -> None:
+        """Removes the last answer (stopping it), so that `answer_last` answers that message again."""
+        self._interrupt()
+        while self.history and self.history[-1]["role"] == "assistant":
+            self.history.pop()
+        if not self.history:
+            raise ChatError("nothing to retry yet: send a message first")
 
     def undo(self) -> str:
         """Removes the last exchange; returns what the user had typed, to edit and resend."""
@@ -116,11 +149,17 @@ class ChatSession:
         self.last_prompt = self.last_stats = None
 
     def stop(self) -> None:
-        """Cancels the answer in progress, if any."""
+        """Cancels the answer in progress, if any, and waits for the model to finish its step."""
         current = self._current
         if current is not None:
             current.cancel()
             current.generation.close()
+
+    def _interrupt(self) -> None:
+        """Tells the answer in progress to stop, without waiting for it."""
+        current = self._current
+        if current is not None:
+            current.cancel()
 
     def _discard_answer(self) -> None:
         """Stops the answer in progress and forgets it: its figures must not reach `last_stats`

@@ -21,6 +21,27 @@ from .skills import SkillBook
 # All answers share one concurrency group, so `--concurrency N` counts answers however they were
 # started (Enter, Send, Retry); by default Gradio would give each event listener its own N.
 GENERATE = "generate"
+TAKING = "taking"  # taking messages, Retry and settings into the chat: milliseconds each, never behind an answer
+# Runs in the browser on Enter/Send, before anything reaches the server: the message leaves the box
+# at once (so nothing typed next can be overwritten by this send) for the page's outbox, numbered.
+# The outbox (a page variable: a component's value may lag behind a quick second Enter) keeps every
+# message the server hasn't confirmed taking, so whichever request arrives first takes them all, in
+# the order they were sent. A blank message stays in the box (and is warned about).
+TAKE_MESSAGE_JS = """(text, taken) => {
+    const outbox = (window.chatOutbox ??= {next: 1, waiting: []});
+    outbox.waiting = outbox.waiting.filter(([number]) => number > (taken || 0));
+    outbox.waiting.push([outbox.next++, text || ""]);
+    const blank = /^[\\s\\p{Cc}\\p{Cf}]*$/u.test(text || "");
+    return [blank ? text : "", JSON.stringify(outbox.waiting)];
+}"""
+# When the server could not take them (the queue is full, the connection broke): the messages come back.
+PUT_BACK_JS = """(text, taken) => {
+    const waiting = (window.chatOutbox?.waiting || []).filter(([number]) => number > (taken || 0));
+    const back = waiting.map(([, t]) => t).filter((t) => t.trim()), outbox = window.chatOutbox;
+    if (outbox) outbox.waiting = [];
+    return [...back, ...(text?.trim() ? [text] : [])].join("\\n");
+}"""
+
 CSS = """
 #status {min-height: 1.5em; opacity: .8}
 #skill-help {font-size: .9em; opacity: .8}
@@ -43,7 +64,7 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
         with gr.Row(equal_height=True):
             skill = gr.Dropdown(skills.names(), value=skills.default.name, label="Skill", scale=1, min_width=180)
             message = gr.Textbox(label="Message", placeholder="Type a message, Enter sends (Shift+Enter: new line). /retry retries.",
-                                 lines=1, max_lines=10, scale=4, autofocus=True)
+                                 lines=1, max_lines=10, scale=4, autofocus=True, elem_id="message")
             send_button = gr.Button("Send", variant="primary", scale=0, min_width=90)
         skill_help = gr.Markdown(skills.default.description, elem_id="skill-help")
         with gr.Row():
@@ -65,31 +86,39 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
                 download_button = gr.DownloadButton("Download conversation (JSON)", size="sm")
                 upload_button = gr.UploadButton("Upload conversation (JSON)", file_types=[".json"], size="sm")
 
+        # Messages on their way from the box to the chat, and the number of the last one taken (never shown).
+        outbox, taken = gr.Textbox(visible=False), gr.Number(0, precision=0, visible=False)
+        # For programs only (`/send`, `/retry`: one call sends and streams the answer back); the page
+        # never presses these: it sends in the steps below, which leave the message box to the user.
+        api_send, api_retry = gr.Button(visible=False), gr.Button(visible=False)
+
         outputs = [chatbot, message, status, prompt_box, context_line]
         controls = [instructions_box, *setting_inputs]
-        # API names: gradio_client and other programs call these (`/send`, `/retry`, …).
-        send_inputs = [session, message, skill, *controls]
+        answering = dict(outputs=[*outputs, session], concurrency_id=GENERATE, show_progress="minimal", trigger_mode="multiple")
+        # No limit: taking a message waits for no model, and the page's numbers (TAKE_MESSAGE_JS) keep a
+        # tab's messages in the order sent however their requests overtake each other.
+        taking = dict(concurrency_id=TAKING, concurrency_limit=None, show_progress="hidden", trigger_mode="multiple",
+                      api_visibility="private")
 
-        def generating(trigger: Callable, handler: Callable, inputs: list, make_way_inputs: list, **api: Any) -> Any:
-            """This tab's answer in progress stops first (outside the queue), then the new request queues.
-
-            Otherwise a Retry or a new message sent while an answer streams would wait in the queue
-            behind that very answer until it ran to its end.
-            """
-            first = trigger(bind(handlers.make_way), make_way_inputs, None, queue=False, show_progress="hidden", api_visibility="private")
-            return first.then(bind_stream(handler), inputs, [*outputs, session], concurrency_id=GENERATE, show_progress="minimal", **api)
-
-        send_events = [
-            generating(message.submit, handlers.send, send_inputs, [session, message], api_name="send"),
-            generating(send_button.click, handlers.send, send_inputs, [session, message], api_visibility="private"),
+        # Enter or Send: the box empties in the browser at once (a blank message stays, to be warned
+        # about), the message joins the chat, the answer in progress stops, the new answer streams.
+        # "multiple": Gradio's default ("once") would drop a message sent while the last answer streams.
+        sent = gr.on([message.submit, send_button.click], None, [message, taken], [message, outbox], js=TAKE_MESSAGE_JS,
+                     queue=False, trigger_mode="multiple", show_progress="hidden", api_visibility="private")
+        posted = sent.then(bind(handlers.post), [session, outbox, message, skill, *controls], [*outputs, taken], **taking)
+        posted.failure(None, [message, taken], message, js=PUT_BACK_JS, queue=False, show_progress="hidden", api_visibility="private")
+        retaken = retry_button.click(bind(handlers.take_back_answer), [session, *controls], outputs, **taking)
+        generating_events = [
+            posted.success(bind_stream(handlers.answer), session, api_visibility="private", **answering),
+            retaken.success(bind_stream(handlers.answer), session, api_visibility="private", **answering),
+            api_send.click(bind_stream(handlers.send), [session, message, skill, *controls], api_name="send", **answering),
+            api_retry.click(bind_stream(handlers.retry), [session, *controls], api_name="retry", **answering),
         ]
-        retry_event = generating(retry_button.click, handlers.retry, [session, *controls], [session], api_name="retry")
-        generating_events = [*send_events, retry_event]
         for event in generating_events:
             event.then(bind(handlers.download), session, download_button, queue=False, show_progress="hidden", api_visibility="private")
         # Stop, Undo and Clear skip the queue: they must act while an answer is still streaming.
         stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating_events, api_name="stop")
-        undo_button.click(bind(handlers.undo), session, outputs, queue=False, cancels=generating_events, api_name="undo")
+        undo_button.click(bind(handlers.undo), [session, message], outputs, queue=False, cancels=generating_events, api_name="undo")
         clear_button.click(bind(handlers.clear), session, outputs, queue=False, cancels=generating_events, api_name="clear")
         # The Chatbot's own trash icon must clear the session too, not just the display.
         chatbot.clear(bind(handlers.clear), session, outputs, queue=False, cancels=generating_events, api_visibility="private")
@@ -99,8 +128,8 @@ def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: Genera
         reset_button.click(bind(partial(handlers.reset_instructions, default=instructions)), session, instructions_box,
                            queue=False, api_visibility="private")
         skill.change(bind(handlers.describe_skill), [session, skill], skill_help, queue=False, show_progress="hidden", api_visibility="private")
-        instructions_box.blur(bind(handlers.apply_controls), [session, *controls], None, queue=False, show_progress="hidden",
-                              api_visibility="private")
+        # Queued with the messages, so "Settings not applied" can show and a message sent next sees the change.
+        instructions_box.blur(bind(handlers.apply_controls), [session, *controls], None, **taking)
     return demo
 
 

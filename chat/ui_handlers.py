@@ -1,8 +1,12 @@
 """Event handlers of the web page: thin adapters from UI values to `ChatSession` calls.
 
-Each handler returns the page's outputs in the order of `OUTPUTS` in ui.py:
-(chatbot, message box, status line, prompt text, context line). `ChatError`s become
-`gr.Warning` toasts or error notes in the chat; the app keeps serving either way.
+Each handler returns the page's outputs in the order of `PAGE_OUTPUTS`: (chatbot, message box,
+status line, prompt text, context line). `ChatError`s become `gr.Warning` toasts or error notes
+in the chat; the app keeps serving either way.
+
+The message box belongs to the user: a handler writes it only when the user's action means it
+(Undo gives the undone text back, a refused message is put back); every other page leaves it
+alone (`gr.skip()`), so what the user types while an answer streams is never overwritten.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gradio as gr
 
 from .conversation import is_blank, replace_broken_characters
 from .errors import ChatError
+from .session import RETRY_COMMAND
 from .ui_view import chat_messages, prompt_view, status_line
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
@@ -32,10 +37,16 @@ def warn(message: str) -> None:
 PAGE_OUTPUTS = ("chat", "message box", "status line", "prompt view", "context line")  # what `page` returns, in order
 
 
-def page(session: Any, message_box: Any = "", running: bool = False) -> tuple:
+def page(session: Any, message_box: Any = None, running: bool = False) -> tuple:
+    """The page drawn from the session; the message box is left as the user has it unless given."""
     prompt_text, context_line = prompt_view(session)
     stats = None if running else session.last_stats
-    return chat_messages(session), message_box, status_line(stats, running), prompt_text, context_line
+    box = gr.skip() if message_box is None else message_box
+    return chat_messages(session), box, status_line(stats, running), prompt_text, context_line
+
+
+def unchanged_page() -> tuple:
+    return (gr.skip(),) * len(PAGE_OUTPUTS)
 
 
 def apply_controls(
@@ -61,26 +72,83 @@ def apply_controls(
 
 def send(session: Any, text: str, skill: str | None = None, instructions: str | None = None, temperature=None, top_p=None,
          top_k=None, max_new_tokens=None, repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None) -> Iterator[tuple]:
+    """`/send` for programs: the message in, the answer streamed back, in one call."""
     apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
                    no_repeat_ngram_size, num_beams, seed)
-    try:
-        reply = session.send(replace_broken_characters(text or ""), skill)
-    except ChatError as error:
-        warn(str(error))
+    if _taken(session, replace_broken_characters(text or ""), skill):
+        yield from answer(session)
+    else:
         yield page(session, text)
-        return
-    yield from _stream(session, reply)
 
 
 def retry(session: Any, instructions: str | None = None, temperature=None, top_p=None, top_k=None, max_new_tokens=None,
           repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None) -> Iterator[tuple]:
+    """`/retry` for programs: a new answer to the last message, streamed back."""
     apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
                    no_repeat_ngram_size, num_beams, seed)
+    if _taken(session, RETRY_COMMAND):
+        yield from answer(session)
+    else:
+        yield page(session)
+
+
+def post(session: Any, outbox: str, typed_since: str | None = None, skill: str | None = None, *controls: Any) -> tuple:
+    """The page's Enter or Send: messages join the chat at once, the answer in progress stops.
+
+    `outbox` holds the page's numbered messages ([[1, "Hi"], [2, "And…"]], see ui.TAKE_MESSAGE_JS): those
+    not taken yet are taken in number order, so requests that overtake each other change nothing.
+    Returns the page and the number of the last message taken. The page has already emptied the
+    box; a refused message goes back into it, before anything typed there since.
+    """
+    apply_controls(session, *controls)
+    refused = []
+    for number, text in sorted(_numbered(outbox)):
+        if number > session.last_taken:
+            session.last_taken = number
+            if not _taken(session, replace_broken_characters(text), skill):
+                refused.append(text)
+    box = _put_back("\n".join(text for text in refused if not is_blank(text)), typed_since)
+    waiting = bool(session.history) and session.history[-1]["role"] == "user"  # `answer` comes next
+    return (*page(session, box, running=waiting), session.last_taken)
+
+
+def _numbered(outbox: str) -> list[tuple[int, str]]:
     try:
-        reply = session.retry()
+        return [(int(number), str(text)) for number, text in json.loads(outbox or "[]")]
+    except (ValueError, TypeError):
+        return []  # only this page's own script writes it
+
+
+def take_back_answer(session: Any, *controls: Any) -> tuple:
+    """The page's Retry: the last answer stops and goes; `answer` then answers that message again."""
+    apply_controls(session, *controls)
+    return page(session, running=_taken(session, RETRY_COMMAND))
+
+
+def _taken(session: Any, text: str, skill: str | None = None) -> bool:
+    """`session.post`; a refusal (nothing typed, nothing to retry, an unknown skill) is a warning."""
+    try:
+        session.post(text, skill)
     except ChatError as error:
         warn(str(error))
-        yield page(session, gr.update())
+        return False
+    return True
+
+
+def answer(session: Any) -> Iterator[tuple]:
+    """Streams the answer to the chat's last message, if it is waiting for one.
+
+    Several messages taken in quick succession each queue an `answer`; the first to run answers
+    the last message and the others find nothing left to do.
+    """
+    try:
+        reply = session.answer_last()
+    except ChatError as error:
+        warn(str(error))
+        yield page(session)
+        return
+    if reply is None:
+        yield unchanged_page()
         return
     yield from _stream(session, reply)
 
@@ -89,23 +157,23 @@ def stop(session: Any) -> None:
     session.stop()
 
 
-def make_way(session: Any, text: str | None = None) -> None:
-    """Before a Send or Retry queues: stops this tab's answer in progress, which the new one replaces.
-
-    An empty message replaces nothing (it only gets a warning), so it stops nothing either.
-    """
-    if text is None or not is_blank(text):
-        session.stop()
-
-
-def undo(session: Any) -> tuple:
-    typed = session.undo()
-    return page(session, typed)
+def undo(session: Any, typed_since: str | None = None) -> tuple:
+    """Removes the last exchange; its message goes back into the box, before anything typed there."""
+    undone = session.undo()
+    return page(session, _put_back(undone, typed_since))
 
 
 def clear(session: Any) -> tuple:
     session.clear()
-    return page(session, "")
+    return page(session)
+
+
+def _put_back(text: str, typed_since: str | None) -> str | None:
+    """The message box with `text` back in it, before whatever the user typed there since;
+    None (leave the box alone) when there is nothing to put back."""
+    if not text or is_blank(text):
+        return None
+    return f"{text}\n{typed_since}" if typed_since and not is_blank(typed_since) else text
 
 
 def download(session: Any) -> str:
@@ -122,11 +190,13 @@ def upload(session: Any, file: Any) -> tuple:
     from .conversation import load_conversation
 
     path = getattr(file, "name", file)
+    before = session.instructions
     try:
         session.load_messages(load_conversation(path), Path(path).name)
     except ChatError as error:
         warn(str(error))
-    return (*page(session, gr.update()), session.instructions)
+    # The Instructions box is written only if the file brought instructions: an edit there stays.
+    return (*page(session), session.instructions if session.instructions != before else gr.skip())
 
 
 def reset_instructions(session: Any, default: str) -> tuple:
@@ -142,7 +212,7 @@ def describe_skill(session: Any, skill: str) -> str:
 
 
 def _stream(session: Any, reply: Any) -> Iterator[tuple]:
-    yield page(session, "", running=True)
+    yield page(session, running=True)
     last = 0.0
     try:
         for _ in reply:
@@ -154,4 +224,4 @@ def _stream(session: Any, reply: Any) -> Iterator[tuple]:
                 yield chat_messages(session), *(gr.skip(),) * (len(PAGE_OUTPUTS) - 1)
     except ChatError as error:
         warn(str(error))
-    yield page(session, "")
+    yield page(session)

@@ -10,9 +10,11 @@ from typing import Any
 
 from .engine import Stats
 from .markup import escape_html_outside_code as shown_text
+from .session import INTERRUPTED
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"
+UNANSWERED_NOTE = "⏹️ *No answer: stopped before it began.*"
 NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
 
 
@@ -28,6 +30,8 @@ def chat_messages(session: Any) -> list[dict[str, Any]]:
             shown.append({"role": "assistant", "content": f"{NOTICE_PREFIX} {message['notice']}"})
         if message.get("error"):
             shown.append({"role": "assistant", "content": f"{ERROR_PREFIX} {shown_text(message['error'])}\n\nYour message is kept: press **Retry** to try again."})
+        elif message.get(INTERRUPTED) and not message["content"]:
+            shown.append({"role": "assistant", "content": UNANSWERED_NOTE})
         elif message["content"] or not message.get("notice"):
             shown.append({"role": "assistant", "content": shown_text(message["content"])})
     return shown

@@ -125,14 +125,16 @@ def test_an_empty_message_or_unknown_skill_changes_nothing(session):
     assert session.history == []
 
 
-def test_a_message_that_cannot_be_sent_leaves_no_trace(session):
+def test_a_message_that_cannot_be_answered_stays_with_the_reason_for_retry(session):
     session.instructions = "Always answer politely. " * 200  # more than the whole context
     with pytest.raises(ChatError, match="shorten them"):
         session.send("Hello")
-    assert session.history == []  # the UI puts the text back in the box instead
+    assert [m["role"] for m in session.history] == ["user", "assistant"]  # the message stays in the chat …
+    assert "shorten them" in session.history[-1]["error"]  # … with why it wasn't answered
+    assert session.model_messages() == [{"role": "system", "content": session.instructions}]  # never sent as is
     session.instructions = "Be brief."
-    answer(session.send("Hello"))
-    assert [m["role"] for m in session.history] == ["user", "assistant"]
+    answer(session.retry())
+    assert [m["role"] for m in session.history] == ["user", "assistant"] and "error" not in session.history[-1]
 
 
 def test_preview_shows_the_prompt_without_sending(session, skills):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import gradio as gr
 import pytest
 
 from chat.instructions import default_instructions
@@ -11,7 +12,7 @@ from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import DEFAULT_SKILLS_PATH, load_skills
 from chat import ui_handlers as handlers
-from chat.ui_view import ERROR_PREFIX, NOTICE_PREFIX
+from chat.ui_view import ERROR_PREFIX, NOTICE_PREFIX, UNANSWERED_NOTE
 
 
 @pytest.fixture
@@ -77,3 +78,44 @@ def test_dropped_history_is_announced_in_the_chat(session):
     finally:
         session.engine.context_window = old
     assert any(text.startswith(NOTICE_PREFIX) and "left out" in text for _, text in shown(page))
+
+
+# -- the message box is the user's: taking messages from the page ----------------------------------------
+
+
+def outbox(*numbered):
+    return json.dumps([list(pair) for pair in numbered])
+
+
+def test_messages_whose_requests_overtake_each_other_are_taken_in_the_order_sent(session):
+    # The second Enter's request carries both messages and arrives first; the first arrives late.
+    *page, taken = handlers.post(session, outbox((1, "What is the capital of France?"), (2, "And of Germany?")))
+    assert taken == 2 and [text for role, text in shown(page) if role == "user"] == ["What is the capital of France?", "And of Germany?"]
+    *page, taken = handlers.post(session, outbox((1, "What is the capital of France?")))
+    assert taken == 2 and [m["role"] for m in session.history] == ["user", "assistant", "user"]  # nothing taken twice
+    assert shown(page)[1] == ("assistant", UNANSWERED_NOTE)  # the first was never answered: said so, no empty bubble
+    page = last_page(handlers.answer(session))
+    assert [role for role, _ in shown(page)] == ["user", "assistant", "user", "assistant"]
+    assert "stop:" in page[2] and page[1] == gr.skip()  # the last message answered; the box left alone
+
+
+def test_a_refused_message_goes_back_into_the_box_before_what_was_typed_since(session):
+    *page, taken = handlers.post(session, outbox((1, "Hi")), "", "No such skill")
+    assert page[1] == "Hi" and session.history == [] and taken == 1
+    *page, _ = handlers.post(session, outbox((2, "Hello")), "and more", "No such skill")
+    assert page[1] == "Hello\nand more"
+    *page, _ = handlers.post(session, outbox((3, "   ")), "   ")  # blank: warned about, the box left as it is
+    assert page[1] == gr.skip()
+
+
+def test_undo_puts_the_message_back_before_a_draft_and_leaves_the_box_when_nothing_is_undone(session):
+    assert handlers.undo(session, "draft")[1] == gr.skip()
+    last_page(handlers.send(session, "Take this back"))
+    assert handlers.undo(session, "draft")[1] == "Take this back\ndraft"
+
+
+def test_uploading_a_chat_without_instructions_leaves_the_instructions_box_alone(session, tmp_path):
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]), encoding="utf-8")
+    *page, instructions = handlers.upload(session, str(path))
+    assert instructions == gr.skip() and [role for role, _ in shown(page)] == ["user", "assistant"]
