@@ -133,19 +133,20 @@ class ChatSession:
         if not self.history:
             raise ChatError("nothing to retry yet: send a message first")
 
+    # Undo, Clear and loading a file change the chat *before* they stop the answer in progress: its
+    # stream draws a last page as soon as the model ends, and that page must show the changed chat.
+
     def undo(self) -> str:
         """Removes the last exchange; returns what the user had typed, to edit and resend."""
-        self._discard_answer()
         while self.history and self.history[-1]["role"] == "assistant":
             self.history.pop()
-        if not self.history:
-            return ""
-        last = self.history.pop()
-        return last.get("typed", last["content"])
+        last = self.history.pop() if self.history else None
+        self._discard_answer()
+        return "" if last is None else last.get("typed", last["content"])
 
     def clear(self) -> None:
-        self._discard_answer()
         self.history.clear()
+        self._discard_answer()
         self.last_prompt = self.last_stats = None
 
     def stop(self) -> None:
@@ -203,10 +204,10 @@ class ChatSession:
 
     def load_messages(self, data: Any, source: str = "conversation") -> None:
         messages = normalize_messages(data, source)
-        self._discard_answer()
         if messages and messages[0]["role"] == "system":
             self.instructions = messages.pop(0)["content"]
-        self.history = messages
+        self.history[:] = messages  # in place: the stream of the answer stopped below draws from this list
+        self._discard_answer()
         self.last_prompt = self.last_stats = None
 
     # -- internals ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import gradio as gr
 import pytest
@@ -119,3 +120,29 @@ def test_uploading_a_chat_without_instructions_leaves_the_instructions_box_alone
     path.write_text(json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]), encoding="utf-8")
     *page, instructions = handlers.upload(session, str(path))
     assert instructions == gr.skip() and [role for role, _ in shown(page)] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("action", ["clear", "undo"])
+def test_a_clear_or_undo_is_never_undone_by_the_last_page_of_the_answer_it_stops(chatty_engine, action):
+    """The stopped stream draws its last page as soon as the model ends, while Clear (or Undo) is
+    still waiting for the model's thread: that page must already show the emptied chat."""
+    session = ChatSession(chatty_engine, load_skills(DEFAULT_SKILLS_PATH), "", GenerationSettings(max_new_tokens=2000))
+    last_page(handlers.send(session, "Keep this one"))
+    stream = handlers.send(session, "Talk for a long time")
+    next(stream), next(stream)  # streaming
+    generation, joined = session._current.generation, threading.Event()
+    stop_model = generation.close
+
+    def close_slowly():  # the window in which the race happened on a busy machine, made wide
+        stop_model()
+        if threading.current_thread() is acting:
+            joined.wait(1.0)
+
+    generation.close = close_slowly
+    acting = threading.Thread(target=getattr(handlers, action), args=(session,))
+    acting.start()
+    pages = list(stream)
+    joined.set()
+    acting.join()
+    expected = [] if action == "clear" else [("user", "Keep this one")]
+    assert [(role, text) for role, text in shown(pages[-1]) if role == "user"] == expected
