@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from chat.cli_args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
+from chat.cli.args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
 from chat.errors import ChatError
 
 DEFAULT_PORT = 7860
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    from chat.ui import build_ui
+    from chat.web.page import build_ui
 
     demo = build_ui(engine, skills, instructions, settings, title=args.title)
     concurrency = max(1, args.concurrency or default_concurrency(engine))
@@ -104,7 +104,7 @@ def default_concurrency(engine) -> int:
 
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     try:
-        from chat.remote import add_backend_arguments
+        from chat.remote.engine import add_backend_arguments
     except ImportError:
         return
     add_backend_arguments(parser)
@@ -112,7 +112,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _mount_api(demo, args, engine, skills, settings, instructions, auth) -> None:
     try:
-        from chat.api import mount_api
+        from chat.api.server import mount_api
     except ImportError:
         return
     api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV)

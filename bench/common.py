@@ -52,9 +52,9 @@ _TINY: str | None = None
 
 def load_engine(model: str | None = None, prompt_format: str = "auto", quantize: str = "none") -> Any:
     """The engine for `model` ("tiny": the tests' random model; None: the embedded SmolLM2)."""
-    from chat.engine import LocalEngine
+    from chat.local.engine import LocalEngine
     from chat.formats import choose_format
-    from chat.loader import LoadOptions, load_model
+    from chat.local.loader import LoadOptions, load_model
 
     if model == "tiny":
         model = tiny_model_dir()
@@ -64,8 +64,8 @@ def load_engine(model: str | None = None, prompt_format: str = "auto", quantize:
 
 def batched_twin(engine: Any) -> Any:
     """An engine over the same weights with decode-step batching on."""
-    from chat.engine import LocalEngine
-    from chat.loader import LoadedModel
+    from chat.local.engine import LocalEngine
+    from chat.local.loader import LoadedModel
 
     loaded = LoadedModel(model=engine.model, tokenizer=engine.tokenizer, name=engine.name, device=engine.device)
     twin = LocalEngine(loaded, engine.format, batching=True)

@@ -52,7 +52,7 @@ def chat_at_once(engine, settings, prompts) -> tuple[float, list[str], int]:
 
 def batched_generate(engine, settings, prompts) -> tuple[float, list[str], int]:
     """The reference: one left-padded `model.generate` call for all prompts."""
-    from chat.engine import sampling_kwargs
+    from chat.local.engine import sampling_kwargs
     from chat.instructions import default_instructions
 
     system = [{"role": "system", "content": default_instructions(engine.format)}]

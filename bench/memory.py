@@ -33,7 +33,7 @@ import json, resource, sys, time
 start = time.perf_counter()
 import torch
 torch.set_num_threads(int(sys.argv[2]))
-from chat.loader import LoadOptions, load_model
+from chat.local.loader import LoadOptions, load_model
 imported = time.perf_counter()
 result = {"import_s": imported - start}
 cuda = torch.cuda.is_available()

@@ -22,7 +22,7 @@ GOAL_RATIO = 0.97
 
 
 def plain_generate(engine, fitted, settings):
-    from chat.engine import sampling_kwargs
+    from chat.local.engine import sampling_kwargs
 
     ids = torch.tensor([fitted.prompt.ids])
     with torch.inference_mode():

@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chat.engine import LocalEngine  # noqa: E402
+from chat.local.engine import LocalEngine  # noqa: E402
 from chat.formats import choose_format  # noqa: E402
 from chat.instructions import default_instructions  # noqa: E402
-from chat.loader import LoadOptions, load_model  # noqa: E402
+from chat.local.loader import LoadOptions, load_model  # noqa: E402
 from chat.session import ChatSession  # noqa: E402
 from chat.settings import GenerationSettings  # noqa: E402
 from chat.skills import load_skills  # noqa: E402
-from chat.train import TrainOptions, train  # noqa: E402
-from chat.train_data import Example, load_training_data  # noqa: E402
+from chat.training.train import TrainOptions, train  # noqa: E402
+from chat.training.data import Example, load_training_data  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "magic_spells.txt"
 

@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from .cli_args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
+from .cli.args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
 from .errors import ChatError
-from .remote import add_backend_arguments
+from .remote.engine import add_backend_arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,13 +50,13 @@ def render_command(args: argparse.Namespace) -> int:
 
 
 def talk_command(args: argparse.Namespace) -> int:
-    from .talk import run_talk
+    from .cli.talk import run_talk
 
     return run_talk(args)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .train import run_train
+    from .training.train import run_train
 
     return run_train(args)
 
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_talk_extras(parser: argparse.ArgumentParser) -> None:
     try:
-        from .talk import add_talk_arguments
+        from .cli.talk import add_talk_arguments
     except ImportError:
         return
     add_talk_arguments(parser)
@@ -100,7 +100,7 @@ def _add_talk_extras(parser: argparse.ArgumentParser) -> None:
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     try:
-        from .train import add_train_arguments
+        from .training.train import add_train_arguments
     except ImportError:
         add_model_arguments(parser)
         return

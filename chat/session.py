@@ -11,9 +11,9 @@ from typing import Any, Iterator
 
 from .context import FittedPrompt
 from .conversation import EXTRA_KEYS, is_blank, normalize_messages
-from .engine import Stats, StopReason
+from .local.engine import Stats, StopReason
 from .errors import ChatError
-from .kvcache import PrefixCache
+from .local.kvcache import PrefixCache
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from chat.api import mount_api
+from chat.api.server import mount_api
 from chat.skills import parse_skills
 
 START_TIMEOUT_S = 10.0

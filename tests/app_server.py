@@ -25,7 +25,7 @@ def free_port() -> int:
 @contextmanager
 def running_app(engine, settings: GenerationSettings | None = None, concurrency: int = 4, queue_size: int = 20, **launch):
     """Yields (demo, url) for the app's real UI on `engine`; closes it afterwards."""
-    from chat.ui import build_ui
+    from chat.web.page import build_ui
 
     demo = build_ui(engine, load_skills(DEFAULT_SKILLS_PATH), default_instructions(engine.format), settings or GenerationSettings())
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)

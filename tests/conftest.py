@@ -25,9 +25,9 @@ def tiny_base_dir(tmp_path_factory):
 
 
 def make_engine(folder, prompt_format="auto", batching=False, **load_options):
-    from chat.engine import LocalEngine
+    from chat.local.engine import LocalEngine
     from chat.formats import choose_format
-    from chat.loader import LoadOptions, load_model
+    from chat.local.loader import LoadOptions, load_model
 
     loaded = load_model(LoadOptions(model=str(folder), **load_options), say=lambda _: None)
     return LocalEngine(loaded, choose_format(loaded.tokenizer, prompt_format), batching=batching)

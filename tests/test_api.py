@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from chat.engine import StopReason
+from chat.local.engine import StopReason
 from chat.settings import GenerationSettings
 from tests.api_servers import TEST_SKILLS, RecordingEngine, finished, free_port, serve_api, wait_until
 from tests.conftest import make_engine
@@ -236,7 +236,7 @@ def _answers(client, engine) -> bool:
 def test_the_api_on_a_launched_gradio_app_streams_and_checks_credentials(engine):
     """app.py mounts the API on `demo.app` after launch; Gradio's auth doesn't cover it, ours must."""
     gr = pytest.importorskip("gradio")
-    from chat.api import mount_api
+    from chat.api.server import mount_api
 
     with gr.Blocks() as demo:
         gr.Markdown("chat")

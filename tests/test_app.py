@@ -154,7 +154,7 @@ def test_answers_at_once_default_to_4_only_where_they_share_the_work(tiny_chat_d
     """4 when answers share each step (batching) or a server batches them; 1 when they would only
     compete for the processor and each get slower (--no-batching)."""
     from app import default_concurrency
-    from chat.remote import RemoteEngine
+    from chat.remote.engine import RemoteEngine
 
     assert default_concurrency(make_engine(tiny_chat_dir, batching=True)) == 4
     assert default_concurrency(make_engine(tiny_chat_dir, batching=False)) == 1

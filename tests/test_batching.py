@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import StoppingCriteria
 
-from chat.batching import Request, can_batch
+from chat.local.batching import Request, can_batch
 
-from chat.engine import LocalEngine
+from chat.local.engine import LocalEngine
 from chat.formats import choose_format
-from chat.loader import LoadOptions, load_model
+from chat.local.loader import LoadOptions, load_model
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills

@@ -6,7 +6,7 @@ import importlib.metadata
 
 import pytest
 
-from chat.embedded import EMBEDDED_DISTRIBUTION, EMBEDDED_NAME, converted_dir, ensure_converted, find_embedded_gguf
+from chat.local.embedded import EMBEDDED_DISTRIBUTION, EMBEDDED_NAME, converted_dir, ensure_converted, find_embedded_gguf
 from chat.settings import GenerationSettings
 
 pytestmark = pytest.mark.slow
@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def embedded_engine():
-    from chat.engine import LocalEngine
+    from chat.local.engine import LocalEngine
     from chat.formats import choose_format
-    from chat.loader import LoadOptions, load_model
+    from chat.local.loader import LoadOptions, load_model
 
     # No --model: the real default path. Converts into the real user cache once (~35 s), then reuses it.
     loaded = load_model(LoadOptions(), say=lambda _: None)

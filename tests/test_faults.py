@@ -23,9 +23,9 @@ import httpx
 import pytest
 import torch
 
-from chat.engine import StopReason
+from chat.local.engine import StopReason
 from chat.settings import GenerationSettings
-from chat.ui_view import ERROR_PREFIX
+from chat.web.view import ERROR_PREFIX
 from tests.api_servers import RecordingEngine, finished, serve_api
 from tests.app_clients import new_client, raw_send_events, streaming, texts, wait_for, warnings_of
 from tests.app_server import generate_threads, running_app

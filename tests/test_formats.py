@@ -52,7 +52,7 @@ def tiny_tokenizer(tiny_engine):
 def embedded_tokenizer():
     from transformers import AutoTokenizer
 
-    from chat.embedded import ensure_converted, find_embedded_gguf
+    from chat.local.embedded import ensure_converted, find_embedded_gguf
 
     # The real user cache, so a CI run converts the GGUF (~35 s) once and later runs reuse it.
     return AutoTokenizer.from_pretrained(ensure_converted(find_embedded_gguf(), say=lambda _: None))

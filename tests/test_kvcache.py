@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from chat.engine import Stats
-from chat.kvcache import CachePool, PrefixCache, common_prefix_length
+from chat.local.engine import Stats
+from chat.local.kvcache import CachePool, PrefixCache, common_prefix_length
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills

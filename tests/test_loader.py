@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from chat.errors import ModelLoadError
-from chat.loader import LoadOptions, load_model, parse_max_memory
+from chat.local.loader import LoadOptions, load_model, parse_max_memory
 from chat.settings import GenerationSettings
 from tests.conftest import make_engine
 

@@ -18,11 +18,11 @@ import httpx
 import openai
 import pytest
 
-from chat.cli_args import add_model_arguments, add_sampling_arguments, build_engine
-from chat.engine import StopReason
+from chat.cli.args import add_model_arguments, add_sampling_arguments, build_engine
+from chat.local.engine import StopReason
 from chat.errors import ChatError, GenerationError
 from chat.instructions import CHAT_INSTRUCTIONS, default_instructions
-from chat.remote import RemoteEngine, add_backend_arguments
+from chat.remote.engine import RemoteEngine, add_backend_arguments
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import Skill, SkillBook
@@ -244,7 +244,7 @@ def test_missing_backend_flags_are_one_line_errors(flags, words):
 def test_a_remote_session_talks_to_llama_cpp_server_with_the_embedded_model():
     pytest.importorskip("llama_cpp")
     pytest.importorskip("llama_cpp.server.app")
-    from chat.embedded import find_embedded_gguf
+    from chat.local.embedded import find_embedded_gguf
 
     gguf = find_embedded_gguf()
     port = free_port()

@@ -24,7 +24,7 @@ from chat.instructions import CHAT_INSTRUCTIONS
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from chat.talk import find_skill
+from chat.cli.talk import find_skill
 from tests.tiny_models import save_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,13 +8,13 @@ import json
 import pytest
 
 from chat.__main__ import main
-from chat.engine import LocalEngine
+from chat.local.engine import LocalEngine
 from chat.formats import choose_format
-from chat.loader import LoadOptions, load_model
+from chat.local.loader import LoadOptions, load_model
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from chat.train import EMBEDDED_BASE, INFO_FILE, base_model_name
+from chat.training.train import EMBEDDED_BASE, INFO_FILE, base_model_name
 from tests.tiny_models import save_tiny_model
 
 SPELLS = [  # the seed's pattern: the eval lines share it, so learning it lowers their loss
@@ -166,7 +166,7 @@ def test_a_malformed_line_is_named_before_any_model_loads(tmp_path, capsys):
 
 
 def test_the_embedded_default_is_recorded_as_embedded(tmp_path, monkeypatch):
-    # chat.loader reads "embedded" as the embedded SmolLM2; a local path is made absolute so the
+    # chat.local.loader reads "embedded" as the embedded SmolLM2; a local path is made absolute so the
     # folder loads from any working directory; a hub id stays as it is.
     assert base_model_name(None) == EMBEDDED_BASE == "embedded"
     (tmp_path / "models" / "mine").mkdir(parents=True)

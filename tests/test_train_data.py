@@ -10,7 +10,7 @@ import pytest
 
 from chat.formats import ChatTemplateFormat, TranscriptFormat, encode
 from chat.settings import GenerationSettings
-from chat.train_data import (
+from chat.training.data import (
     IGNORE_INDEX,
     Encoder,
     Example,

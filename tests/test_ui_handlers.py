@@ -12,8 +12,8 @@ from chat.instructions import default_instructions
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import DEFAULT_SKILLS_PATH, load_skills
-from chat import ui_handlers as handlers
-from chat.ui_view import ERROR_PREFIX, NOTICE_PREFIX, UNANSWERED_NOTE
+from chat.web import handlers as handlers
+from chat.web.view import ERROR_PREFIX, NOTICE_PREFIX, UNANSWERED_NOTE
 
 
 @pytest.fixture

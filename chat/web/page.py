@@ -11,12 +11,12 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from . import ui_handlers as handlers
-from .session import ChatSession
-from .session_store import SessionStore, new_session_key
-from .ui_view import NO_PROMPT_YET
-from .settings import GenerationSettings
-from .skills import SkillBook
+from . import handlers
+from ..session import ChatSession
+from ..session_store import SessionStore, new_session_key
+from .view import NO_PROMPT_YET
+from ..settings import GenerationSettings
+from ..skills import SkillBook
 
 # All answers share one concurrency group, so `--concurrency N` counts answers however they were
 # started (Enter, Send, Retry); by default Gradio would give each event listener its own N.

@@ -20,10 +20,10 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from .conversation import is_blank, replace_broken_characters
-from .errors import ChatError
-from .session import RETRY_COMMAND
-from .ui_view import chat_messages, prompt_view, status_line
+from ..conversation import is_blank, replace_broken_characters
+from ..errors import ChatError
+from ..session import RETRY_COMMAND
+from .view import chat_messages, prompt_view, status_line
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
 
@@ -187,7 +187,7 @@ def download(session: Any) -> str:
 
 def upload(session: Any, file: Any) -> tuple:
     """Loads a conversation file; a bad file is a warning and the current chat stays."""
-    from .conversation import load_conversation
+    from ..conversation import load_conversation
 
     path = getattr(file, "name", file)
     before = session.instructions

@@ -10,7 +10,7 @@ from typing import Any
 
 import openai
 
-from .errors import GenerationError
+from ..errors import GenerationError
 
 API_KEY_ENV = "OPENAI_API_KEY"  # where the key comes from when --api-key is not given
 MAX_DETAIL_CHARS = 200  # a server's own error text, quoted in a one-line chat message

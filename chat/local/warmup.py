@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from .formats import Messages
+from ..formats import Messages
 from .kvcache import CachePool, PrefixCache, crop_to_prefix
 from .loader import input_device
 

@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ChatError
-from .formats import FORMATS, choose_format
-from .loader import DTYPE_CHOICES, LoadOptions, load_model
-from .train_data import Encoder, count_examples, load_training_data
+from ..errors import ChatError
+from ..formats import FORMATS, choose_format
+from ..local.loader import DTYPE_CHOICES, LoadOptions, load_model
+from .data import Encoder, count_examples, load_training_data
 
 INFO_FILE = "training.json"  # marks a folder as ours: retraining may replace it
 REPORT_FILE, PLOT_FILE = "report.md", "loss.png"
-EMBEDDED_BASE = "embedded"  # what chat.loader reads as "the embedded default model"
+EMBEDDED_BASE = "embedded"  # what chat.local.loader reads as "the embedded default model"
 LORA_LEARNING_RATE = 1e-3  # LoRA trains few weights from zero: it needs a larger step than full tuning
 FULL_LEARNING_RATE = 5e-5  # full tuning moves every weight: small steps keep what the model knew
 
@@ -106,7 +106,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
-    from .instructions import read_instructions
+    from ..instructions import read_instructions
 
     same = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if f.name not in ("prompt_format", "instructions")}
     return TrainOptions(**same, prompt_format=args.format, instructions=read_instructions(args.instructions))
@@ -181,7 +181,7 @@ def _check(options: TrainOptions, out: Path) -> None:
 def _load(options: TrainOptions, say: Callable[[str], None]) -> tuple[Any, Encoder]:
     import torch
 
-    from .instructions import default_instructions
+    from ..instructions import default_instructions
 
     # Full tuning keeps float32 master weights (mixed precision computes in bf16/fp16 on a GPU).
     dtype = "float32" if options.dtype == "auto" and (options.full or not torch.cuda.is_available()) else options.dtype
@@ -263,7 +263,7 @@ def _epoch_progress(epochs: int, result: TrainResult, say: Callable[[str], None]
 def _save(model: Any, tokenizer: Any, options: TrainOptions, result: TrainResult, staging: Path) -> None:
     try:
         if not options.full:
-            model.peft_config["default"].base_model_name_or_path = result.base_model  # chat.loader reads it
+            model.peft_config["default"].base_model_name_or_path = result.base_model  # chat.local.loader reads it
         # (save_embedding_layers=False: LoRA never trains them; "auto" would look the base up on the hub)
         model.save_pretrained(staging, **({} if options.full else {"save_embedding_layers": False}))
         tokenizer.save_pretrained(staging)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .formats import FORMATS
-from .loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions
-from .settings import GenerationSettings
+from ..formats import FORMATS
+from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions
+from ..settings import GenerationSettings
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +62,12 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
 def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Any:
     """The backend the flags ask for: a local transformers model (or, later, a remote server)."""
     if getattr(args, "backend", "local") == "openai":
-        from .remote import RemoteEngine
+        from ..remote.engine import RemoteEngine
 
         return RemoteEngine.from_args(args)
-    from .engine import LocalEngine
-    from .formats import choose_format
-    from .loader import load_model
+    from ..local.engine import LocalEngine
+    from ..formats import choose_format
+    from ..local.loader import load_model
 
     loaded = load_model(load_options(args), say)
     say(f"Model: {loaded.name} on {loaded.device}")
@@ -79,13 +79,13 @@ def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -
 
 
 def build_skills(args: argparse.Namespace):
-    from .skills import DEFAULT_SKILLS_PATH, load_skills
+    from ..skills import DEFAULT_SKILLS_PATH, load_skills
 
     return load_skills(args.skills or DEFAULT_SKILLS_PATH)
 
 
 def build_instructions(args: argparse.Namespace, engine: Any) -> str:
-    from .instructions import default_instructions, read_instructions
+    from ..instructions import default_instructions, read_instructions
 
     given = read_instructions(args.instructions)
     return given if given is not None else default_instructions(engine.format)

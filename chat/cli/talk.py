@@ -18,11 +18,11 @@ import signal
 import sys
 from typing import Callable, Iterable, TextIO
 
-from .cli_args import build_engine, build_instructions, build_skills, settings_from_args
-from .conversation import load_conversation, save_conversation
-from .errors import ChatError, SkillError
-from .session import ChatSession, Reply
-from .skills import SkillBook
+from .args import build_engine, build_instructions, build_skills, settings_from_args
+from ..conversation import load_conversation, save_conversation
+from ..errors import ChatError, SkillError
+from ..session import ChatSession, Reply
+from ..skills import SkillBook
 
 HELP = """Commands:
   /skill NAME    use a skill for the next messages (a number or part of the name will do)

@@ -20,13 +20,13 @@ from typing import Any, Iterator
 
 import openai
 
-from .context import FittedPrompt, fit_to_context
-from .engine import STREAM_TIMEOUT_S, Stats, StopReason
-from .errors import ChatError
-from .formats import Messages, Prompt
-from .remote_errors import API_KEY_ENV, explain
-from .settings import GenerationSettings
-from .stopping import StopStringFilter
+from ..context import FittedPrompt, fit_to_context
+from ..local.engine import STREAM_TIMEOUT_S, Stats, StopReason
+from ..errors import ChatError
+from ..formats import Messages, Prompt
+from .errors import API_KEY_ENV, explain
+from ..settings import GenerationSettings
+from ..stopping import StopStringFilter
 
 BACKENDS = ("local", "openai")
 NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one

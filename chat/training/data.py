@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .conversation import normalize_messages
-from .errors import ChatError, ConversationError
-from .formats import Messages, PromptFormat, _control_token_ids, encode
+from ..conversation import normalize_messages
+from ..errors import ChatError, ConversationError
+from ..formats import Messages, PromptFormat, _control_token_ids, encode
 
 EVAL_MARKER = "_EVAL_"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

@@ -21,13 +21,13 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from .batching import StepBatcher, can_batch
-from .context import FittedPrompt, fit_to_context
-from .errors import ChatError, GenerationError
-from .formats import Messages, PromptFormat, encode, render
+from ..context import FittedPrompt, fit_to_context
+from ..errors import ChatError, GenerationError
+from ..formats import Messages, PromptFormat, encode, render
 from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
-from .settings import GenerationSettings
-from .stopping import CancelCriteria, StopStringFilter, stop_string_criteria
+from ..settings import GenerationSettings
+from ..stopping import CancelCriteria, StopStringFilter, stop_string_criteria
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Stats
-from .markup import escape_html_outside_code as shown_text
-from .session import INTERRUPTED
+from ..local.engine import Stats
+from ..markup import escape_html_outside_code as shown_text
+from ..session import INTERRUPTED
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"

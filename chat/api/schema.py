@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .conversation import is_blank, normalize_messages
-from .engine import Stats, StopReason
-from .errors import ConversationError, SettingsError
-from .settings import GenerationSettings
-from .skills import Skill, SkillBook
+from ..conversation import is_blank, normalize_messages
+from ..local.engine import Stats, StopReason
+from ..errors import ConversationError, SettingsError
+from ..settings import GenerationSettings
+from ..skills import Skill, SkillBook
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB of JSON is far more than any chat fits in a context window
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; vLLM more. 16 covers every real use

@@ -27,11 +27,11 @@ from typing import Any, AsyncIterator, Callable, Iterable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from . import api_schema as schema
-from .api_schema import ApiError, ChatRequest
-from .errors import ChatError, GenerationError, SettingsError
-from .settings import GenerationSettings
-from .skills import SkillBook
+from . import schema
+from .schema import ApiError, ChatRequest
+from ..errors import ChatError, GenerationError, SettingsError
+from ..settings import GenerationSettings
+from ..skills import SkillBook
 
 MAX_PARALLEL = {"local": 4, "remote": 32}  # a remote server batches requests; a local model takes turns
 QUEUE_WAIT_S = 30.0  # a request waits this long for a free slot, then gets 429

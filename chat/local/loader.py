@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .embedded import EMBEDDED_NAME, ensure_converted, find_embedded_gguf
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded, not when flags are parsed
     import torch

@@ -32,8 +32,8 @@ from transformers.generation.logits_process import (
 )
 
 from .loader import input_device
-from .settings import GenerationSettings
-from .stopping import CancelCriteria, stop_string_criteria
+from ..settings import GenerationSettings
+from ..stopping import CancelCriteria, stop_string_criteria
 
 
 # Settings a model's generation_config.json may carry that `generate` would apply and the batcher
