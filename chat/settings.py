@@ -1,4 +1,10 @@
-"""Sampling settings: one small frozen object, validated once, passed everywhere.
+"""Sampling settings, each declared once: its type, default, allowed range, slider, help and API field.
+
+`GenerationSettings` is the one small frozen object passed everywhere. Every field carries its
+`Setting` (see `setting`), and everything else is derived from those declarations: the command-line
+flags (cli/args.py), the page's sliders and handler parameters (web/), the /v1 API's request fields
+(api/), the `generate` arguments of the local engine and its batcher (local/), and what a remote
+server is sent (remote/). A new setting is one field here (plus its effect, if `generate` lacks it).
 
 Defaults follow the seeds (temperature 0.8, top_p 0.9) with a mild repetition penalty,
 which keeps small models from looping without changing what large ones say.
@@ -18,6 +24,34 @@ MAX_NEW_TOKENS_LIMIT = 32_768
 
 
 @dataclass(frozen=True)
+class Setting:
+    """What is declared about one sampling setting."""
+
+    name: str
+    kind: type  # int or float
+    default: Any
+    low: float  # allowed range, inclusive
+    high: float
+    ui: tuple[float, float, float]  # the slider: lowest, highest, step (within the allowed range)
+    label: str
+    help: str  # what the value does to the answer; shown by --help, under the slider and in the README
+    api_field: str | None = None  # its name in an OpenAI-style chat request (None: not in the API)
+    openai_standard: bool = True  # False: an extension that vLLM and llama.cpp read, api.openai.com refuses
+    generate_arg: bool = True  # passed to transformers' `generate` under its own name
+    sampling: bool = False  # only matters when sampling (temperature > 0): left out for greedy decoding
+    optional: bool = False  # may be None (unset)
+    off: Any = None  # the value at which it does nothing: then it is not passed on at all
+
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def setting(default: Any, **declared: Any) -> Any:
+    """A `GenerationSettings` field with its declaration (the name and type are filled in below)."""
+    return dataclasses.field(default=default, metadata={"setting": declared})
+
+
+@dataclass(frozen=True)
 class GenerationSettings:
     """How one answer is sampled.
 
@@ -25,19 +59,29 @@ class GenerationSettings:
     True
     """
 
-    temperature: float = 0.8  # 0 = greedy (always the most likely token); higher = more varied
-    top_p: float = 0.9  # sample only from the smallest set of tokens holding this much probability
-    top_k: int = 50  # ... and from at most this many tokens (0 = no limit)
-    max_new_tokens: int = 512  # the answer's length limit, in tokens
-    repetition_penalty: float = 1.1  # >1 discourages repeating earlier tokens; 1 = off
-    no_repeat_ngram_size: int = 0  # forbid any n-gram of this size from appearing twice; 0 = off
-    num_beams: int = 1  # >1 = beam search: better for short exact answers; streams only at the end
-    seed: int | None = None  # fixed seed = reproducible sampling
+    temperature: float = setting(0.8, low=0, high=5, ui=(0, 2, 0.05), label="Temperature", sampling=True, api_field="temperature",
+                                 help="0 = greedy (always the likeliest token); higher = more varied")
+    top_p: float = setting(0.9, low=0, high=1, ui=(0.05, 1, 0.05), label="Top p", sampling=True, api_field="top_p",
+                           help="sample from the smallest set of tokens holding this much probability; 1 = all")
+    top_k: int = setting(50, low=0, high=100_000, ui=(0, 200, 1), label="Top k", sampling=True, api_field="top_k", openai_standard=False,
+                         help="… and from at most this many tokens; 0 = no limit")
+    min_p: float = setting(0.0, low=0, high=1, ui=(0, 0.5, 0.01), label="Min p", sampling=True, api_field="min_p", openai_standard=False, off=0.0,
+                           help="drop tokens less likely than this share of the likeliest one's probability; 0 = off")
+    max_new_tokens: int = setting(512, low=1, high=MAX_NEW_TOKENS_LIMIT, ui=(1, 4096, 1), label="Max new tokens", api_field="max_tokens",
+                                  generate_arg=False, help="the answer's length limit, in tokens")
+    repetition_penalty: float = setting(1.1, low=0.5, high=5, ui=(1, 2, 0.05), label="Repetition penalty", api_field="repetition_penalty",
+                                        openai_standard=False, help=">1 discourages repeating earlier tokens; 1 = off")
+    no_repeat_ngram_size: int = setting(0, low=0, high=100, ui=(0, 10, 1), label="No-repeat n-gram size",
+                                        help="forbid any n-gram of this size from appearing twice; 0 = off")
+    num_beams: int = setting(1, low=1, high=16, ui=(1, 8, 1), label="Beams",
+                             help=">1: beam search, better for short exact answers; the answer appears when complete")
+    seed: int | None = setting(None, low=0, high=2**32 - 1, ui=(-1, 2**32 - 1, 1), label="Seed", api_field="seed", generate_arg=False,
+                               optional=True, help="a fixed seed makes sampling reproducible; unset (-1 on the page) = random")
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
+        for declared in SETTINGS:
             # Coerce so that `512.0` from a slider or JSON reaches `generate` as 512.
-            object.__setattr__(self, field.name, _check(field.name, getattr(self, field.name)))
+            object.__setattr__(self, declared.name, _check(declared, getattr(self, declared.name)))
 
     @property
     def greedy(self) -> bool:
@@ -55,28 +99,37 @@ class GenerationSettings:
     def merged(self, overrides: Mapping[str, Any] | None) -> "GenerationSettings":
         return self.replace(**dict(overrides or {}))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The settings `generate` takes by name; greedy decoding leaves the sampling ones out."""
+        kwargs = {s.name: value for s, value in self._in_effect() if s.generate_arg and not (s.sampling and self.greedy)}
+        if self.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True)
+        return kwargs
+
+    def api_fields(self, standard_only: bool = False) -> dict[str, Any]:
+        """The settings as fields of an OpenAI-style chat request (unset and "off" ones left out)."""
+        return {s.api_field: value for s, value in self._in_effect()
+                if s.api_field and (s.openai_standard or not standard_only)}
+
+    def _in_effect(self) -> list[tuple[Setting, Any]]:
+        values = [(s, getattr(self, s.name)) for s in SETTINGS]
+        return [(s, value) for s, value in values if value is not None and not (s.off is not None and value == s.off)]
 
 
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(GenerationSettings))
-
-# name -> (type, lowest allowed, highest allowed)
-_RANGES: dict[str, tuple[type, float, float]] = {
-    "temperature": (float, 0.0, 5.0),
-    "top_p": (float, 0.0, 1.0),
-    "top_k": (int, 0, 100_000),
-    "max_new_tokens": (int, 1, MAX_NEW_TOKENS_LIMIT),
-    "repetition_penalty": (float, 0.5, 5.0),
-    "no_repeat_ngram_size": (int, 0, 100),
-    "num_beams": (int, 1, 16),
-    "seed": (int, 0, 2**32 - 1),
-}
+def _declared(field: dataclasses.Field) -> Setting:
+    kind = int if field.type in ("int", "int | None") else float
+    return Setting(name=field.name, kind=kind, default=field.default, **field.metadata["setting"])
 
 
-def _check(name: str, value: Any) -> Any:
-    kind, low, high = _RANGES[name]
-    if name == "seed" and value is None:
+SETTINGS: tuple[Setting, ...] = tuple(_declared(f) for f in dataclasses.fields(GenerationSettings))
+FIELD_NAMES = tuple(s.name for s in SETTINGS)
+
+
+def _check(declared: Setting, value: Any) -> Any:
+    name, kind, low, high = declared.name, declared.kind, declared.low, declared.high
+    if declared.optional and value is None:
         return None
     # bool is an int subclass; `top_k: true` in YAML is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -72,6 +72,12 @@ def test_max_tokens_and_temperature_are_honoured(client, engine):
     assert engine.generations[-1].settings.temperature == 0.3
 
 
+def test_sampling_extensions_vllm_clients_send_are_honoured(client, engine):
+    ask(client, engine, "Hello", temperature=1.0, extra_body={"top_k": 7, "min_p": 0.05, "repetition_penalty": 1.2})
+    received = engine.generations[-1].settings
+    assert (received.top_k, received.min_p, received.repetition_penalty) == (7, 0.05, 1.2)
+
+
 def test_the_apps_instructions_apply_unless_the_client_sends_its_own(client, engine):
     implicit = ask(client, engine, "Hello")
     explicit = client.chat.completions.create(

@@ -57,8 +57,9 @@ def at_once(generations) -> list[str]:
         GREEDY,
         GREEDY.replace(repetition_penalty=1.3, no_repeat_ngram_size=2),
         GenerationSettings(temperature=0.9, top_p=0.8, top_k=20, seed=5, max_new_tokens=24),  # seeded sampling too
+        GenerationSettings(temperature=1.5, top_p=1.0, top_k=0, min_p=0.2, seed=5, max_new_tokens=24),
     ],
-    ids=["greedy", "penalties", "seeded-sampling"],
+    ids=["greedy", "penalties", "seeded-sampling", "min-p"],
 )
 def test_answers_together_are_the_answers_alone(engines, settings):
     plain, batched = engines
@@ -68,6 +69,17 @@ def test_answers_together_are_the_answers_alone(engines, settings):
     together = at_once([batched.generate(f, settings) for f in fitted])
     assert together == alone
     assert batched.batcher.largest_batch > 1  # they really shared steps
+
+
+def test_min_p_keeps_only_tokens_near_the_likeliest_batched_or_alone(engines):
+    """min_p near 1 leaves only the likeliest token: hot sampling then answers as greedy decoding does."""
+    plain, batched = engines
+    hot = GenerationSettings(temperature=2.0, top_p=1.0, top_k=0, seed=3, max_new_tokens=24)
+    fitted = plain.prepare([{"role": "user", "content": PROMPTS[1]}], hot)
+    greedy = "".join(plain.generate(fitted, hot.replace(temperature=0)))
+    assert "".join(plain.generate(fitted, hot)) != greedy  # hot sampling wanders off …
+    for engine in engines:
+        assert "".join(engine.generate(fitted, hot.replace(min_p=0.999))) == greedy  # … unless min_p holds it
 
 
 def test_a_stop_string_or_a_cancel_ends_only_its_own_answer(engines):

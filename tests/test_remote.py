@@ -86,14 +86,14 @@ def test_a_long_chat_is_trimmed_by_estimate_when_the_context_window_is_given(ser
 
 
 def test_sampling_settings_reach_the_server(server, backend):
-    settings = GenerationSettings(temperature=0.3, top_p=0.7, top_k=7, repetition_penalty=1.3, seed=5, max_new_tokens=4)
+    settings = GenerationSettings(temperature=0.3, top_p=0.7, top_k=7, min_p=0.05, repetition_penalty=1.3, seed=5, max_new_tokens=4)
     "".join(session_on(remote(server, backend), settings).send("Hello"))
     received = backend.generations[-1].settings
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_new_tokens"):
+    for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "max_new_tokens"):
         assert getattr(received, name) == getattr(settings, name), name
     "".join(session_on(remote(server, backend, standard_sampling=True), settings).send("Hello"))
-    received = backend.generations[-1].settings
-    assert (received.top_k, received.repetition_penalty) == (GenerationSettings().top_k, GenerationSettings().repetition_penalty)
+    received, defaults = backend.generations[-1].settings, GenerationSettings()
+    assert (received.top_k, received.min_p, received.repetition_penalty) == (defaults.top_k, defaults.min_p, defaults.repetition_penalty)
 
 
 def test_skills_expand_here_and_their_stop_strings_cut_the_answer(server, backend):

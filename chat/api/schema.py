@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from ..conversation import is_blank, normalize_messages
 from ..local.engine import Stats, StopReason
 from ..errors import ConversationError, SettingsError
-from ..settings import GenerationSettings
+from ..settings import SETTINGS, GenerationSettings
 from ..skills import Skill, SkillBook
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB of JSON is far more than any chat fits in a context window
@@ -27,14 +27,10 @@ MAX_STOP_CHARS = 200
 SKILL_SEPARATOR = ":"  # "<model>:<skill>" picks a skill through the `model` field
 
 # API field -> GenerationSettings field. Unset fields keep the app's defaults, then the skill's.
+# (top_k, min_p and repetition_penalty are not OpenAI's, but vLLM's and llama.cpp's.)
 SETTING_FIELDS = {
-    "max_tokens": "max_new_tokens",
-    "max_completion_tokens": "max_new_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "top_k": "top_k",  # not OpenAI's, but vLLM's and llama.cpp's
-    "repetition_penalty": "repetition_penalty",  # likewise
+    **{declared.api_field: declared.name for declared in SETTINGS if declared.api_field},
+    "max_completion_tokens": "max_new_tokens",  # OpenAI's newer name for max_tokens
 }
 OTHER_FIELDS = ("model", "messages", "stream", "stream_options", "stop", "skill")
 # Sent by clients out of habit and harmless to ignore.

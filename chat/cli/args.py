@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..formats import FORMATS
 from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions
-from ..settings import GenerationSettings
+from ..settings import SETTINGS, GenerationSettings
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +32,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = GenerationSettings()
+    """One flag per sampling setting (`--temperature`, `--top-p`, …), from its declaration."""
     group = parser.add_argument_group("sampling defaults")
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy; higher = more varied (default %(default)s)")
-    group.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus sampling mass (default %(default)s)")
-    group.add_argument("--top-k", type=int, default=defaults.top_k, help="sample from at most this many tokens; 0 = all (default %(default)s)")
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="answer length limit (default %(default)s)")
-    group.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, help="1 = off (default %(default)s)")
-    group.add_argument("--no-repeat-ngram-size", type=int, default=defaults.no_repeat_ngram_size, help="forbid repeating n-grams of this size; 0 = off")
-    group.add_argument("--num-beams", type=int, default=defaults.num_beams, help="beam search width; >1 shows the answer when it is complete")
-    group.add_argument("--seed", type=int, default=None, help="fixed random seed for reproducible sampling")
+    for declared in SETTINGS:
+        default = "unset" if declared.default is None else "%(default)s"
+        group.add_argument(declared.flag(), type=declared.kind, default=declared.default,
+                           help=f"{declared.help} (default {default})")
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:
@@ -52,11 +48,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
 
 
 def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
-    return GenerationSettings(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-        num_beams=args.num_beams, seed=args.seed,
-    )
+    return GenerationSettings(**{declared.name: getattr(args, declared.name) for declared in SETTINGS})
 
 
 def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Any:

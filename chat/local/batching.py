@@ -20,16 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 from transformers.cache_utils import DynamicLayer
 from transformers.generation import GenerateDecoderOnlyOutput
-from transformers.generation.logits_process import (
-    NoRepeatNGramLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from .loader import input_device
 from ..settings import GenerationSettings
@@ -273,20 +266,10 @@ class StepBatcher:
     # -- per request ----------------------------------------------------------------------------
 
     def _processors(self, settings: GenerationSettings) -> LogitsProcessorList:
-        """The logits processors `generate` builds for these settings, in its order."""
-        processors = LogitsProcessorList()
-        if settings.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
-        if settings.no_repeat_ngram_size > 0:
-            processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
-        if not settings.greedy:
-            if settings.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(settings.temperature))
-            if settings.top_k != 0:
-                processors.append(TopKLogitsWarper(settings.top_k))
-            if settings.top_p < 1.0:
-                processors.append(TopPLogitsWarper(settings.top_p))
-        return processors
+        """The logits processors `generate` builds for these settings, in its order: built by
+        transformers itself from the same arguments, so a batched answer is sampled as one alone."""
+        config = GenerationConfig(**settings.generate_kwargs())
+        return self.model._get_logits_processor(config, device=self._device)
 
     def _criteria(self, stop_strings, criteria) -> StoppingCriteriaList:
         extra = [stop_string_criteria(self.tokenizer, tuple(stop_strings))] if stop_strings else []

@@ -310,17 +310,7 @@ class LocalEngine:
 
 def sampling_kwargs(settings: GenerationSettings, max_new_tokens: int) -> dict[str, Any]:
     """GenerationSettings → `generate` keyword arguments."""
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "repetition_penalty": settings.repetition_penalty,
-        "no_repeat_ngram_size": settings.no_repeat_ngram_size,
-        "num_beams": settings.num_beams,
-    }
-    if settings.greedy:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    return kwargs
+    return {"max_new_tokens": max_new_tokens, **settings.generate_kwargs()}
 
 
 def _context_window(model: Any, tokenizer: Any) -> int:

@@ -139,16 +139,14 @@ class RemoteEngine:
             "messages": [{"role": m["role"], "content": m["content"]} for m in fitted.messages],
             "stream": True,
             "stream_options": {"include_usage": True},  # token counts arrive in the last chunk
-            "max_tokens": fitted.max_new_tokens,
-            "temperature": settings.temperature,  # 0 = greedy on every server we know
-            "top_p": settings.top_p,
         }
-        if settings.seed is not None:
-            fields["seed"] = settings.seed
+        standard = settings.api_fields(standard_only=True)  # temperature 0 = greedy on every server we know
+        fields.update(standard, max_tokens=fitted.max_new_tokens)
         if stop_strings:  # all of them are also applied here as the text arrives
             fields["stop"] = list(stop_strings[:SERVER_STOP_LIMIT])
-        if not self.standard_sampling:  # vLLM, llama.cpp's server and this app read these two
-            fields["extra_body"] = {"top_k": settings.top_k, "repetition_penalty": settings.repetition_penalty}
+        extensions = {name: value for name, value in settings.api_fields().items() if name not in standard}
+        if extensions and not self.standard_sampling:  # vLLM and llama.cpp's server read these, as does this app
+            fields["extra_body"] = extensions
         return fields
 
 

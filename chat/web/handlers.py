@@ -12,17 +12,19 @@ alone (`gr.skip()`), so what the user types while an answer streams is never ove
 from __future__ import annotations
 
 import html
+import inspect
 import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from ..conversation import is_blank, replace_broken_characters
 from ..errors import ChatError
 from ..session import RETRY_COMMAND
+from ..settings import SETTINGS
 from .view import chat_messages, prompt_view, status_line
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
@@ -49,43 +51,47 @@ def unchanged_page() -> tuple:
     return (gr.skip(),) * len(PAGE_OUTPUTS)
 
 
-def apply_controls(
-    session: Any, instructions: str | None = None, temperature=None, top_p=None, top_k=None, max_new_tokens=None,
-    repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None,
-) -> None:
-    """Copies the Instructions box and the Settings controls into the session (None = unchanged).
+def takes_settings(handler: Callable) -> Callable:
+    """Names the handler's trailing `*values` after the sampling settings, in `SETTINGS` order.
 
-    Named parameters, not *args: gradio_client shows them by name (`temperature=0`).
+    Gradio passes the Settings controls' values by position; gradio_client shows and takes them by
+    these names (`client.predict("Hi", temperature=0, api_name="/send")`).
     """
+    signature = inspect.signature(handler)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    named = [inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for s in SETTINGS]
+    handler.__signature__ = signature.replace(parameters=[*fixed, *named])  # type: ignore[attr-defined]
+    return handler
+
+
+@takes_settings
+def apply_controls(session: Any, instructions: str | None = None, *values: Any) -> None:
+    """Copies the Instructions box and the Settings controls into the session (None = unchanged)."""
     if instructions is not None:
         session.instructions = replace_broken_characters(instructions)
-    given = dict(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
-                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams)
-    changes = {name: value for name, value in given.items() if value is not None}
-    if seed is not None:
-        changes["seed"] = None if seed < 0 else seed  # the Seed box: -1 = random
+    changes = {declared.name: value for declared, value in zip(SETTINGS, values) if value is not None}
+    if changes.get("seed") is not None and changes["seed"] < 0:
+        changes["seed"] = None  # the Seed box: -1 = random
     try:
         session.settings = session.settings.replace(**changes)
     except ChatError as error:
         warn(f"Settings not applied: {error}")
 
 
-def send(session: Any, text: str, skill: str | None = None, instructions: str | None = None, temperature=None, top_p=None,
-         top_k=None, max_new_tokens=None, repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None) -> Iterator[tuple]:
+@takes_settings
+def send(session: Any, text: str, skill: str | None = None, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
     """`/send` for programs: the message in, the answer streamed back, in one call."""
-    apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
-                   no_repeat_ngram_size, num_beams, seed)
+    apply_controls(session, instructions, *values)
     if _taken(session, replace_broken_characters(text or ""), skill):
         yield from answer(session)
     else:
         yield page(session, text)
 
 
-def retry(session: Any, instructions: str | None = None, temperature=None, top_p=None, top_k=None, max_new_tokens=None,
-          repetition_penalty=None, no_repeat_ngram_size=None, num_beams=None, seed=None) -> Iterator[tuple]:
+@takes_settings
+def retry(session: Any, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
     """`/retry` for programs: a new answer to the last message, streamed back."""
-    apply_controls(session, instructions, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
-                   no_repeat_ngram_size, num_beams, seed)
+    apply_controls(session, instructions, *values)
     if _taken(session, RETRY_COMMAND):
         yield from answer(session)
     else:

@@ -15,7 +15,7 @@ from . import handlers
 from ..session import ChatSession
 from ..session_store import SessionStore, new_session_key
 from .view import NO_PROMPT_YET
-from ..settings import GenerationSettings
+from ..settings import SETTINGS, GenerationSettings
 from ..skills import SkillBook
 
 # All answers share one concurrency group, so `--concurrency N` counts answers however they were
@@ -173,14 +173,14 @@ def _bind_stream(store: SessionStore, handler: Callable) -> Callable:
 
 
 def _settings_controls(defaults: GenerationSettings) -> list[gr.components.Component]:
-    """One control per GenerationSettings field, in the order `ui_handlers.apply_controls` takes them."""
-    return [
-        gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", info="0 = greedy (always the likeliest token)"),
-        gr.Slider(0.05, 1, value=defaults.top_p, step=0.05, label="Top p", info="sample from the tokens holding this much probability"),
-        gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top k", info="… and from at most this many (0 = no limit)"),
-        gr.Slider(1, 4096, value=defaults.max_new_tokens, step=1, label="Max new tokens"),
-        gr.Slider(1, 2, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", info="1 = off"),
-        gr.Slider(0, 10, value=defaults.no_repeat_ngram_size, step=1, label="No-repeat n-gram size", info="0 = off"),
-        gr.Slider(1, 8, value=defaults.num_beams, step=1, label="Beams", info=">1: beam search; the answer appears when complete"),
-        gr.Number(value=-1 if defaults.seed is None else defaults.seed, label="Seed", info="-1 = random", precision=0, minimum=-1),
-    ]
+    """One control per sampling setting, in `SETTINGS` order (the order the handlers take them)."""
+    controls: list[gr.components.Component] = []
+    for declared in SETTINGS:
+        value = getattr(defaults, declared.name)
+        low, high, step = declared.ui
+        if declared.optional:  # the seed: a number, -1 = unset
+            controls.append(gr.Number(value=-1 if value is None else value, label=declared.label, info=declared.help,
+                                      precision=0, minimum=-1, maximum=declared.high))
+        else:  # a default set outside the usual range (a flag) widens the slider rather than being cut
+            controls.append(gr.Slider(min(low, value), max(high, value), value=value, step=step, label=declared.label, info=declared.help))
+    return controls
