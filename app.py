@@ -17,6 +17,7 @@ from pathlib import Path
 
 from chat.cli.args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
 from chat.errors import ChatError
+from chat.remote.engine import add_backend_arguments
 
 DEFAULT_PORT = 7860
 API_KEY_ENV = "CHAT_API_KEY"
@@ -26,7 +27,7 @@ SHARED_CONCURRENCY = 4  # answers at once when they share each step: 4 made ~1.9
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="A local LLM chat workbench in your browser.")
     add_model_arguments(parser)
-    _add_backend_arguments(parser)
+    add_backend_arguments(parser)
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 = every interface (default %(default)s)")
     server.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)), help="port (default %(default)s)")
@@ -98,23 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 def default_concurrency(engine) -> int:
     """Answers at once: several when they share model steps (batching) or a server batches them;
     one when they would only compete for the same processor and each get slower."""
-    shared = getattr(engine, "kind", "local") != "local" or getattr(engine, "batcher", None) is not None
-    return SHARED_CONCURRENCY if shared else 1
-
-
-def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from chat.remote.engine import add_backend_arguments
-    except ImportError:
-        return
-    add_backend_arguments(parser)
+    return SHARED_CONCURRENCY if engine.shares_steps else 1
 
 
 def _mount_api(demo, args, engine, skills, settings, instructions, auth) -> None:
-    try:
-        from chat.api.server import mount_api
-    except ImportError:
-        return
+    from chat.api.server import mount_api
+
     api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV)
     mount_api(demo.app, engine=engine, skills=skills, defaults=settings, instructions=instructions, api_key=api_key, auth=auth)
 

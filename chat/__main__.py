@@ -91,19 +91,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_talk_extras(parser: argparse.ArgumentParser) -> None:
-    try:
-        from .cli.talk import add_talk_arguments
-    except ImportError:
-        return
+    from .cli.talk import add_talk_arguments
+
     add_talk_arguments(parser)
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from .training.train import add_train_arguments
-    except ImportError:
-        add_model_arguments(parser)
-        return
+    from .training.train import add_train_arguments  # here: training's imports are for `train` alone
+
     add_train_arguments(parser)
 
 

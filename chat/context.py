@@ -8,7 +8,7 @@ that alone is too long is cut, and the caller is told what happened so the user 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
 
 from .errors import ChatError
 from .formats import Messages, Prompt
@@ -17,6 +17,7 @@ from .formats import Messages, Prompt
 # a 2k model would otherwise leave no room for the question.
 MAX_ANSWER_SHARE = 0.5
 TRIM_NOTICE = "\n[… message trimmed to fit the model's context]"
+Token = TypeVar("Token")  # a token id, or (for a server's prompt, counted by estimate) a chunk of text
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class FittedPrompt:
 def fit_to_context(
     messages: Messages,
     encode: Callable[[Messages], Prompt],
-    tokenize: Callable[[str], list[int]],
-    detokenize: Callable[[list[int]], str],
+    tokenize: Callable[[str], Sequence[Token]],
+    detokenize: Callable[[Sequence[Token]], str],
     context_window: int,
     max_new_tokens: int,
 ) -> FittedPrompt:
@@ -56,16 +57,16 @@ def fit_to_context(
     dropped, prompt = _drop_oldest_until_fit(system, history, current, budget, encode)
     history = history[dropped:]
     candidate = system + history + [current]
-    trimmed = len(prompt.ids) > budget
+    trimmed = prompt.length > budget
     if trimmed:
-        current, prompt = _trim_to_fit(system, current, len(prompt.ids) - budget, budget, encode, tokenize, detokenize)
-        if len(prompt.ids) > budget:
+        current, prompt = _trim_to_fit(system, current, prompt.length - budget, budget, encode, tokenize, detokenize)
+        if prompt.length > budget:
             raise ChatError(
-                f"the instructions alone take {len(prompt.ids)} tokens of this model's "
+                f"the instructions alone take {prompt.length} tokens of this model's "
                 f"{context_window}-token context: shorten them"
             )
         candidate = system + [current]
-    room = min(max_new_tokens, context_window - len(prompt.ids))
+    room = min(max_new_tokens, context_window - prompt.length)
     return FittedPrompt(prompt, candidate, dropped, trimmed, room)
 
 
@@ -86,7 +87,7 @@ def _drop_oldest_until_fit(system: Messages, history: Messages, current: dict[st
 
     def fits(index: int) -> bool:
         prompts[index] = encode(system + history[cuts[index] :] + [current])
-        return len(prompts[index].ids) <= budget
+        return prompts[index].length <= budget
 
     low, high = 0, len(cuts) - 1  # answer in [low, high]; dropping everything is the last resort
     if fits(low):
@@ -119,6 +120,6 @@ def _trim_to_fit(system: Messages, message: dict[str, Any], excess: int, budget:
         # A cut inside a multi-byte character decodes to U+FFFD: drop it rather than send it.
         cut = {**message, "content": detokenize(ids[:keep]).rstrip("\ufffd") + TRIM_NOTICE}
         prompt = encode(system + [cut])
-        if len(prompt.ids) <= budget or keep == 0:
+        if prompt.length <= budget or keep == 0:
             return cut, prompt
-        keep = max(0, keep - (len(prompt.ids) - budget))
+        keep = max(0, keep - (prompt.length - budget))

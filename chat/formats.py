@@ -32,7 +32,13 @@ _MARK_PATTERN = re.compile("\ue000(\\d+)\ue001")
 @dataclass(frozen=True)
 class Prompt:
     text: str
-    ids: list[int]
+    ids: list[int]  # empty where a server tokenizes the prompt itself (then `estimated_length` is set)
+    estimated_length: int | None = None  # tokens by estimate, for a prompt with no ids
+
+    @property
+    def length(self) -> int:
+        """Its length in tokens (exact where there are ids)."""
+        return len(self.ids) if self.estimated_length is None else self.estimated_length
 
 
 class PromptFormat(Protocol):

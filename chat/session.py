@@ -11,9 +11,8 @@ from typing import Any, Iterator
 
 from .context import FittedPrompt
 from .conversation import EXTRA_KEYS, is_blank, normalize_messages
-from .local.engine import Stats, StopReason
+from .engine import Engine, Generation, Stats, StopReason
 from .errors import ChatError
-from .local.kvcache import PrefixCache
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
 
@@ -24,7 +23,7 @@ INTERRUPTED = "interrupted"  # an answer's mark: stopped before it ended (a UI n
 class Reply:
     """An answer streaming into the session's history. Iterate for text deltas."""
 
-    def __init__(self, session: "ChatSession", generation: Any, answer: dict[str, Any]):
+    def __init__(self, session: "ChatSession", generation: Generation, answer: dict[str, Any]):
         self.session, self.generation, self.answer = session, generation, answer
         self.finished = False
 
@@ -59,14 +58,14 @@ class Reply:
 class ChatSession:
     """One conversation with one engine. Not thread-safe by design: one tab, one session."""
 
-    def __init__(self, engine: Any, skills: SkillBook, instructions: str = "", settings: GenerationSettings | None = None):
+    def __init__(self, engine: Engine, skills: SkillBook, instructions: str = "", settings: GenerationSettings | None = None):
         self.engine, self.skills = engine, skills
         self.instructions = instructions
         self.settings = settings or GenerationSettings()
         self.history: list[dict[str, Any]] = []
         self.last_prompt: FittedPrompt | None = None
         self.last_stats: Stats | None = None
-        self.kv_cache = PrefixCache()  # this session's last turn, reused by the next (never shared)
+        self.kv_cache = engine.new_cache()  # what the engine reuses of this session's last turn (never shared)
         self._current: Reply | None = None
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
         self._lock = threading.Lock()

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from .session import ChatSession
 
-MAX_SESSIONS = 500  # open tabs kept at once; each holds its history (and later its KV cache)
+MAX_SESSIONS = 500  # open tabs kept at once; each holds its history and its KV cache
 
 
 def new_session_key() -> str:

@@ -1,28 +1,13 @@
 """Stopping: end a turn exactly at a stop string, and never show one.
 
-Two pieces, one per side of the worker thread:
-
-* `stop_string_criteria` ends `generate` at the step that completes a stop string (transformers'
-  `StopStringCriteria`, built once per tokenizer and stop strings: building it reads the whole
-  vocabulary, over a second for a 49k-token one, which every request would otherwise pay).
-* `CancelCriteria` runs inside `generate` and ends it when the request is cancelled
-  (Stop button, closed tab, Ctrl+C), so the model stops computing, not just the display.
-* `StopStringFilter` sits on the streamed text. It passes on only text that can no longer
-  turn into a stop string, holds back a tail that might be the start of one (e.g. "\\nUs"
-  while "\\nUser:" is a stop string), and cuts the text at the first complete stop string.
-  It also holds back a trailing U+FFFD: half a character, which the stream's end may leave.
+`StopStringFilter` sits on the streamed text of every backend (the model's side of stopping, for
+the local engine, is in local/criteria.py). It passes on only text that can no longer turn into a
+stop string, holds back a tail that might be the start of one (e.g. "\\nUs" while "\\nUser:" is a
+stop string), and cuts the text at the first complete stop string. It also holds back a trailing
+U+FFFD: half a character, which the stream's end may leave.
 """
 
 from __future__ import annotations
-
-import threading
-from dataclasses import dataclass, field
-from functools import lru_cache
-
-import torch
-from transformers import StoppingCriteria
-from transformers.generation.stopping_criteria import StopStringCriteria
-
 
 REPLACEMENT_CHARACTER = "\ufffd"  # what decoding makes of an incomplete UTF-8 sequence
 
@@ -80,34 +65,3 @@ class StopStringFilter:
                     longest = size
                     break
         return longest
-
-
-@lru_cache(maxsize=32)
-def stop_string_criteria(tokenizer, stop_strings: tuple[str, ...]) -> StopStringCriteria:
-    """The criterion that stops `generate` on `stop_strings`. It holds no state between calls, so
-    one serves every request (and thread) with the same tokenizer and stop strings."""
-    return StopStringCriteria(tokenizer, list(stop_strings))
-
-
-class CancelCriteria(StoppingCriteria):
-    """Ends `generate` at the next step once `event` is set."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        done = self.event.is_set()
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-@dataclass
-class StepCounter(StoppingCriteria):
-    """Counts decoding steps; lets benchmarks prove no step runs after a stop."""
-
-    steps: int = 0
-    lengths: list[int] = field(default_factory=list)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        self.steps += 1
-        self.lengths.append(input_ids.shape[-1])
-        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from chat.local.engine import StopReason
+from chat.engine import StopReason
 from chat.settings import GenerationSettings
 from tests.api_servers import TEST_SKILLS, RecordingEngine, finished, free_port, serve_api, wait_until
 from tests.conftest import make_engine

@@ -17,7 +17,7 @@ from chat.local.loader import LoadOptions, load_model
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from chat.stopping import CancelCriteria
+from chat.local.criteria import CancelCriteria
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
 PROMPTS = ["Hello there", "What is the capital of France? Tell me more.", "Hi", "Summarize: the quick brown fox jumps."]

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from chat.local.engine import StopReason
+from chat.engine import StopReason
 from chat.errors import GenerationError
 from chat.settings import GenerationSettings
 from tests.conftest import make_engine

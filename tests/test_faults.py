@@ -23,7 +23,7 @@ import httpx
 import pytest
 import torch
 
-from chat.local.engine import StopReason
+from chat.engine import StopReason
 from chat.settings import GenerationSettings
 from chat.web.view import ERROR_PREFIX
 from tests.api_servers import RecordingEngine, finished, serve_api

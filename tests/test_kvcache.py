@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from chat.local.engine import Stats
+from chat.engine import Stats
 from chat.local.kvcache import CachePool, PrefixCache, common_prefix_length
 from chat.session import ChatSession
 from chat.settings import GenerationSettings

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from chat.cli.args import add_model_arguments, add_sampling_arguments, build_engine
-from chat.local.engine import StopReason
+from chat.engine import StopReason
 from chat.errors import ChatError, GenerationError
 from chat.instructions import CHAT_INSTRUCTIONS, default_instructions
 from chat.remote.engine import RemoteEngine, add_backend_arguments
@@ -225,7 +225,7 @@ def test_backend_flags_build_a_remote_engine_with_the_servers_key_from_the_envir
         args = _parser().parse_args(["--backend", "openai", "--base-url", guarded.url + "/v1", "--model", backend.name,
                                      "--api-key", "this-apps-own-key"])
         engine = build_engine(args, say=lambda _: None)
-        assert isinstance(engine, RemoteEngine) and engine.kind == "remote"
+        assert isinstance(engine, RemoteEngine) and not engine.exact_prompt  # the server renders the prompt
         assert KEY not in repr(engine) and KEY not in engine.device and guarded.url in engine.device
         assert "".join(session_on(engine).send("Hello"))
 

@@ -7,7 +7,8 @@ import threading
 import pytest
 import torch
 
-from chat.stopping import CancelCriteria, StopStringFilter
+from chat.local.criteria import CancelCriteria
+from chat.stopping import StopStringFilter
 
 USER = "\nUser:"
 
@@ -118,7 +119,7 @@ def test_cancel_criteria_stops_every_sequence_once_set():
 def test_the_stop_string_criterion_is_built_once_per_tokenizer_and_stop_strings(tiny_engine):
     """Building one reads the whole vocabulary (over a second for SmolLM2's 49k tokens): a request
     with stop strings must not pay that each time before its first token."""
-    from chat.stopping import stop_string_criteria
+    from chat.local.criteria import stop_string_criteria
 
     tokenizer = tiny_engine.tokenizer
     first = stop_string_criteria(tokenizer, ("\nUser:", "###"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..conversation import is_blank, normalize_messages
-from ..local.engine import Stats, StopReason
+from ..engine import Stats, StopReason
 from ..errors import ConversationError, SettingsError
 from ..settings import SETTINGS, GenerationSettings
 from ..skills import Skill, SkillBook

@@ -10,7 +10,7 @@ Any OpenAI client can chat with the app's model, with or without a skill:
 * Settings: the app's defaults, then the skill's settings, then the request's fields.
 * Auth: with `--api-key`, `Authorization: Bearer <key>`; with `--auth`, an account as
   `Bearer user:password` or HTTP Basic. Either is accepted; with neither, the API is open, like the UI.
-* Concurrency: at most MAX_PARALLEL answers per engine; more wait up to QUEUE_WAIT_S, then get 429.
+* Concurrency: at most `engine.answers_at_once` answers; more wait up to QUEUE_WAIT_S, then get 429.
   The UI's own answers never wait for this limit, so API traffic cannot lock the UI out.
 """
 
@@ -33,7 +33,6 @@ from ..errors import ChatError, GenerationError, SettingsError
 from ..settings import GenerationSettings
 from ..skills import SkillBook
 
-MAX_PARALLEL = {"local": 4, "remote": 32}  # a remote server batches requests; a local model takes turns
 QUEUE_WAIT_S = 30.0  # a request waits this long for a free slot, then gets 429
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 DRAIN_LIMIT_BYTES = 16 * schema.MAX_BODY_BYTES  # an oversize body is read (and dropped) up to here so
@@ -51,7 +50,7 @@ def mount_api(app: Any, engine: Any, skills: SkillBook, defaults: GenerationSett
     Gradio's `auth` does not cover routes added this way: the API checks `api_key`/`auth` itself.
     """
     api = ChatApi(engine, skills, defaults or GenerationSettings(), instructions, Guard(api_key, auth),
-                  max_parallel or MAX_PARALLEL.get(engine.kind, 1), queue_wait_s)
+                  max_parallel or engine.answers_at_once, queue_wait_s)
     app.add_route("/v1/models", api.models, methods=["GET"])
     app.add_route("/v1/chat/completions", api.chat_completions, methods=["POST"])
     return api

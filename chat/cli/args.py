@@ -52,7 +52,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
 
 
 def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Any:
-    """The backend the flags ask for: a local transformers model (or, later, a remote server)."""
+    """The backend the flags ask for: a local transformers model, or an OpenAI-compatible server."""
     if getattr(args, "backend", "local") == "openai":
         from ..remote.engine import RemoteEngine
 

@@ -26,7 +26,7 @@ from transformers.generation import GenerateDecoderOnlyOutput
 
 from .loader import input_device
 from ..settings import GenerationSettings
-from ..stopping import CancelCriteria, stop_string_criteria
+from .criteria import CancelCriteria, stop_string_criteria
 
 
 # Settings a model's generation_config.json may carry that `generate` would apply and the batcher

@@ -1,8 +1,8 @@
-"""The local generation engine: a prepared prompt in, a stream of safe text out.
+"""The local engine: a transformers model on this machine, behind the `Engine` seam (chat/engine.py).
 
-Every request gets its own `TextIteratorStreamer` (with a timeout), worker thread, cancel
-event and clock. Nothing is shared between requests but the model weights, so any number of
-sessions can use one engine, and a crash in one worker reaches only its own caller.
+Every request gets its own `TextIteratorStreamer` (with a timeout), worker thread, cancel event
+and clock. Requests share the model weights and, with batching on, each model step (see
+`batching`), never their text: a crash in one worker reaches only its own caller.
 
 A session may pass its `PrefixCache`: the keys and values of its last turn are then reused and
 only the new part of the prompt is prefilled (see `kvcache`). The engine's `CachePool` bounds
@@ -13,61 +13,30 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from queue import Empty
 from typing import Any, Iterator
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from .batching import StepBatcher, can_batch
 from ..context import FittedPrompt, fit_to_context
+from ..engine import Generation, SessionCache, StopReason
 from ..errors import ChatError, GenerationError
 from ..formats import Messages, PromptFormat, encode, render
+from ..settings import GenerationSettings
+from .batching import StepBatcher, can_batch
+from .criteria import CancelCriteria, stop_string_criteria
 from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
-from ..settings import GenerationSettings
-from ..stopping import CancelCriteria, StopStringFilter, stop_string_criteria
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
-JOIN_TIMEOUT_S = 10.0  # how long closing a request waits for its worker to finish its last step
-
-
-class StopReason:
-    EOS = "eos"
-    STOP_STRING = "stop string"
-    MAX_TOKENS = "max tokens"
-    CANCELLED = "cancelled"
-
-
-@dataclass
-class Stats:
-    prompt_tokens: int
-    new_tokens: int = 0
-    time_to_first_token: float | None = None  # seconds from request to first generated token
-    tokens_per_second: float | None = None  # decoding speed after the first token
-    stop_reason: str = ""
-    steps: int = 0  # model steps run (one per generated token)
-    cached_tokens: int = 0  # prompt tokens reused from the session's cache, not computed again
-
-    def summary(self) -> str:
-        parts = [f"{self.new_tokens} tokens"]
-        if self.tokens_per_second:
-            parts.append(f"{self.tokens_per_second:.1f} tokens/s")
-        if self.time_to_first_token is not None:
-            parts.append(f"first token {self.time_to_first_token:.2f} s")
-        cached = f" ({self.cached_tokens} cached)" if self.cached_tokens else ""
-        parts.append(f"prompt {self.prompt_tokens} tokens{cached}")
-        parts.append(f"stop: {self.stop_reason}")
-        return " · ".join(parts)
 
 
 class Clock(StoppingCriteria):
     """Called by `generate` once per new token: times the first token and counts steps."""
 
     def __init__(self) -> None:
-        self.started = time.perf_counter()
         self.first: float | None = None
         self.last: float | None = None
         self.steps = 0
@@ -80,67 +49,41 @@ class Clock(StoppingCriteria):
         return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
 
 
-class Generation:
-    """One answer in progress. Iterate for text deltas; afterwards `stats` and `text` hold the result.
+class LocalGeneration(Generation):
+    """One answer from the model on this machine: `generate` (or the batcher) in a worker thread
+    streams its text through a `TextIteratorStreamer` of its own."""
 
-    >>> gen = engine.generate(engine.prepare(messages, settings), settings)  # doctest: +SKIP
-    >>> for delta in gen: print(delta, end="")  # doctest: +SKIP
-    """
+    CLOSE_WAIT_S = 10.0  # the worker ends after the model's current step
 
-    def __init__(
-        self, engine: "LocalEngine", fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
-        cache: PrefixCache | None = None,
-    ):
-        self.engine, self.fitted, self.settings = engine, fitted, settings
+    def __init__(self, engine: "LocalEngine", fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
+                 cache: PrefixCache | None = None):
+        super().__init__(fitted, settings, stop_strings)
+        self.engine = engine
         # Beam search runs several rows at once: it neither uses nor replaces the session's cache.
         self._cache = cache if settings.num_beams == 1 else None
-        self.text = ""
-        self.stats = Stats(prompt_tokens=len(fitted.prompt.ids))
-        self._filter = StopStringFilter(stop_strings)
-        self._cancel = threading.Event()
-        self._cancelled_by_user = False
         self._clock = Clock()
-        self._error: BaseException | None = None
         self._output: Any = None
-        tokenizer = engine.tokenizer
         # Beam search can't stream (transformers refuses a streamer with beams): the answer arrives whole.
         self._streamer = None if settings.num_beams > 1 else TextIteratorStreamer(
-            tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
+            engine.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
         )
-        self._worker = threading.Thread(target=self._run, name="generate", daemon=True)
-        self._worker.start()
+        self._start()
 
-    def cancel(self) -> None:
-        """Stop generating: the worker ends at its next step."""
-        self._cancelled_by_user = True
-        self._cancel.set()
-
-    def __iter__(self) -> Iterator[str]:
+    def _run(self) -> None:
         try:
-            for chunk in self._chunks():
-                safe = self._filter.feed(chunk)
-                if safe:
-                    yield from self._emit(safe)
-                if self._filter.stopped:
-                    self._cancel.set()  # the stop string is complete: no reason to compute more
-                    break
-            yield from self._emit(_drop_partial_character(self._filter.flush()))
+            past = None
+            if self._cache is not None:
+                past, self.stats.cached_tokens = self.engine.caches.take(self._cache, self.fitted.prompt.ids)
+            criteria = [self._clock, CancelCriteria(self._cancel)]
+            self._output = self.engine.run_generate(
+                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, past_key_values=past
+            )
+        except BaseException as error:  # reaches the reader; never dies silently in the thread
+            self._error = error
+            if self._streamer is not None:
+                self._streamer.end()
         finally:
-            self.close()
-        if self._error is not None:
-            raise _as_generation_error(self._error)
-        self._finish_stats()
-        self._warm_next_turn()
-
-    def close(self) -> None:
-        """Ends the worker (idempotent); called when iteration ends for any reason."""
-        if self._worker.is_alive():
-            self._cancel.set()
-            self._worker.join(JOIN_TIMEOUT_S)
-
-    @property
-    def running(self) -> bool:
-        return self._worker.is_alive()
+            self._give_back_cache()
 
     def _chunks(self) -> Iterator[str]:
         if self._streamer is None:
@@ -160,29 +103,6 @@ class Generation:
                 return
             yield chunk
 
-    def _emit(self, text: str) -> Iterator[str]:
-        if not self.text:  # "Assistant: Hi" in a transcript: the answer is "Hi"
-            text = text.lstrip()
-        if text:
-            self.text += text
-            yield text
-
-    def _run(self) -> None:
-        try:
-            past = None
-            if self._cache is not None:
-                past, self.stats.cached_tokens = self.engine.caches.take(self._cache, self.fitted.prompt.ids)
-            criteria = [self._clock, CancelCriteria(self._cancel)]
-            self._output = self.engine.run_generate(
-                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, past_key_values=past
-            )
-        except BaseException as error:  # reaches the reader; never dies silently in the thread
-            self._error = error
-            if self._streamer is not None:
-                self._streamer.end()
-        finally:
-            self._give_back_cache()
-
     def _give_back_cache(self) -> None:
         """Hands the keys and values of this turn back to the session (nothing after a failure)."""
         if self._cache is None:
@@ -192,7 +112,7 @@ class Generation:
         ids = self._output.sequences[0, :covered].tolist() if kv is not None else []
         self.engine.caches.keep(self._cache, ids, kv)
 
-    def _warm_next_turn(self) -> None:
+    def _finished(self) -> None:
         # Only a complete answer: after Stop the user often retries or edits instead.
         if self._cache is not None and self.engine.warm_up and self.stats.stop_reason != StopReason.CANCELLED:
             self.engine.warm(self._cache, [*self.fitted.messages, {"role": "assistant", "content": self.text}])
@@ -201,28 +121,27 @@ class Generation:
         sequences = self._output.sequences if hasattr(self._output, "sequences") else self._output
         return sequences[0, len(self.fitted.prompt.ids) :].tolist()
 
-    def _finish_stats(self) -> None:
+    def _token_counts(self) -> tuple[int, int]:
+        return len(self._new_ids()) if self._output is not None else 0, self._clock.steps
+
+    def _first_and_last_token_times(self) -> tuple[float | None, float | None]:
+        return self._clock.first, self._clock.last
+
+    def _hit_token_limit(self) -> bool:
         new_ids = self._new_ids() if self._output is not None else []
-        clock, stats = self._clock, self.stats
-        stats.new_tokens, stats.steps = len(new_ids), clock.steps
-        if clock.first is not None:
-            stats.time_to_first_token = clock.first - clock.started
-            if clock.steps > 1 and clock.last > clock.first:
-                stats.tokens_per_second = (clock.steps - 1) / (clock.last - clock.first)
-        if self._cancelled_by_user:
-            stats.stop_reason = StopReason.CANCELLED
-        elif self._filter.stopped:
-            stats.stop_reason = StopReason.STOP_STRING
-        elif new_ids and new_ids[-1] in self.engine.eos_ids:
-            stats.stop_reason = StopReason.EOS
-        else:
-            stats.stop_reason = StopReason.MAX_TOKENS
+        return not (new_ids and new_ids[-1] in self.engine.eos_ids)
+
+    def _as_chat_error(self, error: BaseException) -> ChatError:
+        if isinstance(error, torch.OutOfMemoryError):
+            return GenerationError("out of memory while generating: try a shorter conversation, fewer new tokens, or --quantize 4bit")
+        return error if isinstance(error, ChatError) else GenerationError(f"generation failed: {type(error).__name__}: {error}")
 
 
 class LocalEngine:
-    """Formats, fits and generates with a transformers model on this machine."""
+    """Formats, fits and generates with a transformers model on this machine (an `Engine`)."""
 
-    kind = "local"
+    exact_prompt = True  # the prompt shown is the very text and token ids the model gets
+    answers_at_once = 4  # answers take turns or share steps on one machine
 
     def __init__(self, loaded: LoadedModel, prompt_format: PromptFormat, batching: bool = False):
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
@@ -234,6 +153,13 @@ class LocalEngine:
         self.warm_up = True  # after an answer, prefill the history for the next turn in the background
         # Answers generated at the same time share each model step (models with plain attention caches).
         self.batcher = StepBatcher(self.model, self.tokenizer) if batching and can_batch(self.model) else None
+
+    @property
+    def shares_steps(self) -> bool:
+        return self.batcher is not None
+
+    def new_cache(self) -> PrefixCache:
+        return PrefixCache()
 
     def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
         """The prompt for `messages` (last one = the new user message), fitted to the context."""
@@ -251,15 +177,15 @@ class LocalEngine:
 
     def generate(
         self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
-        cache: PrefixCache | None = None,
-    ) -> Generation:
+        cache: SessionCache | None = None,
+    ) -> LocalGeneration:
         """Starts generating in a worker thread; iterate the result for text.
 
         With `cache` (the session's own, never another's), the prompt's longest prefix already
         in it is not computed again, and the cache then holds this turn for the next one.
         """
         stops = tuple(dict.fromkeys(self.format.stop_strings + tuple(extra_stop_strings)))
-        return Generation(self, fitted, settings, stops, cache)
+        return LocalGeneration(self, fitted, settings, stops, cache if isinstance(cache, PrefixCache) else None)
 
     def warm(self, cache: PrefixCache, messages: Messages) -> threading.Thread | None:
         """Prefills, in the background, the next turn's prompt up to where the user's next message
@@ -334,16 +260,3 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if not ids:
         raise ChatError("this model defines no end-of-sequence token; it could never stop on its own")
     return frozenset(ids)
-
-
-def _drop_partial_character(text: str) -> str:
-    # A stream cut off by max tokens may end in half a multi-byte character.
-    return text.rstrip("\ufffd")
-
-
-def _as_generation_error(error: BaseException) -> ChatError:
-    if isinstance(error, ChatError):
-        return error
-    if isinstance(error, torch.OutOfMemoryError):
-        return GenerationError("out of memory while generating: try a shorter conversation, fewer new tokens, or --quantize 4bit")
-    return GenerationError(f"generation failed: {type(error).__name__}: {error}")

@@ -27,6 +27,8 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Sequence
 
+from ..engine import SessionCache
+
 # Defaults for the engine's pool. A kept token costs layers × 2 × kv_heads × head_dim × dtype bytes:
 # 46 KB for SmolLM2-135M in float32, 56 KB for a 7B Qwen2.5 in bfloat16, so 32k tokens is ~1.5–1.8 GB.
 MAX_CACHED_SESSIONS = 16  # sessions whose last turn is kept; older ones prefill from scratch again
@@ -34,7 +36,7 @@ MAX_CACHED_TOKENS = 32_768  # tokens kept over all sessions together
 BUSY_WAIT_S = 10.0  # longest a new answer waits for its session's cache to come back (warm-up, a stopped answer)
 
 
-class PrefixCache:
+class PrefixCache(SessionCache):
     """The KV cache of one session's last turn and the token ids it covers. Thread-safe.
 
     The cache is out while an answer (or a warm-up for the next turn) works with it; whoever

@@ -1,6 +1,6 @@
 """A remote backend: any OpenAI-compatible server (vLLM, TGI, llama.cpp's server, this app's own API).
 
-`RemoteEngine` has the `LocalEngine`'s interface, so `ChatSession`, the UI and the terminal chat
+`RemoteEngine` is an `Engine` like the local one, so `ChatSession`, the UI and the terminal chat
 work unchanged. What differs is who owns what: the server applies its own chat template,
 tokenizer, batching and caching, so `prepare` hands over *messages* (no token ids) and
 `generate` streams the server's chat completions through the official `openai` client.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import threading
 import time
 from queue import Empty, Queue
 from typing import Any, Iterator
@@ -21,18 +20,18 @@ from typing import Any, Iterator
 import openai
 
 from ..context import FittedPrompt, fit_to_context
-from ..local.engine import STREAM_TIMEOUT_S, Stats, StopReason
+from ..engine import Generation, SessionCache
 from ..errors import ChatError
 from ..formats import Messages, Prompt
-from .errors import API_KEY_ENV, explain
 from ..settings import GenerationSettings
-from ..stopping import StopStringFilter
+from .errors import API_KEY_ENV, explain
 
 BACKENDS = ("local", "openai")
 NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one
 DEFAULT_CONTEXT_WINDOW = 32_768  # the server knows the real one; --context-window tells us
 CHARS_PER_TOKEN = 3  # pessimistic (English averages ~4): trim a little early rather than be refused
 CONNECT_TIMEOUT_S = 10.0  # a server that doesn't accept a connection in 10 s is down, not busy
+READ_TIMEOUT_S = 120.0  # longest wait for the server's next piece of text
 MAX_RETRIES = 0  # the chat has a Retry button; silent retries would only delay the error message
 SERVER_STOP_LIMIT = 4  # api.openai.com takes at most 4 `stop` strings; the rest are cut here
 POLL_S = 0.1  # how often a waiting reader checks for Stop
@@ -69,12 +68,14 @@ class MessagesFormat:
 
 
 class RemoteEngine:
-    """Chats through an OpenAI-compatible server. The API key is kept in the client, never shown."""
+    """Chats through an OpenAI-compatible server (an `Engine`). The API key is kept in the client, never shown."""
 
-    kind = "remote"
+    exact_prompt = False  # the server renders and tokenizes the messages itself
+    shares_steps = True  # serving engines batch the answers they get at once
+    answers_at_once = 32  # and serve many at once
 
     def __init__(self, base_url: str | None, model: str | None, api_key: str | None = None,
-                 context_window: int | None = None, standard_sampling: bool = False, timeout_s: float = STREAM_TIMEOUT_S):
+                 context_window: int | None = None, standard_sampling: bool = False, timeout_s: float = READ_TIMEOUT_S):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ChatError("--backend openai needs --base-url http(s)://HOST:PORT/v1, the server's API root")
         self.base_url = base_url.rstrip("/")
@@ -108,15 +109,15 @@ class RemoteEngine:
         """
         fitted = fit_to_context(
             messages,
-            # Only the *length* of ids matters to fitting: a range is a length without a list.
-            encode=lambda candidate: Prompt(text="", ids=range(estimate_tokens(candidate))),  # type: ignore[arg-type]
+            encode=lambda candidate: Prompt(text="", ids=[], estimated_length=estimate_tokens(candidate)),
             # "Tokens" are character chunks here, so cutting a message keeps whole characters.
-            tokenize=lambda text: [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)],  # type: ignore[misc]
-            detokenize="".join,  # type: ignore[arg-type]
+            tokenize=lambda text: [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)],
+            detokenize="".join,
             context_window=self.context_window,
             max_new_tokens=settings.max_new_tokens,
         )
-        return dataclasses.replace(fitted, prompt=Prompt(text=self.render(fitted.messages), ids=[]))
+        text = self.render(fitted.messages)
+        return dataclasses.replace(fitted, prompt=Prompt(text=text, ids=[], estimated_length=fitted.prompt.length))
 
     def render(self, messages: Messages) -> str:
         """What the Prompt view shows: the messages as sent, and who applies the template."""
@@ -125,12 +126,12 @@ class RemoteEngine:
         return f"{header}(about {estimate_tokens(messages)} tokens by estimate)\n{body}"
 
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
-                 cache: Any = None) -> "RemoteGeneration":
-        """Starts streaming the answer in a worker thread; iterate the result for text.
-
-        `cache` (a session's KV cache) is ignored: the server keeps its own prefix cache.
-        """
+                 cache: SessionCache | None = None) -> "RemoteGeneration":
+        """Starts streaming the answer in a worker thread; iterate the result for text."""
         return RemoteGeneration(self, fitted, settings, tuple(dict.fromkeys(s for s in extra_stop_strings if s)))
+
+    def new_cache(self) -> None:
+        return None  # the server keeps its own prefix cache
 
     def request(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]) -> dict[str, Any]:
         """The keyword arguments of `chat.completions.create` for one answer."""
@@ -158,59 +159,30 @@ def estimate_tokens(messages: Messages) -> int:
 _END = object()  # the worker's last word on the queue
 
 
-class RemoteGeneration:
-    """One answer streaming from the server; the same interface as `engine.Generation`."""
+class RemoteGeneration(Generation):
+    """One answer streaming from the server through the `openai` client, read in a worker thread."""
+
+    THREAD_NAME = "remote-generate"
+    # The worker closes the stream on the server's next chunk; a stalled server would hold it until
+    # the read timeout, and Stop must not wait for that.
+    CLOSE_WAIT_S = 1.0
 
     def __init__(self, engine: RemoteEngine, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]):
-        self.engine, self.fitted, self.settings = engine, fitted, settings
-        self.text = ""
-        self.stats = Stats(prompt_tokens=estimate_tokens(fitted.messages))
-        self._filter = StopStringFilter(stop_strings)
+        super().__init__(fitted, settings, stop_strings)
+        self.engine = engine
         self._queue: Queue = Queue()
-        self._cancel = threading.Event()
-        self._cancelled_by_user = False
-        self._error: ChatError | None = None
-        self._started = time.perf_counter()
         self._first: float | None = None
         self._last: float | None = None
         self._pieces = 0
         self._usage: Any = None
         self._finish_reason: str | None = None
         self._server_stop_string = False
-        self._worker = threading.Thread(target=self._run, name="remote-generate", daemon=True)
-        self._worker.start()
+        self._start()
 
-    def cancel(self) -> None:
-        """Stop: the reader ends now; the worker closes the stream, so the server stops too."""
-        self._cancelled_by_user = True
-        self._cancel.set()
+    def _release(self) -> None:
+        self._cancel.set()  # not close(): a reader that stops early must not wait for the network
 
-    def close(self) -> None:
-        """Ends the request (idempotent); called when iteration ends for any reason."""
-        self._cancel.set()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(CLOSE_WAIT_S)
-
-    @property
-    def running(self) -> bool:
-        return self._worker.is_alive()
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for piece in self._received():
-                safe = self._filter.feed(piece)
-                if safe:
-                    yield from self._emit(safe)
-                if self._filter.stopped:  # a stop string the server was not told about (or ignored)
-                    break
-            yield from self._emit(self._filter.flush())
-        finally:
-            self._cancel.set()  # not close(): a reader that stops early must not wait for the network
-        if self._error is not None:
-            raise self._error
-        self._finish_stats()
-
-    def _received(self) -> Iterator[str]:
+    def _chunks(self) -> Iterator[str]:
         while not self._cancel.is_set():
             try:
                 item = self._queue.get(timeout=POLL_S)
@@ -221,11 +193,6 @@ class RemoteGeneration:
             if item is _END:
                 return
             yield item
-
-    def _emit(self, text: str) -> Iterator[str]:
-        if text:
-            self.text += text
-            yield text
 
     def _run(self) -> None:
         try:
@@ -257,21 +224,21 @@ class RemoteGeneration:
                 self._server_stop_string = isinstance(getattr(choice, "stop_reason", None), str)
 
     def _finish_stats(self) -> None:
-        stats, usage = self.stats, self._usage
-        if usage is not None:
-            stats.prompt_tokens = usage.prompt_tokens or stats.prompt_tokens
+        if self._usage is not None and self._usage.prompt_tokens:
+            self.stats.prompt_tokens = self._usage.prompt_tokens  # exact, where the server says
+        super()._finish_stats()
+
+    def _token_counts(self) -> tuple[int, int]:
         # Servers send about one token per chunk; usage, when sent, is exact.
-        stats.new_tokens = usage.completion_tokens if usage is not None and usage.completion_tokens is not None else self._pieces
-        stats.steps = stats.new_tokens
-        if self._first is not None:
-            stats.time_to_first_token = self._first - self._started
-            if stats.new_tokens > 1 and self._last > self._first:
-                stats.tokens_per_second = (stats.new_tokens - 1) / (self._last - self._first)
-        if self._cancelled_by_user:
-            stats.stop_reason = StopReason.CANCELLED
-        elif self._filter.stopped or self._server_stop_string:
-            stats.stop_reason = StopReason.STOP_STRING
-        elif self._finish_reason == "length":
-            stats.stop_reason = StopReason.MAX_TOKENS
-        else:
-            stats.stop_reason = StopReason.EOS
+        usage = self._usage
+        count = usage.completion_tokens if usage is not None and usage.completion_tokens is not None else self._pieces
+        return count, count
+
+    def _first_and_last_token_times(self) -> tuple[float | None, float | None]:
+        return self._first, self._last
+
+    def _stopped_at_string(self) -> bool:
+        return self._server_stop_string
+
+    def _hit_token_limit(self) -> bool:
+        return self._finish_reason == "length"

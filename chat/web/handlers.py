@@ -23,7 +23,7 @@ import gradio as gr
 
 from ..conversation import is_blank, replace_broken_characters
 from ..errors import ChatError
-from ..session import RETRY_COMMAND
+from ..session import RETRY_COMMAND, ChatSession, Reply
 from ..settings import SETTINGS
 from .view import chat_messages, prompt_view, status_line
 
@@ -39,7 +39,7 @@ def warn(message: str) -> None:
 PAGE_OUTPUTS = ("chat", "message box", "status line", "prompt view", "context line")  # what `page` returns, in order
 
 
-def page(session: Any, message_box: Any = None, running: bool = False) -> tuple:
+def page(session: ChatSession, message_box: Any = None, running: bool = False) -> tuple:
     """The page drawn from the session; the message box is left as the user has it unless given."""
     prompt_text, context_line = prompt_view(session)
     stats = None if running else session.last_stats
@@ -65,7 +65,7 @@ def takes_settings(handler: Callable) -> Callable:
 
 
 @takes_settings
-def apply_controls(session: Any, instructions: str | None = None, *values: Any) -> None:
+def apply_controls(session: ChatSession, instructions: str | None = None, *values: Any) -> None:
     """Copies the Instructions box and the Settings controls into the session (None = unchanged)."""
     if instructions is not None:
         session.instructions = replace_broken_characters(instructions)
@@ -79,7 +79,7 @@ def apply_controls(session: Any, instructions: str | None = None, *values: Any) 
 
 
 @takes_settings
-def send(session: Any, text: str, skill: str | None = None, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
+def send(session: ChatSession, text: str, skill: str | None = None, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
     """`/send` for programs: the message in, the answer streamed back, in one call."""
     apply_controls(session, instructions, *values)
     if _taken(session, replace_broken_characters(text or ""), skill):
@@ -89,7 +89,7 @@ def send(session: Any, text: str, skill: str | None = None, instructions: str | 
 
 
 @takes_settings
-def retry(session: Any, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
+def retry(session: ChatSession, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
     """`/retry` for programs: a new answer to the last message, streamed back."""
     apply_controls(session, instructions, *values)
     if _taken(session, RETRY_COMMAND):
@@ -98,7 +98,7 @@ def retry(session: Any, instructions: str | None = None, *values: Any) -> Iterat
         yield page(session)
 
 
-def post(session: Any, outbox: str, typed_since: str | None = None, skill: str | None = None, *controls: Any) -> tuple:
+def post(session: ChatSession, outbox: str, typed_since: str | None = None, skill: str | None = None, *controls: Any) -> tuple:
     """The page's Enter or Send: messages join the chat at once, the answer in progress stops.
 
     `outbox` holds the page's numbered messages ([[1, "Hi"], [2, "And…"]], see ui.TAKE_MESSAGE_JS): those
@@ -125,13 +125,13 @@ def _numbered(outbox: str) -> list[tuple[int, str]]:
         return []  # only this page's own script writes it
 
 
-def take_back_answer(session: Any, *controls: Any) -> tuple:
+def take_back_answer(session: ChatSession, *controls: Any) -> tuple:
     """The page's Retry: the last answer stops and goes; `answer` then answers that message again."""
     apply_controls(session, *controls)
     return page(session, running=_taken(session, RETRY_COMMAND))
 
 
-def _taken(session: Any, text: str, skill: str | None = None) -> bool:
+def _taken(session: ChatSession, text: str, skill: str | None = None) -> bool:
     """`session.post`; a refusal (nothing typed, nothing to retry, an unknown skill) is a warning."""
     try:
         session.post(text, skill)
@@ -141,7 +141,7 @@ def _taken(session: Any, text: str, skill: str | None = None) -> bool:
     return True
 
 
-def answer(session: Any) -> Iterator[tuple]:
+def answer(session: ChatSession) -> Iterator[tuple]:
     """Streams the answer to the chat's last message, if it is waiting for one.
 
     Several messages taken in quick succession each queue an `answer`; the first to run answers
@@ -159,17 +159,17 @@ def answer(session: Any) -> Iterator[tuple]:
     yield from _stream(session, reply)
 
 
-def stop(session: Any) -> None:
+def stop(session: ChatSession) -> None:
     session.stop()
 
 
-def undo(session: Any, typed_since: str | None = None) -> tuple:
+def undo(session: ChatSession, typed_since: str | None = None) -> tuple:
     """Removes the last exchange; its message goes back into the box, before anything typed there."""
     undone = session.undo()
     return page(session, _put_back(undone, typed_since))
 
 
-def clear(session: Any) -> tuple:
+def clear(session: ChatSession) -> tuple:
     session.clear()
     return page(session)
 
@@ -182,7 +182,7 @@ def _put_back(text: str, typed_since: str | None) -> str | None:
     return f"{text}\n{typed_since}" if typed_since and not is_blank(typed_since) else text
 
 
-def download(session: Any) -> str:
+def download(session: ChatSession) -> str:
     """Writes the conversation (messages format) to a file for the download button."""
     folder = Path(tempfile.gettempdir()) / "chat-workbench-downloads"
     folder.mkdir(exist_ok=True)
@@ -191,7 +191,7 @@ def download(session: Any) -> str:
     return str(path)
 
 
-def upload(session: Any, file: Any) -> tuple:
+def upload(session: ChatSession, file: Any) -> tuple:
     """Loads a conversation file; a bad file is a warning and the current chat stays."""
     from ..conversation import load_conversation
 
@@ -205,19 +205,19 @@ def upload(session: Any, file: Any) -> tuple:
     return (*page(session), session.instructions if session.instructions != before else gr.skip())
 
 
-def reset_instructions(session: Any, default: str) -> tuple:
+def reset_instructions(session: ChatSession, default: str) -> tuple:
     session.instructions = default
     return default
 
 
-def describe_skill(session: Any, skill: str) -> str:
+def describe_skill(session: ChatSession, skill: str) -> str:
     try:
         return session.skill(skill).description
     except ChatError as error:
         return str(error)
 
 
-def _stream(session: Any, reply: Any) -> Iterator[tuple]:
+def _stream(session: ChatSession, reply: Reply) -> Iterator[tuple]:
     yield page(session, running=True)
     last = 0.0
     try:

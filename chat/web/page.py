@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from . import handlers
+from ..engine import Engine
 from ..session import ChatSession
 from ..session_store import SessionStore, new_session_key
 from .view import NO_PROMPT_YET
@@ -48,7 +49,7 @@ CSS = """
 """
 
 
-def build_ui(engine: Any, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench") -> gr.Blocks:
+def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench") -> gr.Blocks:
     store = SessionStore(lambda: ChatSession(engine, skills, instructions, defaults))
     bind, bind_stream = partial(_bind, store), partial(_bind_stream, store)
     with gr.Blocks(title=title) as demo:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..local.engine import Stats
+from ..engine import Stats
 from ..markup import escape_html_outside_code as shown_text
-from ..session import INTERRUPTED
+from ..session import INTERRUPTED, ChatSession
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"
@@ -18,7 +18,7 @@ UNANSWERED_NOTE = "⏹️ *No answer: stopped before it began.*"
 NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
 
 
-def chat_messages(session: Any) -> list[dict[str, Any]]:
+def chat_messages(session: ChatSession) -> list[dict[str, Any]]:
     """Gradio Chatbot messages: what the user typed (tagged with the skill), answers, notices."""
     shown: list[dict[str, Any]] = []
     default_skill = session.skills.default.name
@@ -43,15 +43,14 @@ def status_line(stats: Stats | None, running: bool = False) -> str:
     return f"📊 {stats.summary()}" if stats else ""
 
 
-def prompt_view(session: Any) -> tuple[str, str]:
+def prompt_view(session: ChatSession) -> tuple[str, str]:
     """(the exact prompt of the last turn, a line on context use)."""
     fitted = session.last_prompt
     if fitted is None:
         return "", NO_PROMPT_YET
     engine = session.engine
-    used = len(fitted.prompt.ids)
-    line = f"**Context:** {used} prompt tokens + up to {fitted.max_new_tokens} answer tokens of {engine.context_window}"
-    if getattr(engine, "kind", "local") == "remote":
+    line = f"**Context:** {fitted.prompt.length} prompt tokens + up to {fitted.max_new_tokens} answer tokens of {engine.context_window}"
+    if not engine.exact_prompt:
         line = "The server applies its own chat template to these messages; token counts come from the server."
     if fitted.notice:
         line += f"  \n⚠️ {fitted.notice}"
