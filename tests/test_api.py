@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from chat.engine import StopReason
-from chat.settings import GenerationSettings
+from chat.settings import SETTINGS, GenerationSettings
 from tests.api_servers import TEST_SKILLS, RecordingEngine, finished, free_port, serve_api, wait_until
 from tests.conftest import make_engine
 
@@ -164,6 +164,19 @@ def test_a_bad_request_gets_an_openai_error_naming_the_field(client, engine, wha
     error = caught.value
     assert error.status_code == status
     assert error.body["param"] == param and error.body["type"] == "invalid_request_error" and error.body["message"]
+
+
+SAMPLING_FIELDS = {declared.api_field: declared for declared in SETTINGS if declared.api_field}
+SAMPLING_FIELDS["max_completion_tokens"] = SAMPLING_FIELDS["max_tokens"]
+
+
+@pytest.mark.parametrize("field", SAMPLING_FIELDS)
+def test_every_setting_with_an_api_field_is_a_request_field_checked_against_its_range(client, engine, field):
+    """The request's sampling fields come from chat/settings.py: a new setting needs no edit in chat/api/."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, engine, "Hi", extra_body={field: SAMPLING_FIELDS[field].high + 1})
+    assert caught.value.body["param"] == field and caught.value.body["code"] == "invalid_value"
+    assert f"{field} must be between" in caught.value.body["message"]
 
 
 @pytest.mark.parametrize("content, status", [

@@ -1,8 +1,9 @@
-"""The OpenAI chat-completions request, checked field by field, and the response shapes.
+"""The OpenAI chat-completions request as pydantic models, and the responses as the `openai` package's types.
 
 Every mistake in a request becomes one `ApiError` carrying the HTTP status and the OpenAI error
 body `{"error": {"message", "type", "param", "code"}}`, so clients (and the official `openai`
-library) report it like any other API error. Nothing here does I/O.
+library) report it like any other API error. Validation failures reach it through `api_error`,
+the one place that turns pydantic's findings into OpenAI's codes. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import re
 import time
 import unicodedata
 import uuid
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, NoReturn
+
+from openai.types import CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr, ValidationError, \
+    ValidationInfo, create_model
+from pydantic_core import PydanticCustomError
 
 from ..conversation import is_blank, normalize_messages
 from ..engine import Stats, StopReason
 from ..errors import ConversationError, SettingsError
-from ..settings import SETTINGS, GenerationSettings
+from ..settings import SETTINGS, GenerationSettings, Setting
 from ..skills import Skill, SkillBook
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB of JSON is far more than any chat fits in a context window
@@ -26,21 +32,18 @@ MAX_STOP_STRINGS = 16  # OpenAI allows 4; vLLM more. 16 covers every real use
 MAX_STOP_CHARS = 200
 SKILL_SEPARATOR = ":"  # "<model>:<skill>" picks a skill through the `model` field
 
-# API field -> GenerationSettings field. Unset fields keep the app's defaults, then the skill's.
-# (top_k, min_p and repetition_penalty are not OpenAI's, but vLLM's and llama.cpp's.)
-SETTING_FIELDS = {
-    **{declared.api_field: declared.name for declared in SETTINGS if declared.api_field},
-    "max_completion_tokens": "max_new_tokens",  # OpenAI's newer name for max_tokens
-}
-OTHER_FIELDS = ("model", "messages", "stream", "stream_options", "stop", "skill")
+# Request field -> its setting. Unset fields keep the app's defaults, then the skill's.
+SETTING_FIELDS: dict[str, Setting] = {declared.api_field: declared for declared in SETTINGS if declared.api_field}
+SETTING_FIELDS["max_completion_tokens"] = SETTING_FIELDS["max_tokens"]  # OpenAI's newer name for max_tokens
 # Sent by clients out of habit and harmless to ignore.
 IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "safety_identifier", "prompt_cache_key")
 # Accepted only at their neutral value: anything else asks for what this server can't do,
 # and quietly ignoring it would hand back an answer the client did not ask for.
-NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
-    "n": (1,), "logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0,), "presence_penalty": (0,),
-    "logit_bias": ({},), "tools": ([],), "tool_choice": ("none",), "functions": ([],), "response_format": ({"type": "text"},),
+NEUTRAL_VALUES: dict[str, Any] = {
+    "n": 1, "logprobs": False, "top_logprobs": 0, "frequency_penalty": 0, "presence_penalty": 0,
+    "logit_bias": {}, "tools": [], "tool_choice": "none", "functions": [], "response_format": {"type": "text"},
 }
+REPORTED_FIRST = ("extra_forbidden", "unsupported_value")  # see `api_error`
 FINISH_REASONS = {StopReason.MAX_TOKENS: "length"}  # everything else ends as OpenAI's "stop"
 
 
@@ -57,30 +60,134 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
-@dataclass(frozen=True)
-class ChatRequest:
-    """A checked request: what to send the engine and how to answer."""
+def api_error(error: ValidationError) -> ApiError:
+    """The request's first problem as OpenAI reports it: a 400 naming the field as `param`, with a code.
 
-    model: str  # as the client wrote it; echoed in the response
-    messages: list[dict[str, str]]
-    skill: Skill | None
-    overrides: dict[str, Any]  # GenerationSettings fields the client set
-    stop: tuple[str, ...]
-    stream: bool
-    include_usage: bool
-
-
-def skill_ids(skills: SkillBook) -> dict[str, Skill]:
-    """A short ASCII id per skill ("🔄 Translate to German" -> "translate-to-german"), in file order.
-
-    Two skills whose ids would collide keep the second one's exact name as its id.
+    A field this server doesn't know or can't honour goes first, as it often explains the rest. The
+    checks below raise errors whose type is the OpenAI code; pydantic's own are unknown, missing or
+    mistyped fields.
     """
-    ids: dict[str, Skill] = {}
-    for skill in skills:
-        ascii_name = unicodedata.normalize("NFKD", skill.name).encode("ascii", "ignore").decode().lower()
-        slug = "-".join(re.findall(r"[a-z0-9]+", ascii_name))
-        ids[slug if slug and slug not in ids else skill.name] = skill
-    return ids
+    first = min(error.errors(include_url=False), key=lambda problem: problem["type"] not in REPORTED_FIRST)
+    param, kind = str(first["loc"][-1]), first["type"]
+    if kind == "extra_forbidden":
+        return ApiError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+    if kind == "missing":
+        return ApiError(400, f"{param} is required", param, "missing_required_parameter")
+    if "message" in first.get("ctx", {}):  # from `_refuse`
+        return ApiError(400, first["msg"], param, kind)
+    return ApiError(400, f"{param}: {first['msg']}", param, "invalid_type")
+
+
+def _refuse(code: str, message: str) -> NoReturn:
+    """Fails validation with the OpenAI `code` as the error's type, for `api_error` to pass on."""
+    # A message holding braces would be read as a template: it goes in as the context instead.
+    raise PydanticCustomError(code, "{message}", {"message": message})
+
+
+# -- the request ------------------------------------------------------------------------------------
+
+
+def _model_name(value: Any) -> Any:
+    """A `model` that names nothing (null, "", a number) is reported as missing: no model was picked."""
+    if not isinstance(value, str) or not value:
+        _refuse("missing_required_parameter", "model is required: the served model's name (GET /v1/models lists it)")
+    return value
+
+
+def _chat_messages(value: list[Any] | None) -> list[dict[str, str]]:
+    if value is None:
+        _refuse("missing_required_parameter", "messages is required: a list like [{\"role\": \"user\", \"content\": \"Hi\"}]")
+    try:
+        messages = normalize_messages(value, "messages")
+    except ConversationError as error:
+        _refuse("invalid_value", str(error))
+    if not messages:
+        _refuse("invalid_value", "messages must not be empty")
+    if messages[-1]["role"] != "user":
+        _refuse("invalid_value", f"the last message must be the user's, not {messages[-1]['role']!r}")
+    if is_blank(messages[-1]["content"]):  # as the page's "type a message first": nothing to answer
+        _refuse("invalid_value", "the last message is empty: send the text to answer")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _stop_strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        _refuse("invalid_type", "stop must be a non-empty string or a list of them")
+    if len(stops) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in stops):
+        _refuse("invalid_value", f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_CHARS} characters")
+    return tuple(stops)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI keeps adding options here; none changes the answer
+
+    include_usage: StrictBool | None = None
+
+
+class ChatRequest(BaseModel):
+    """The fields this API reads besides the sampling settings (see `ChatCompletionRequest`).
+
+    As in OpenAI's API, `null` is a field left unset.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, BeforeValidator(_model_name)]  # as the client wrote it; echoed in the response
+    messages: Annotated[list[Any] | None, AfterValidator(_chat_messages)]
+    skill: StrictStr | None = None
+    stop: Annotated[tuple[str, ...], BeforeValidator(_stop_strings)] = ()
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def overrides(self) -> dict[str, Any]:
+        """The GenerationSettings fields the client set (by either name, the later one winning)."""
+        sent = self.model_dump(include=set(SETTING_FIELDS), exclude_none=True)
+        return {SETTING_FIELDS[field].name: value for field, value in sent.items()}
+
+
+def _sampling_field(field: str, declared: Setting) -> tuple[Any, Any]:
+    """An optional request field for a setting, checked by the settings' own rules and words."""
+    def in_range(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return getattr(GenerationSettings().replace(**{declared.name: value}), declared.name)
+        except SettingsError as error:
+            _refuse("invalid_value", str(error).replace(declared.name, field, 1))
+
+    return Annotated[declared.kind | None, BeforeValidator(in_range)], None
+
+
+def _neutral_field(neutral: Any) -> tuple[Any, Any]:
+    def only_neutral(value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not _same(value, neutral):
+            _refuse("unsupported_value", f"{info.field_name}={json.dumps(value)[:80]} is not supported by this server")
+        return value
+
+    return Annotated[Any, AfterValidator(only_neutral)], None
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    if isinstance(value, bool) or isinstance(neutral, bool):  # `n: true` is not `n: 1`
+        return value is neutral
+    return value == neutral  # 0 == 0.0
+
+
+# The whole request: built from the tables above, so that a setting declared in chat/settings.py
+# with an `api_field` is a request field with no edit here.
+ChatCompletionRequest = create_model(
+    "ChatCompletionRequest", __base__=ChatRequest,
+    **{field: _sampling_field(field, declared) for field, declared in SETTING_FIELDS.items()},
+    **{name: _neutral_field(neutral) for name, neutral in NEUTRAL_VALUES.items()},
+    **{name: (Any, None) for name in IGNORED_FIELDS},
+)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -96,73 +203,44 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def parse_chat_request(data: dict[str, Any], served_model: str, skills: Mapping[str, Skill]) -> ChatRequest:
-    """Checks every field; raises `ApiError` naming the first problem."""
-    _check_field_names(data)
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "model is required: the served model's name (GET /v1/models lists it)", "model", "missing_required_parameter")
-    return ChatRequest(
-        model=model,
-        messages=_messages(data.get("messages")),
-        skill=_skill(model, data.get("skill"), served_model, skills),
-        overrides=_overrides(data),
-        stop=_stop(data.get("stop")),
-        stream=_flag(data, "stream"),
-        include_usage=_include_usage(data.get("stream_options")),
-    )
-
-
-def _check_field_names(data: dict[str, Any]) -> None:
-    for name, value in data.items():
-        if name in SETTING_FIELDS or name in OTHER_FIELDS or name in IGNORED_FIELDS:
-            continue
-        if name in NEUTRAL_VALUES:
-            if value is None or any(_same(value, neutral) for neutral in NEUTRAL_VALUES[name]):
-                continue
-            raise ApiError(400, f"{name}={json.dumps(value)[:80]} is not supported by this server", name, "unsupported_value")
-        raise ApiError(400, f"unrecognized request argument supplied: {name}", name, "unknown_parameter")
-
-
-def _same(value: Any, neutral: Any) -> bool:
-    if isinstance(value, bool) or isinstance(neutral, bool):  # `n: true` is not `n: 1`
-        return value is neutral
-    return value == neutral  # 0 == 0.0
-
-
-def _messages(value: Any) -> list[dict[str, str]]:
-    if value is None:
-        raise ApiError(400, "messages is required: a list like [{\"role\": \"user\", \"content\": \"Hi\"}]", "messages", "missing_required_parameter")
-    if not isinstance(value, list):
-        raise ApiError(400, "messages must be a list of {role, content} objects", "messages", "invalid_type")
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """A `ChatCompletionRequest`; raises `ApiError` naming the first problem."""
     try:
-        messages = normalize_messages(value, "messages")
-    except ConversationError as error:
-        raise ApiError(400, str(error), "messages", "invalid_value") from None
-    if not messages:
-        raise ApiError(400, "messages must not be empty", "messages", "invalid_value")
-    if messages[-1]["role"] != "user":
-        raise ApiError(400, f"the last message must be the user's, not {messages[-1]['role']!r}", "messages", "invalid_value")
-    if is_blank(messages[-1]["content"]):  # as the page's "type a message first": nothing to answer
-        raise ApiError(400, "the last message is empty: send the text to answer", "messages", "invalid_value")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+        return ChatCompletionRequest.model_validate(parse_json(body))
+    except ValidationError as error:
+        raise api_error(error) from None
 
 
-def _skill(model: str, field: Any, served_model: str, skills: Mapping[str, Skill]) -> Skill | None:
-    if field is not None and not isinstance(field, str):
-        raise ApiError(400, "skill must be a skill's name or id (text)", "skill", "invalid_type")
+# -- skills ---------------------------------------------------------------------------------------
+
+
+def skill_ids(skills: SkillBook) -> dict[str, Skill]:
+    """A short ASCII id per skill ("🔄 Translate to German" -> "translate-to-german"), in file order.
+
+    Two skills whose ids would collide keep the second one's exact name as its id.
+    """
+    ids: dict[str, Skill] = {}
+    for skill in skills:
+        ascii_name = unicodedata.normalize("NFKD", skill.name).encode("ascii", "ignore").decode().lower()
+        slug = "-".join(re.findall(r"[a-z0-9]+", ascii_name))
+        ids[slug if slug and slug not in ids else skill.name] = skill
+    return ids
+
+
+def requested_skill(request: ChatRequest, served_model: str, skills: Mapping[str, Skill]) -> Skill | None:
+    """The skill named by the `model` suffix or the `skill` field; raises `ApiError` if it isn't one."""
     suffix = None
-    if model != served_model:
+    if request.model != served_model:
         prefix = served_model + SKILL_SEPARATOR
-        if not model.startswith(prefix) or _find(model[len(prefix):], skills) is None:
+        suffix = _find(request.model.removeprefix(prefix), skills) if request.model.startswith(prefix) else None
+        if suffix is None:
             known = ", ".join([served_model] + [prefix + sid for sid in skills])
-            raise ApiError(404, f"the model {model!r} does not exist; this server has: {known}", "model", "model_not_found")
-        suffix = _find(model[len(prefix):], skills)
+            raise ApiError(404, f"the model {request.model!r} does not exist; this server has: {known}", "model", "model_not_found")
     named = None
-    if field:
-        named = _find(field, skills)
+    if request.skill:
+        named = _find(request.skill, skills)
         if named is None:
-            raise ApiError(400, f"unknown skill {field!r}; known skills: {', '.join(skills)}", "skill", "unknown_skill")
+            raise ApiError(400, f"unknown skill {request.skill!r}; known skills: {', '.join(skills)}", "skill", "unknown_skill")
     if suffix is not None and named is not None and suffix is not named:
         raise ApiError(400, f"model names skill {suffix.name!r} but skill names {named.name!r}: pick one", "skill", "conflicting_skill")
     return named or suffix
@@ -173,85 +251,49 @@ def _find(name: str, skills: Mapping[str, Skill]) -> Skill | None:
     return skills.get(name) or next((s for s in skills.values() if s.name == name), None)
 
 
-def _overrides(data: dict[str, Any]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for api_name, field in SETTING_FIELDS.items():
-        value = data.get(api_name)
-        if value is None:
-            continue
-        try:
-            GenerationSettings().replace(**{field: value})
-        except SettingsError as error:
-            message = str(error).replace(field, api_name, 1)
-            raise ApiError(400, message, api_name, "invalid_value") from None
-        overrides[field] = value
-    return overrides
+# -- responses: the `openai` package's types, which check the data as they would OpenAI's answers ----
 
 
-def _stop(value: Any) -> tuple[str, ...]:
-    stops = [value] if isinstance(value, str) else value
-    if stops is None:
-        return ()
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-        raise ApiError(400, "stop must be a non-empty string or a list of them", "stop", "invalid_type")
-    if len(stops) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in stops):
-        raise ApiError(400, f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_CHARS} characters", "stop", "invalid_value")
-    return tuple(stops)
+class ModelList(BaseModel):
+    """GET /v1/models' body: the `openai` package has a type for the entries, not for the list."""
 
-
-def _flag(data: dict[str, Any], name: str) -> bool:
-    value = data.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false", name, "invalid_type")
-    return bool(value)
-
-
-def _include_usage(options: Any) -> bool:
-    if options is None:
-        return False
-    if not isinstance(options, dict):
-        raise ApiError(400, "stream_options must be an object such as {\"include_usage\": true}", "stream_options", "invalid_type")
-    return _flag(options, "include_usage")
-
-
-# -- responses ------------------------------------------------------------------------------
+    object: Literal["list"]
+    data: list[Model]
 
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def usage(stats: Stats) -> dict[str, int]:
-    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens,
-            "total_tokens": stats.prompt_tokens + stats.new_tokens}
+def usage(stats: Stats) -> CompletionUsage:
+    return CompletionUsage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.new_tokens,
+                           total_tokens=stats.prompt_tokens + stats.new_tokens)
 
 
-def completion(cid: str, model: str, text: str, stats: Stats) -> dict[str, Any]:
-    return {
-        "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": FINISH_REASONS.get(stats.stop_reason, "stop")}],
-        "usage": usage(stats),
-    }
+def _finish_reason(stats: Stats) -> Any:
+    return FINISH_REASONS.get(stats.stop_reason, "stop")
 
 
-def chunk(cid: str, model: str, delta: dict[str, Any] | None = None, finish: Stats | None = None,
-          stats_usage: Stats | None = None) -> dict[str, Any]:
+def completion(cid: str, model: str, text: str, stats: Stats) -> ChatCompletion:
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": _finish_reason(stats)}
+    return ChatCompletion(id=cid, object="chat.completion", created=int(time.time()), model=model, choices=[choice], usage=usage(stats))
+
+
+def chunk(cid: str, model: str, delta: dict[str, str] | None = None, finish: Stats | None = None,
+          stats_usage: Stats | None = None) -> ChatCompletionChunk:
     """One SSE chunk: a text delta, the closing finish_reason, or (choices empty) the usage."""
-    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     if stats_usage is not None:
-        body.update(choices=[], usage=usage(stats_usage))
-    else:
-        reason = FINISH_REASONS.get(finish.stop_reason, "stop") if finish is not None else None
-        body["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": reason}]
-    return body
+        return ChatCompletionChunk(id=cid, object="chat.completion.chunk", created=int(time.time()), model=model,
+                                   choices=[], usage=usage(stats_usage))
+    choice = {"index": 0, "delta": delta or {}, "finish_reason": _finish_reason(finish) if finish is not None else None}
+    return ChatCompletionChunk(id=cid, object="chat.completion.chunk", created=int(time.time()), model=model, choices=[choice])
 
 
-def models_list(served_model: str, skills: Mapping[str, Skill]) -> dict[str, Any]:
-    """The served model, then one entry per skill: `<model>:<skill id>`."""
+def models_list(served_model: str, skills: Mapping[str, Skill]) -> ModelList:
+    """The served model, then one entry per skill: `<model>:<skill id>` (with the skill's name and description)."""
     created = int(time.time())
-    entries = [{"id": served_model, "object": "model", "created": created, "owned_by": "chat-workbench"}]
+    entries = [Model(id=served_model, object="model", created=created, owned_by="chat-workbench")]
     for sid, skill in skills.items():
-        entries.append({"id": f"{served_model}{SKILL_SEPARATOR}{sid}", "object": "model", "created": created,
-                        "owned_by": "chat-workbench", "skill": skill.name, "description": skill.description})
-    return {"object": "list", "data": entries}
+        entries.append(Model(id=f"{served_model}{SKILL_SEPARATOR}{sid}", object="model", created=created,
+                             owned_by="chat-workbench", skill=skill.name, description=skill.description))
+    return ModelList(object="list", data=entries)

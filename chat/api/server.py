@@ -24,6 +24,7 @@ import json
 import threading
 from typing import Any, AsyncIterator, Callable, Iterable
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -31,7 +32,7 @@ from . import schema
 from .schema import ApiError, ChatRequest
 from ..errors import ChatError, GenerationError, SettingsError
 from ..settings import GenerationSettings
-from ..skills import SkillBook
+from ..skills import Skill, SkillBook
 
 QUEUE_WAIT_S = 30.0  # a request waits this long for a free slot, then gets 429
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
@@ -102,13 +103,13 @@ class ChatApi:
             self.guard.check(request)
         except ApiError as error:
             return error_response(error)
-        return JSONResponse(schema.models_list(self.engine.name, self.skills))
+        return JSONResponse(_json(schema.models_list(self.engine.name, self.skills)))
 
     async def chat_completions(self, request: Request) -> Response:
         try:
             self.guard.check(request)
-            chat = schema.parse_chat_request(schema.parse_json(await read_body(request)), self.engine.name, self.skills)
-            messages, settings, stops = self.plan(chat)
+            chat = schema.parse_chat_request(await read_body(request))
+            messages, settings, stops = self.plan(chat, schema.requested_skill(chat, self.engine.name, self.skills))
             await self._take_slot()
         except ApiError as error:
             return error_response(error)
@@ -127,11 +128,10 @@ class ChatApi:
                                      headers={**headers, "Cache-Control": "no-cache"})
         return await self._whole(pump, chat, request, headers)
 
-    def plan(self, chat: ChatRequest) -> tuple[list[dict[str, str]], GenerationSettings, tuple[str, ...]]:
+    def plan(self, chat: ChatRequest, skill: Skill | None) -> tuple[list[dict[str, str]], GenerationSettings, tuple[str, ...]]:
         """Messages, settings and stop strings for the engine, as the UI would build them."""
-        skill = chat.skill
         try:
-            settings = self.defaults.merged(skill.settings if skill else None).replace(**chat.overrides)
+            settings = self.defaults.merged(skill.settings if skill else None).replace(**chat.overrides())
         except SettingsError as error:
             raise ApiError(400, str(error), code="invalid_value") from None
         messages = [dict(m) for m in chat.messages]
@@ -180,7 +180,7 @@ class ChatApi:
         finally:
             pump.stop()
         body = schema.completion(schema.completion_id(), chat.model, "".join(parts), pump.generation.stats)
-        return JSONResponse(body, headers=headers)
+        return JSONResponse(_json(body), headers=headers)
 
 
 _END = object()
@@ -269,7 +269,13 @@ def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def _event(data: dict[str, Any]) -> str:
+def _json(body: BaseModel) -> dict[str, Any]:
+    """A response model as JSON data: the fields it was given, `null`s included, and no others."""
+    return body.model_dump(mode="json", exclude_unset=True)
+
+
+def _event(data: BaseModel | dict[str, Any]) -> str:
+    data = _json(data) if isinstance(data, BaseModel) else data
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
