@@ -117,7 +117,7 @@ class TranscriptFormat:
             if not value.strip() or "\n" in value or ":" in value:
                 raise ChatError(f"the {label} must be one line without ':' (got {value!r})")
         self.user_name, self.bot_name = user_name.strip(), bot_name.strip()
-        self.stop_strings = (f"\n{self.user_name}:", f"\n{self.bot_name}:")
+        self.stop_strings: tuple[str, ...] = (f"\n{self.user_name}:", f"\n{self.bot_name}:")
         names = "|".join(re.escape(n) for n in (self.user_name, self.bot_name))
         # A line inside a message that starts like a speaker tag would start a fake turn.
         self._speaker_line = re.compile(rf"^(?=\s*(?:{names})\s*:)", re.IGNORECASE | re.MULTILINE)

@@ -49,7 +49,7 @@ def _opens(line: str) -> str | None:
 def _closes(line: str, fence: str) -> bool:
     """A fence closes with the same character, at least as many, then only spaces."""
     match = _FENCE.match(line)
-    return bool(match) and match[1][0] == fence[0] and len(match[1]) >= len(fence) and not match[2].strip()
+    return match is not None and match[1][0] == fence[0] and len(match[1]) >= len(fence) and not match[2].strip()
 
 
 def _escape_line(line: str) -> str:

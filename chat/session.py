@@ -7,7 +7,7 @@ the terminal chat and tests drive the same methods: send, retry, undo, clear, st
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 from .context import FittedPrompt
 from .conversation import EXTRA_KEYS, is_blank, normalize_messages
@@ -39,6 +39,10 @@ class Reply:
         self.generation.cancel()
 
     def __iter__(self) -> Iterator[str]:
+        return self.stream()
+
+    def stream(self) -> Generator[str, None, None]:
+        """The answer's text deltas; closing the generator early stops the model."""
         try:
             for delta in self.generation:
                 self.answer["content"] += delta

@@ -55,11 +55,14 @@ def _longest_run(text: str, char: str) -> int:
 def _closes(line: str, run: str) -> bool:
     """CommonMark: a fence closes with the same character, at least as many, then only spaces."""
     m = _FENCE.match(line)
-    return bool(m) and m[2][0] == run[0] and len(m[2]) >= len(run) and not m[3].strip()
+    return m is not None and m[2][0] == run[0] and len(m[2]) >= len(run) and not m[3].strip()
 
 
 def _grow(line: str, length: int) -> str:
-    indent, run, rest = _FENCE.match(line).groups()
+    """`line`, a fence (the caller matched it), lengthened to `length` fence characters."""
+    match = _FENCE.match(line)
+    assert match is not None
+    indent, run, rest = match.groups()
     return indent + run[0] * max(length, len(run)) + rest
 
 
@@ -205,8 +208,9 @@ def _syntax_error(error: yaml.YAMLError, text: str, source: str) -> SkillError:
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     where = f"{source}, line {mark.line + 1}" if mark else source
     problem = getattr(error, "problem", None) or getattr(error, "context", None) or str(error)
-    if getattr(error, "context", None) and error.context_mark and error.problem_mark:
-        context = f"{error.context} on line {error.context_mark.line + 1}"
+    context_mark = getattr(error, "context_mark", None)
+    if getattr(error, "context", None) and context_mark and getattr(error, "problem_mark", None):
+        context = f"{getattr(error, 'context')} on line {context_mark.line + 1}"
         # PyYAML splits some sentences in two: "expected a single document" + "but found ..."
         problem = f"{context} {problem}" if problem.startswith("but ") else f"{problem} ({context})"
     if "'\\t'" in problem:

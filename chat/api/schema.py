@@ -182,7 +182,7 @@ def _same(value: Any, neutral: Any) -> bool:
 
 # The whole request: built from the tables above, so that a setting declared in chat/settings.py
 # with an `api_field` is a request field with no edit here.
-ChatCompletionRequest = create_model(
+ChatCompletionRequest = create_model(  # type: ignore[call-overload]  # its stubs can't type fields made at run time
     "ChatCompletionRequest", __base__=ChatRequest,
     **{field: _sampling_field(field, declared) for field, declared in SETTING_FIELDS.items()},
     **{name: _neutral_field(neutral) for name, neutral in NEUTRAL_VALUES.items()},
@@ -271,12 +271,13 @@ def usage(stats: Stats) -> CompletionUsage:
 
 
 def _finish_reason(stats: Stats) -> Any:
-    return FINISH_REASONS.get(stats.stop_reason, "stop")
+    return FINISH_REASONS.get(stats.stop_reason, "stop") if stats.stop_reason else "stop"
 
 
 def completion(cid: str, model: str, text: str, stats: Stats) -> ChatCompletion:
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": _finish_reason(stats)}
-    return ChatCompletion(id=cid, object="chat.completion", created=int(time.time()), model=model, choices=[choice], usage=usage(stats))
+    return ChatCompletion.model_validate({"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+                                          "choices": [choice], "usage": usage(stats)})
 
 
 def chunk(cid: str, model: str, delta: dict[str, str] | None = None, finish: Stats | None = None,
@@ -286,7 +287,8 @@ def chunk(cid: str, model: str, delta: dict[str, str] | None = None, finish: Sta
         return ChatCompletionChunk(id=cid, object="chat.completion.chunk", created=int(time.time()), model=model,
                                    choices=[], usage=usage(stats_usage))
     choice = {"index": 0, "delta": delta or {}, "finish_reason": _finish_reason(finish) if finish is not None else None}
-    return ChatCompletionChunk(id=cid, object="chat.completion.chunk", created=int(time.time()), model=model, choices=[choice])
+    return ChatCompletionChunk.model_validate({"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                                               "model": model, "choices": [choice]})
 
 
 def models_list(served_model: str, skills: Mapping[str, Skill]) -> ModelList:
@@ -294,6 +296,6 @@ def models_list(served_model: str, skills: Mapping[str, Skill]) -> ModelList:
     created = int(time.time())
     entries = [Model(id=served_model, object="model", created=created, owned_by="chat-workbench")]
     for sid, skill in skills.items():
-        entries.append(Model(id=f"{served_model}{SKILL_SEPARATOR}{sid}", object="model", created=created,
-                             owned_by="chat-workbench", skill=skill.name, description=skill.description))
+        entries.append(Model.model_validate({"id": f"{served_model}{SKILL_SEPARATOR}{sid}", "object": "model", "created": created,
+                                             "owned_by": "chat-workbench", "skill": skill.name, "description": skill.description}))
     return ModelList(object="list", data=entries)

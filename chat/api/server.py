@@ -78,7 +78,7 @@ class Guard:
                        code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="chat"'})
 
     def _account(self, user: str | None, password: str | None) -> bool:
-        if user is None or not self.accounts:
+        if user is None or password is None or not self.accounts:
             return False
         if callable(self.accounts):
             try:
@@ -134,6 +134,7 @@ class ChatApi:
             settings = self.defaults.merged(skill.settings if skill else None).replace(**chat.overrides())
         except SettingsError as error:
             raise ApiError(400, str(error), code="invalid_value") from None
+        assert chat.messages is not None  # the request model refuses a request without them
         messages = [dict(m) for m in chat.messages]
         if skill is not None:  # only the new message: earlier turns were expanded when they were sent
             messages[-1]["content"] = skill.expand(messages[-1]["content"])
@@ -213,7 +214,7 @@ class Pump:
                 getter = getter or asyncio.ensure_future(self._queue.get())
                 done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S if request is not None else None)
                 if not done:
-                    if await request.is_disconnected():
+                    if request is not None and await request.is_disconnected():
                         return
                     continue
                 item, getter = getter.result(), None

@@ -159,7 +159,7 @@ class Talk:
         """Shows the answer as it comes. Ctrl+C stops the model and keeps what was said so far."""
         if reply.fitted.notice:
             self.note(reply.fitted.notice)
-        chunks, wrote = iter(reply), False
+        chunks, wrote = reply.stream(), False
         try:
             for delta in chunks:
                 self.out.write(delta)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
@@ -193,8 +193,8 @@ class StepBatcher:
 
     def _advance(self, request: Request, logits: torch.Tensor) -> bool:
         """Picks the next token as `generate` would, streams it; True when the answer is complete."""
-        ids = torch.tensor([request.ids + [0]], device=logits.device)  # room for the new token: one tensor per step
-        scores = request.processors(ids[:, :-1], logits.to(dtype=torch.float32, copy=True))
+        ids = cast(torch.LongTensor, torch.tensor([request.ids + [0]], device=logits.device))  # room for the new token: one tensor per step
+        scores = request.processors(cast(torch.LongTensor, ids[:, :-1]), logits.to(dtype=torch.float32, copy=True))
         if request.settings.greedy:
             token = int(torch.argmax(scores, dim=-1))
         else:
@@ -248,7 +248,7 @@ class StepBatcher:
             pad = self._pads[row]
             kv = DynamicCache([(layer.keys[row : row + 1, :, pad:].clone(), layer.values[row : row + 1, :, pad:].clone())
                                for layer in cache.layers])
-        request.result = GenerateDecoderOnlyOutput(sequences=torch.tensor([request.ids]), past_key_values=kv)
+        request.result = GenerateDecoderOnlyOutput(sequences=cast(torch.LongTensor, torch.tensor([request.ids])), past_key_values=kv)
         request.cache = request.past = None
         if request.streamer is not None:
             request.streamer.end()

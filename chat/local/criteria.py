@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from typing import cast
 
 import torch
 from transformers import StoppingCriteria
@@ -32,4 +33,4 @@ class CancelCriteria(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         done = self.event.is_set()
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device))

@@ -40,7 +40,7 @@ def find_embedded_gguf() -> Path:
         ) from None
     for file in dist.files or ():
         if str(file).endswith(".gguf"):
-            return Path(dist.locate_file(file))
+            return Path(str(dist.locate_file(file)))
     raise ModelLoadError(f"no .gguf file found in the installed {EMBEDDED_DISTRIBUTION} package")
 
 
@@ -87,8 +87,8 @@ def _convert(gguf: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are dequantized already; the GGUF quantizer state would make
     # save_pretrained refuse (or record a quantization the folder doesn't have).
-    model.hf_quantizer = None
-    model.is_quantized = False
+    setattr(model, "hf_quantizer", None)  # setattr: torch's Module typing takes attributes for tensors
+    setattr(model, "is_quantized", False)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from queue import Empty
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -46,7 +46,7 @@ class Clock(StoppingCriteria):
         self.first = self.first or now
         self.last = now
         self.steps += 1
-        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device))
 
 
 class LocalGeneration(Generation):

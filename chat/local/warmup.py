@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -36,7 +36,7 @@ def warm_next_turn(
     return thread
 
 
-def _warm(model, pool: CachePool, cache: PrefixCache, next_turn_prefix, messages: Messages, ids: tuple[int, ...], kv: Any) -> None:
+def _warm(model, pool: CachePool, cache: PrefixCache, next_turn_prefix, messages: Messages, ids: Sequence[int], kv: Any) -> None:
     try:
         target = next_turn_prefix(messages)
         kv, kept = crop_to_prefix(ids, kv, target)

@@ -52,7 +52,7 @@ def _status_message(error: Any, where: str, engine: Any) -> str:
 def _server_detail(error: Any) -> str:
     body = error.body
     if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        inner = body["error"] if isinstance(body.get("error"), dict) else body
         text = inner.get("message") or inner.get("detail") or body
     else:
         text = body or error.message

@@ -205,7 +205,7 @@ def upload(session: ChatSession, file: Any) -> tuple:
     return (*page(session), session.instructions if session.instructions != before else gr.skip())
 
 
-def reset_instructions(session: ChatSession, default: str) -> tuple:
+def reset_instructions(session: ChatSession, default: str) -> str:
     session.instructions = default
     return default
 

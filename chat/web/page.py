@@ -95,10 +95,10 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
 
         outputs = [chatbot, message, status, prompt_box, context_line]
         controls = [instructions_box, *setting_inputs]
-        answering = dict(outputs=[*outputs, session], concurrency_id=GENERATE, show_progress="minimal", trigger_mode="multiple")
+        answering: dict[str, Any] = dict(outputs=[*outputs, session], concurrency_id=GENERATE, show_progress="minimal", trigger_mode="multiple")
         # No limit: taking a message waits for no model, and the page's numbers (TAKE_MESSAGE_JS) keep a
         # tab's messages in the order sent however their requests overtake each other.
-        taking = dict(concurrency_id=TAKING, concurrency_limit=None, show_progress="hidden", trigger_mode="multiple",
+        taking: dict[str, Any] = dict(concurrency_id=TAKING, concurrency_limit=None, show_progress="hidden", trigger_mode="multiple",
                       api_visibility="private")
 
         # Enter or Send: the box empties in the browser at once (a blank message stays, to be warned
