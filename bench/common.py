@@ -39,7 +39,7 @@ def tiny_model_dir() -> str:
     import tempfile
     from pathlib import Path
 
-    from tests.tiny_models import save_tiny_model
+    from tests.helpers.tiny_models import save_tiny_model
 
     global _TINY
     if _TINY is None:

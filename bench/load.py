@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.load --sessions 50 --turns 10 --model tiny --max-new-tokens 16
 
 Starts `app.py` as its own process (as users run it: defaults, or --app-flags) on a
-free local port and runs the sessions from this process (tests/app_clients.py `chat_at_once`):
+free local port and runs the sessions from this process (tests/helpers/load_driver.py `chat_at_once`):
 every turn's chat must hold exactly that session's messages, one answer each, and its prompt no
 other session's text. The app process's memory (RSS, sampled every 50 ms) and thread count are
 read with psutil before, during and after the run. tests/test_load.py runs a smaller version in CI.
@@ -23,7 +23,7 @@ import psutil
 
 from bench.common import machine, table, tiny_model_dir
 from bench.webapp import free_port
-from tests.app_clients import chat_at_once
+from tests.helpers.load_driver import chat_at_once
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 300  # the first start may convert the embedded GGUF

@@ -1,10 +1,15 @@
-"""Shared fixtures: tiny real models, engines and sessions; user folders kept in tmp."""
+"""Shared fixtures: tiny real models and engines, user folders kept in tmp, one torch thread, a
+browser, and the check that no generation worker outlives a test. Helpers live in tests/helpers/."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.tiny_models import save_tiny_model
+from tests.helpers.browser import chromium
+from tests.helpers.engines import make_engine
+from tests.helpers.tiny_models import save_tiny_model
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import END_WITHIN_S, generation_workers
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +29,6 @@ def tiny_base_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-base"), chat_template=False)
 
 
-def make_engine(folder, prompt_format="auto", batching=False, **load_options):
-    from chat.local.engine import LocalEngine
-    from chat.formats import choose_format
-    from chat.local.loader import LoadOptions, load_model
-
-    loaded = load_model(LoadOptions(model=str(folder), **load_options), say=lambda _: None)
-    return LocalEngine(loaded, choose_format(loaded.tokenizer, prompt_format), batching=batching)
-
-
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_chat_dir):
     return make_engine(tiny_chat_dir)
@@ -46,9 +42,7 @@ def tiny_base_engine(tiny_base_dir):
 @pytest.fixture
 def chatty_engine(tiny_chat_dir):
     """A tiny engine that never meets an end-of-sequence token: answers run to max tokens."""
-    engine = make_engine(tiny_chat_dir)
-    engine.eos_ids = frozenset({10**6})
-    return engine
+    return make_engine(tiny_chat_dir, endless=True)
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +54,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_worker_left(request):
+    """After the test, no generation worker ("generate", "remote-generate") is still running.
+
+    Workers still finishing get up to the test module's `WORKERS_END_WITHIN_S` seconds to end
+    (`END_WITHIN_S`, 1 s, where the module sets none); any still running then fail the test."""
+    yield
+    within = getattr(request.module, "WORKERS_END_WITHIN_S", END_WITHIN_S)
+    assert wait_for(lambda: not generation_workers(), within), f"workers left running {within} s after the test: {generation_workers()}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the test module."""
+    with chromium() as browser:
+        yield browser

@@ -10,8 +10,10 @@ import pytest
 
 from chat.engine import StopReason
 from chat.settings import SETTINGS, GenerationSettings
-from tests.api_servers import TEST_SKILLS, RecordingEngine, finished, free_port, serve_api, wait_until
-from tests.conftest import make_engine
+from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api
+from tests.helpers.engines import RecordingEngine, finished, make_engine
+from tests.helpers.ports import free_port
+from tests.helpers.waiting import wait_for
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)  # the server's defaults: repeatable answers
 KEY = "test-key-5f3a"
@@ -20,9 +22,7 @@ KEY = "test-key-5f3a"
 @pytest.fixture(scope="module")
 def engine(tiny_chat_dir):
     """A tiny engine that never meets end-of-sequence, so every answer runs to its token limit."""
-    engine = make_engine(tiny_chat_dir)
-    engine.eos_ids = frozenset({10**6})
-    return RecordingEngine(engine)
+    return RecordingEngine(make_engine(tiny_chat_dir, endless=True))
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_closing_the_stream_stops_the_servers_generation(client, engine):
         pass
     generation = engine.generations[-1]
     stream.close()
-    assert wait_until(lambda: finished(generation))
+    assert wait_for(lambda: finished(generation), WAIT_S)
     assert generation.stats.stop_reason == StopReason.CANCELLED
     assert generation.stats.new_tokens < 3000
 
@@ -227,7 +227,7 @@ def test_a_client_that_gives_up_on_a_whole_answer_stops_it_too(server, engine):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.5))
     generation = engine.generations[-1]
-    assert wait_until(lambda: finished(generation))
+    assert wait_for(lambda: finished(generation), WAIT_S)
     assert generation.stats.new_tokens < 3000
 
 
@@ -241,8 +241,8 @@ def test_a_busy_server_answers_429_then_serves_again(engine):
         assert caught.value.response.headers["retry-after"]
         stream.close()
         generation = engine.generations[-1]
-        assert wait_until(lambda: finished(generation))
-        assert wait_until(lambda: _answers(client, engine))
+        assert wait_for(lambda: finished(generation), WAIT_S)
+        assert wait_for(lambda: _answers(client, engine), WAIT_S)
 
 
 def _answers(client, engine) -> bool:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import gradio as gr
 import pytest
-from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 
 from chat.settings import GenerationSettings
-from tests.app_server import free_port, running_app
-from tests.conftest import make_engine
-
-
-def texts(chat):
-    """Chatbot messages → [(role, text)] (Gradio 6 sends content as a list of parts)."""
-    return [(m["role"], "".join(p.get("text", "") for p in m["content"])) for m in chat]
+from tests.helpers.apps import AppProcess, running_app
+from tests.helpers.clients import new_client, texts
+from tests.helpers.engines import make_engine
+from tests.helpers.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +18,13 @@ def app(tiny_chat_dir):
     # As app.py runs it: up to 4 answers at once, sharing each model step. End-of-sequence off: a
     # sampled answer of the random model meets it now and then (1 run in ~15 here), and then it is
     # too short to show streaming and its status says "stop: eos".
-    engine = make_engine(tiny_chat_dir, batching=True)
-    engine.eos_ids = frozenset({10**6})
+    engine = make_engine(tiny_chat_dir, batching=True, endless=True)
     with running_app(engine, GenerationSettings(max_new_tokens=24, temperature=1.0)) as (demo, url):
         yield url
 
 
 def test_send_streams_the_answer_in_pieces(app):
-    client = Client(app, verbose=False)
+    client = new_client(app)
     job = client.submit("Hello there", api_name="/send")
     job.result(timeout=60)
     updates = [texts(out[0]) for out in job.outputs()]
@@ -47,7 +39,7 @@ def test_send_streams_the_answer_in_pieces(app):
 
 
 def test_retry_gives_a_new_answer_to_the_same_message(app):
-    client = Client(app, verbose=False)
+    client = new_client(app)
     first = texts(client.predict("Tell me a story", api_name="/send")[0])
     second = texts(client.predict(api_name="/retry")[0])
     assert [m for m in second if m[0] == "user"] == [("user", "Tell me a story")]
@@ -55,7 +47,7 @@ def test_retry_gives_a_new_answer_to_the_same_message(app):
 
 
 def test_undo_returns_the_typed_text_and_clear_empties(app):
-    client = Client(app, verbose=False)
+    client = new_client(app)
     client.predict("first", api_name="/send")
     client.predict("second", api_name="/send")
     chat, message_box, *_ = client.predict(api_name="/undo")
@@ -65,14 +57,14 @@ def test_undo_returns_the_typed_text_and_clear_empties(app):
 
 
 def test_skill_is_shown_tagged_and_expanded_in_the_prompt(app):
-    client = Client(app, verbose=False)
+    client = new_client(app)
     chat, _, _, prompt, _ = client.predict("Der Hund bellt.", "🇬🇧 Translate to English", api_name="/send")
     assert texts(chat)[0] == ("user", "🇬🇧 Translate to English: Der Hund bellt.")
     assert "Translate" in prompt and "```\nDer Hund bellt.\n```" in prompt
 
 
 def test_two_clients_never_see_each_others_text(app):
-    alice, bob = Client(app, verbose=False), Client(app, verbose=False)
+    alice, bob = new_client(app), new_client(app)
     jobs = [alice.submit("alice-secret", api_name="/send"), bob.submit("bob-secret", api_name="/send")]
     chats = [texts(job.result(timeout=60)[0]) for job in jobs]
     assert "bob-secret" not in str(chats[0]) and "alice-secret" in str(chats[0])
@@ -80,7 +72,7 @@ def test_two_clients_never_see_each_others_text(app):
 
 
 def test_out_of_range_settings_are_refused_clearly_and_the_app_keeps_serving(app):
-    client = Client(app, verbose=False)
+    client = new_client(app)
     with pytest.raises(Exception, match="less than minimum"):
         client.predict("never sent", temperature=-1, api_name="/send")
     chat, *_ = client.predict("still works", api_name="/send")
@@ -89,65 +81,38 @@ def test_out_of_range_settings_are_refused_clearly_and_the_app_keeps_serving(app
 
 def test_auth_protects_page_and_api(tiny_engine):
     with running_app(tiny_engine, GenerationSettings(max_new_tokens=4), auth=[("ada", "lovelace")]) as (demo, url):
-        with pytest.raises(Exception):
-            Client(url, verbose=False).predict("hi", api_name="/send")
-        chat, *_ = Client(url, auth=("ada", "lovelace"), verbose=False).predict("hi", api_name="/send")
+        with pytest.raises(AuthenticationError, match=r"credentials were not provided\. Please login"):  # the page's config: 401
+            new_client(url).predict("hi", api_name="/send")
+        chat, *_ = new_client(url, auth=("ada", "lovelace")).predict("hi", api_name="/send")
         assert texts(chat)[0] == ("user", "hi")
 
 
 def test_app_py_starts_prints_its_url_and_warns_about_share_without_auth(tiny_chat_dir, tmp_path):
     """The real entry point: flags, the local URL line, the --share warning (no internet here)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--model", str(tiny_chat_dir), "--port", str(port), "--share", "--max-new-tokens", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        lines = _read_until(process, "Public link", "Could not create a public link", timeout=120)
-        output = "\n".join(lines)
-        assert f"http://127.0.0.1:{port}/" in output
+    with AppProcess("--model", str(tiny_chat_dir), "--share", "--max-new-tokens", "8") as app:
+        app.wait_for_line("Public link", "Could not create a public link")
+        output = "".join(app.printed)
+        assert app.url in output
         assert "(up to 4 answers at once)" in output  # batching on: answers share each step
         assert "anyone with the link can use this model" in output
-        chat, *_ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("hi", api_name="/send")
+        chat, *_ = new_client(app.url).predict("hi", api_name="/send")
         assert texts(chat)[0] == ("user", "hi")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _read_until(process, *markers, timeout):
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if any(marker in line for marker in markers):
-            return lines
-    raise AssertionError("app.py did not come up:\n" + "\n".join(lines))
 
 
 def test_a_second_user_waits_with_a_position_and_past_the_queue_size_is_told_busy(chatty_engine):
     settings = GenerationSettings(max_new_tokens=3000)
     with running_app(chatty_engine, settings, concurrency=1, queue_size=1) as (demo, url):
-        first, second, third = (Client(url, verbose=False) for _ in range(3))
+        first, second, third = (new_client(url) for _ in range(3))
         running = first.submit("long answer", api_name="/send")
-        _wait_for(lambda: running.status().code.name in ("PROCESSING", "ITERATING"))
+        assert wait_for(lambda: running.status().code.name in ("PROCESSING", "ITERATING"), 30), "the first answer never started"
         waiting = second.submit("wait for me", api_name="/send")
-        _wait_for(lambda: waiting.status().code.name == "IN_QUEUE")
+        assert wait_for(lambda: waiting.status().code.name == "IN_QUEUE", 30), "the second user never joined the queue"
         assert waiting.status().rank == 0  # first in line: the UI shows the queue position
         with pytest.raises(Exception, match="Queue is full! Please try again"):
             third.submit("one too many", api_name="/send").result(timeout=30)
         running.cancel()  # the first user leaves; the waiting one is served next
         second_chat = texts(waiting.result(timeout=120)[0])
         assert second_chat[0] == ("user", "wait for me")
-
-
-def _wait_for(condition, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_answers_at_once_default_to_4_only_where_they_share_the_work(tiny_chat_dir):

@@ -19,11 +19,11 @@ import pytest
 
 from chat.conversation import MAX_MESSAGES
 from chat.settings import GenerationSettings
-from tests.api_servers import RecordingEngine, serve_api
-from tests.app_clients import new_client, raw_send_events, texts, warnings_of
-from tests.app_server import running_app
-from tests.browser_pages import chromium, open_tab, questions, send, toast_text, upload_conversation, wait_done
-from tests.conftest import make_engine
+from tests.helpers.api_servers import serve_api
+from tests.helpers.apps import running_app
+from tests.helpers.browser import open_tab, questions, send, toast_text, upload_conversation, wait_done
+from tests.helpers.clients import new_client, raw_send_events, texts, warnings_of
+from tests.helpers.engines import RecordingEngine, make_engine
 
 SETTINGS = GenerationSettings(max_new_tokens=8, temperature=1.0)
 LONG_MESSAGE = ("All work and no play makes Jack a dull boy. " * 2400)[:100_000]
@@ -250,12 +250,6 @@ BAD_FILES = {  # file name: (content, words in the warning)
     "half-character.json": ('[{"role": "user", "content": "cut \\ud83d"}]', "half-character.json, message 1: the text holds half a character"),
     "latin-1.json": ('[{"role": "user", "content": "caf\u00e9"}]', "latin-1.json: can't read the file"),
 }
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.mark.browser

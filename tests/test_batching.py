@@ -10,14 +10,11 @@ import torch
 from transformers import StoppingCriteria
 
 from chat.local.batching import Request, can_batch
-
-from chat.local.engine import LocalEngine
-from chat.formats import choose_format
-from chat.local.loader import LoadOptions, load_model
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.local.criteria import CancelCriteria
+from tests.helpers.engines import engine_on, load_quietly
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
 PROMPTS = ["Hello there", "What is the capital of France? Tell me more.", "Hi", "Summarize: the quick brown fox jumps."]
@@ -29,9 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def engines(tiny_chat_dir):
     """(one request at a time, batched) over the same weights."""
-    loaded = load_model(LoadOptions(model=str(tiny_chat_dir)), say=lambda _: None)
-    plain = LocalEngine(loaded, choose_format(loaded.tokenizer))
-    batched = LocalEngine(loaded, choose_format(loaded.tokenizer), batching=True)
+    loaded = load_quietly(tiny_chat_dir)
+    plain = engine_on(loaded)
+    batched = engine_on(loaded, batching=True)
     assert batched.batcher is not None
     return plain, batched
 
@@ -209,8 +206,8 @@ def test_finished_answers_leave_nothing_behind_in_the_batcher(engines):
 
 
 def test_a_model_whose_generation_config_asks_for_more_answers_alone(tiny_chat_dir):
-    loaded = load_model(LoadOptions(model=str(tiny_chat_dir)), say=lambda _: None)
+    loaded = load_quietly(tiny_chat_dir)
     assert can_batch(loaded.model)
     loaded.model.generation_config.min_p = 0.05  # `generate` would apply it; the batcher does not
     assert not can_batch(loaded.model)
-    assert LocalEngine(loaded, choose_format(loaded.tokenizer), batching=True).batcher is None
+    assert engine_on(loaded, batching=True).batcher is None

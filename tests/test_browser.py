@@ -6,29 +6,24 @@ what they would see. A screenshot of the app is saved to test-artifacts/app.png.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
 from chat.settings import GenerationSettings
-from tests.app_server import BROWSER_ARGS, generate_threads, running_app
+from tests.helpers.apps import running_app
+from tests.helpers.browser import (
+    answers, message_box, open_section, open_tab, questions, send, set_max_new_tokens, shown_prompt, wait_done,
+)
+from tests.helpers.engines import make_engine
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import generation_workers
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt-get install chromium)")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser
-        browser.close()
+STOPS_WITHIN_S = 2.0  # the worker must end within a couple of tokens of Stop
 
 
 @pytest.fixture(scope="module")
@@ -41,54 +36,13 @@ def app(chatty_engine_module):
 
 @pytest.fixture(scope="module")
 def chatty_engine_module(tiny_chat_dir):
-    from tests.conftest import make_engine
-
-    engine = make_engine(tiny_chat_dir, batching=True)  # as app.py runs it
-    engine.eos_ids = frozenset({10**6})
-    return engine
+    return make_engine(tiny_chat_dir, batching=True, endless=True)  # batching: as app.py runs it
 
 
 @pytest.fixture
 def page(browser, app):
-    context = browser.new_context(viewport={"width": 1200, "height": 1100})
-    page = context.new_page()
-    page.goto(app)
-    page.get_by_role("textbox", name="Message").wait_for()
-    yield page
-    context.close()
-
-
-def message_box(page):
-    return page.get_by_role("textbox", name="Message")
-
-
-def bubbles(page, role):
-    return page.locator(f".message-row.{role}-row, .message.{role}")
-
-
-def answers(page):
-    return page.locator('[data-testid="bot"]')
-
-
-def questions(page):
-    return page.locator('[data-testid="user"]')
-
-
-def send(page, text):
-    message_box(page).fill(text)
-    message_box(page).press("Enter")
-
-
-def wait_done(page, timeout=60):
-    """Waits until the status line shows a finished answer's figures."""
-    page.wait_for_function(
-        "() => { const s = document.querySelector('#status'); return s && s.innerText.includes('stop:'); }",
-        timeout=timeout * 1000,
-    )
-
-
-def open_accordion(page, label):
-    page.get_by_text(label, exact=True).first.click()
+    with open_tab(browser, app) as page:
+        yield page
 
 
 def test_a_message_streams_in_and_the_screenshot_is_saved(page):
@@ -106,7 +60,7 @@ def test_a_message_streams_in_and_the_screenshot_is_saved(page):
     assert message_box(page).input_value() == ""  # the box empties on send
     status = page.locator("#status").inner_text()
     assert "tokens/s" in status and "first token" in status
-    open_accordion(page, "Prompt")
+    open_section(page, "Prompt")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
 
@@ -117,8 +71,7 @@ def test_switching_skill_tags_the_message_and_expands_the_prompt(page):
     send(page, "Cats sleep a lot. Dogs bark at night.")
     wait_done(page)
     assert questions(page).last.inner_text().startswith("💎 Summarize: Cats sleep")
-    open_accordion(page, "Prompt")
-    prompt = page.locator("#prompt-view textarea").input_value()
+    prompt = shown_prompt(page)
     assert "two sentences" in prompt and "Cats sleep a lot." in prompt
 
 
@@ -141,18 +94,13 @@ def test_retry_gives_a_new_answer_undo_restores_the_text_clear_empties(page):
 
 
 def test_stop_halts_the_model_not_just_the_display(page):
-    open_accordion(page, "Settings")
-    page.get_by_label("Max new tokens").last.fill("4000")
-    page.get_by_label("Max new tokens").last.press("Enter")
+    set_max_new_tokens(page, 4000)
     send(page, "Talk for a long time")
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"bot\"]').length > 0", timeout=20000)
     time.sleep(0.5)
-    assert generate_threads(), "the model should be generating"
+    assert generation_workers(), "the model should be generating"
     page.get_by_role("button", name="Stop").click()
-    deadline = time.monotonic() + 2
-    while generate_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not generate_threads(), "the worker must end within a couple of tokens of Stop"
+    assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S), "the worker must end within a couple of tokens of Stop"
     time.sleep(0.5)  # an update already on its way may still land
     shown = answers(page).last.inner_text()
     time.sleep(1.0)
@@ -160,35 +108,27 @@ def test_stop_halts_the_model_not_just_the_display(page):
 
 
 def test_edited_instructions_show_in_the_prompt_view(page):
-    open_accordion(page, "Instructions")
+    open_section(page, "Instructions")
     box = page.locator("#instructions textarea")
     box.fill("You are Captain Nemo. Answer like a sailor.")
     send(page, "Where are we?")
     wait_done(page)
-    open_accordion(page, "Prompt")
-    prompt = page.locator("#prompt-view textarea").input_value()
+    prompt = shown_prompt(page)
     assert prompt.startswith("<|im_start|>system\nYou are Captain Nemo. Answer like a sailor.<|im_end|>")
     page.get_by_role("button", name="Reset to default").click()
     page.wait_for_function("() => document.querySelector('#instructions textarea').value.startsWith('You are a helpful')", timeout=10000)
 
 
 def test_two_tabs_chatting_at_once_stay_isolated(browser, app):
-    tabs = []
-    for _ in range(2):
-        context = browser.new_context()
-        tab = context.new_page()
-        tab.goto(app)
-        message_box(tab).wait_for()
-        tabs.append(tab)
-    send(tabs[0], "first-tab-secret")
-    send(tabs[1], "second-tab-secret")
-    for tab in tabs:
-        wait_done(tab)
-    texts = [tab.locator(".bubble-wrap, [role=log]").first.inner_text() for tab in tabs]
-    assert "first-tab-secret" in texts[0] and "second-tab-secret" not in texts[0]
-    assert "second-tab-secret" in texts[1] and "first-tab-secret" not in texts[1]
-    for tab in tabs:
-        tab.context.close()
+    with contextlib.ExitStack() as stack:
+        tabs = [stack.enter_context(open_tab(browser, app)) for _ in range(2)]
+        send(tabs[0], "first-tab-secret")
+        send(tabs[1], "second-tab-secret")
+        for tab in tabs:
+            wait_done(tab)
+        texts = [tab.locator(".bubble-wrap, [role=log]").first.inner_text() for tab in tabs]
+        assert "first-tab-secret" in texts[0] and "second-tab-secret" not in texts[0]
+        assert "second-tab-secret" in texts[1] and "first-tab-secret" not in texts[1]
 
 
 def test_html_in_messages_is_shown_as_text_and_never_runs(page):

@@ -8,8 +8,8 @@ from chat.context import TRIM_NOTICE, fit_to_context
 from chat.errors import ChatError
 from chat.formats import encode
 from chat.settings import GenerationSettings
-from tests.conftest import make_engine
-from tests.tiny_models import save_tiny_model
+from tests.helpers.engines import make_engine
+from tests.helpers.tiny_models import save_tiny_model
 
 CONTEXT = 128
 SYSTEM = {"role": "system", "content": "Be brief."}
@@ -159,8 +159,7 @@ def test_as_little_history_is_left_out_as_fits(small_engine, window):
 
 
 def test_generation_stops_at_the_capped_room(small_dir):
-    engine = make_engine(small_dir)
-    engine.eos_ids = frozenset({10**6})  # never ends on its own
+    engine = make_engine(small_dir, endless=True)  # never ends on its own
     config = settings(1000)
     fitted = engine.prepare([SYSTEM, CURRENT], config)
     generation = engine.generate(fitted, config)

@@ -8,19 +8,15 @@ import pytest
 
 from chat.local.embedded import EMBEDDED_DISTRIBUTION, EMBEDDED_NAME, converted_dir, ensure_converted, find_embedded_gguf
 from chat.settings import GenerationSettings
+from tests.helpers.engines import make_engine
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def embedded_engine():
-    from chat.local.engine import LocalEngine
-    from chat.formats import choose_format
-    from chat.local.loader import LoadOptions, load_model
-
     # No --model: the real default path. Converts into the real user cache once (~35 s), then reuses it.
-    loaded = load_model(LoadOptions(), say=lambda _: None)
-    return LocalEngine(loaded, choose_format(loaded.tokenizer))
+    return make_engine(None)
 
 
 def ask(engine, question: str, max_new_tokens: int):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -11,20 +10,12 @@ import torch
 from chat.engine import StopReason
 from chat.errors import GenerationError
 from chat.settings import GenerationSettings
-from tests.conftest import make_engine
-from tests.tiny_models import save_tiny_model
+from tests.helpers.engines import make_engine
+from tests.helpers.tiny_models import save_tiny_model
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, how are you?"}]
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
-
-
-@pytest.fixture(autouse=True)
-def no_worker_left_behind():
-    yield
-    workers = [t for t in threading.enumerate() if t.name == "generate"]
-    for worker in workers:
-        worker.join(1.0)
-    assert not [t for t in workers if t.is_alive()], "a generation worker thread is still running"
+pytestmark = pytest.mark.usefixtures("no_worker_left")
 
 
 def run(engine, settings=GREEDY, messages=MESSAGES, stops=()):
@@ -163,9 +154,7 @@ def test_beam_search_returns_the_answer_in_one_piece(tiny_engine):
 @pytest.fixture(scope="module")
 def long_chatty_engine(tmp_path_factory):
     """Room for 2000 new tokens (several seconds of work) and no end-of-sequence token."""
-    engine = make_engine(save_tiny_model(tmp_path_factory.mktemp("tiny-long"), context=4096))
-    engine.eos_ids = frozenset({10**6})
-    return engine
+    return make_engine(save_tiny_model(tmp_path_factory.mktemp("tiny-long"), context=4096), endless=True)
 
 
 @pytest.mark.timeout(60)

@@ -26,15 +26,19 @@ import torch
 from chat.engine import StopReason
 from chat.settings import GenerationSettings
 from chat.web.view import ERROR_PREFIX
-from tests.api_servers import RecordingEngine, finished, serve_api
-from tests.app_clients import new_client, raw_send_events, streaming, texts, wait_for, warnings_of
-from tests.app_server import generate_threads, running_app
-from tests.browser_pages import answers, chromium, open_tab, questions, send
-from tests.conftest import make_engine
+from tests.helpers.api_servers import serve_api
+from tests.helpers.apps import running_app
+from tests.helpers.browser import answers, open_tab, questions, send
+from tests.helpers.clients import new_client, raw_send_events, streaming, texts, warnings_of
+from tests.helpers.engines import RecordingEngine, finished, make_engine
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import generation_workers
 
+pytestmark = pytest.mark.usefixtures("no_worker_left")
 SETTINGS = GenerationSettings(max_new_tokens=24, temperature=1.0, seed=7)
 LONG = 4096  # max new tokens for answers that must still be running when a button is pressed
 STOPS_WITHIN_S = 1.0  # a worker must end this soon after its client goes away or Stop is pressed
+WORKERS_END_WITHIN_S = 5.0  # after each test, for `no_worker_left`: every test leaves no generation running
 FAIL_AT = 12  # the model call that fails: the prompt, then 10 answer tokens, then this one
 FAULTS = {
     "an exception": (RuntimeError("simulated device failure"), "generation failed: RuntimeError: simulated device failure"),
@@ -47,9 +51,7 @@ FAULTS = {
 def engine(tiny_chat_dir, request):
     """The tiny model with end-of-sequence off (answers run to their limit), remembering each generation;
     answers sharing each step (the app's default) and each running its own `generate`."""
-    engine = make_engine(tiny_chat_dir, batching=request.param)
-    engine.eos_ids = frozenset({10**6})
-    return RecordingEngine(engine)
+    return RecordingEngine(make_engine(tiny_chat_dir, batching=request.param, endless=True))
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +64,6 @@ def app(engine):
 def api(engine):
     with serve_api(engine, defaults=SETTINGS) as server:
         yield server.url + "/v1/chat/completions"
-
-
-@pytest.fixture(autouse=True)
-def no_worker_left():
-    """Every test must leave no generation running behind it."""
-    yield
-    assert wait_for(lambda: not generate_threads(), 5), f"workers left running: {generate_threads()}"
 
 
 def fail_once_at(monkeypatch, model, call: int, error: BaseException) -> None:
@@ -208,7 +203,7 @@ def test_after_clear_during_an_answer_the_status_line_shows_no_stale_figures(app
         streaming(job)
         client.predict(api_name="/clear")
         job.result(timeout=30)
-        assert wait_for(lambda: not generate_threads(), STOPS_WITHIN_S)
+        assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S)
         _, _, status, _, _ = client.predict(api_name="/retry")  # "nothing to retry yet", drawn afresh
         assert status == "", f"the emptied chat's status line shows {status!r}"
 
@@ -220,7 +215,7 @@ def test_undo_while_an_answer_streams_gives_the_text_back_and_removes_the_exchan
     streaming(job)
     chat, box, _, _, _ = client.predict(api_name="/undo")
     assert box == "Take this back" and texts(chat)[0] == ("user", "Keep this one") and roles(chat) == ["user", "assistant"]
-    assert wait_for(lambda: not generate_threads(), STOPS_WITHIN_S)
+    assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S)
     chat, _, _, prompt, _ = client.predict("Instead this", api_name="/send")
     assert [text for role, text in texts(chat) if role == "user"] == ["Keep this one", "Instead this"]
     assert user_turns(prompt) == 2 and "Take this back" not in prompt
@@ -251,7 +246,7 @@ def test_a_storm_of_buttons_leaves_a_consistent_chat_and_no_worker(app, engine):
         time.sleep(rng.uniform(0, 0.15))
     for job in jobs:
         job.result(timeout=120)  # each request completes: no error, no hang
-    assert wait_for(lambda: not generate_threads(), STOPS_WITHIN_S * 2)
+    assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S * 2)
     chat, _, status, prompt, _ = client.predict("final check", api_name="/send")
     shape = " ".join(roles(chat))
     assert re.fullmatch(r"user( assistant)+( user( assistant)+)*", shape), f"not question-then-answers: {shape}"
@@ -261,12 +256,6 @@ def test_a_storm_of_buttons_leaves_a_consistent_chat_and_no_worker(app, engine):
 
 
 # -- Retry in the real page while an answer streams, one answer at a time ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.mark.browser

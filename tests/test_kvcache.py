@@ -14,8 +14,8 @@ from chat.local.kvcache import CachePool, PrefixCache, common_prefix_length
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from tests.conftest import make_engine
-from tests.tiny_models import save_tiny_model
+from tests.helpers.engines import make_engine
+from tests.helpers.tiny_models import save_tiny_model
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
 

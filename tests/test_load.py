@@ -2,7 +2,7 @@
 answers one at a time (`--no-batching`: `--concurrency 1`) and 4 at once sharing each step (the
 default: `--batching`, `--concurrency 4`); `--queue-size 20` both times.
 
-The clients run in their own process (tests/app_clients.py), so this process holds the server
+The clients run in their own process (tests/helpers/load_driver.py), so this process holds the server
 alone and its threads and memory are the server's. CI runs 20 sessions × 2 turns; the full
 20 × 5 run, with its figures, is `python -m bench.load` (README, "Reliability").
 Covered elsewhere: two clients isolated, and the busy message at queue size 1 (test_app.py).
@@ -24,9 +24,12 @@ import torch
 
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from tests.app_clients import PeakMemory, close_all, new_client, streaming, texts, wait_for
-from tests.app_server import generate_threads, running_app
-from tests.conftest import make_engine
+from tests.helpers.apps import running_app
+from tests.helpers.clients import close_all, new_client, streaming, texts
+from tests.helpers.engines import make_engine
+from tests.helpers.load_driver import PeakMemory
+from tests.helpers.waiting import wait_for
+from tests.helpers.workers import generation_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS, TURNS = 20, 2  # CI size; bench/load.py runs 20 × 5
@@ -49,7 +52,7 @@ def own_threads() -> list[str]:
 
 
 def run_clients(url: str, sessions: int, turns: int) -> dict:
-    done = subprocess.run([sys.executable, "-m", "tests.app_clients", url, str(sessions), str(turns)],
+    done = subprocess.run([sys.executable, "-m", "tests.helpers.load_driver", url, str(sessions), str(turns)],
                           cwd=ROOT, capture_output=True, text=True, timeout=CLIENTS_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -78,7 +81,7 @@ def test_many_sessions_at_once_each_get_only_their_own_chat_and_all_is_freed_aft
         assert sorted(map(int, result["tags"])) == list(range(SESSIONS))
         assert wait_for(lambda: live_sessions(engine) == 0, 15), f"{live_sessions(engine)} sessions outlived their tabs"
         assert wait_for(lambda: engine.caches.tokens == 0, 5), "KV caches outlived their sessions"
-        assert wait_for(lambda: not generate_threads() and len(own_threads()) <= len(threads_before), 10), (
+        assert wait_for(lambda: not generation_workers() and len(own_threads()) <= len(threads_before), 10), (
             f"threads before {threads_before}, after {own_threads()}")
         after = memory.now()
         print(f"\nload (--concurrency {concurrency}, batching {batching}): {SESSIONS} sessions × {TURNS} turns, {result['completed_turns']} answers, "
@@ -90,8 +93,7 @@ def test_many_sessions_at_once_each_get_only_their_own_chat_and_all_is_freed_aft
 
 
 def test_a_burst_past_the_queue_size_is_told_busy_and_everyone_else_is_served(tiny_chat_dir):
-    engine = make_engine(tiny_chat_dir)
-    engine.eos_ids = frozenset({10**6})  # every answer takes its full 30 tokens: the queue stays full
+    engine = make_engine(tiny_chat_dir, endless=True)  # every answer takes its full 30 tokens: the queue stays full
     burst, queue_size = 12, 4
     with running_app(engine, GenerationSettings(max_new_tokens=30), concurrency=1, queue_size=queue_size) as (demo, url):
         with ThreadPoolExecutor(burst) as pool:
@@ -109,7 +111,7 @@ def test_a_burst_past_the_queue_size_is_told_busy_and_everyone_else_is_served(ti
         print(f"\nburst: {burst} at once, --concurrency 1 --queue-size {queue_size}: {len(served)} served, {len(busy)} told busy")
         assert busy and all("Queue is full! Please try again." in message for message in busy), busy
         assert len(served) >= queue_size + 1 and len(served) + len(busy) == burst
-        assert wait_for(lambda: not generate_threads(), 5)
+        assert wait_for(lambda: not generation_workers(), 5)
         chat, *_ = clients[0].predict("after the burst", api_name="/send")  # and the app serves again
         assert texts(chat)[-2] == ("user", "after the burst")
         close_all(clients)
@@ -118,8 +120,7 @@ def test_a_burst_past_the_queue_size_is_told_busy_and_everyone_else_is_served(ti
 def test_the_concurrency_limit_counts_every_answer_whichever_button_started_it(tiny_chat_dir):
     """`--concurrency 1`: a second user's Retry waits while the first user's Send streams (Gradio
     would otherwise give Send, Enter and Retry each their own limit: three answers at once)."""
-    engine = make_engine(tiny_chat_dir)
-    engine.eos_ids = frozenset({10**6})
+    engine = make_engine(tiny_chat_dir, endless=True)
     with running_app(engine, GenerationSettings(max_new_tokens=4000), concurrency=1) as (demo, url):
         first, second = new_client(url), new_client(url)
         second.predict("short one", max_new_tokens=2, api_name="/send")
@@ -127,7 +128,7 @@ def test_the_concurrency_limit_counts_every_answer_whichever_button_started_it(t
         streaming(sending)
         retrying = second.submit(max_new_tokens=4, api_name="/retry")
         assert wait_for(lambda: retrying.status().code.name == "IN_QUEUE", 10)
-        assert len(generate_threads()) == 1
+        assert len(generation_workers()) == 1
         first.predict(api_name="/stop")
         chat, *_ = retrying.result(timeout=120)
         assert texts(chat)[0] == ("user", "short one") and len(texts(chat)) == 2

@@ -8,7 +8,7 @@ import torch
 from chat.errors import ModelLoadError
 from chat.local.loader import LoadOptions, load_model, parse_max_memory
 from chat.settings import GenerationSettings
-from tests.conftest import make_engine
+from tests.helpers.engines import make_engine
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=5)
 MESSAGES = [{"role": "user", "content": "Hello, how are you?"}]

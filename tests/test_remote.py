@@ -26,10 +26,10 @@ from chat.remote.engine import RemoteEngine, add_backend_arguments
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import Skill, SkillBook
-from tests.api_servers import (
-    TEST_SKILLS, RecordingEngine, finished, free_port, serve_api, serve_failure, silent_port, wait_until,
-)
-from tests.conftest import make_engine
+from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api, serve_failure
+from tests.helpers.engines import RecordingEngine, finished, make_engine
+from tests.helpers.ports import free_port, silent_port
+from tests.helpers.waiting import wait_for
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=8)
 KEY = "remote-key-9c1e"
@@ -38,9 +38,7 @@ KEY = "remote-key-9c1e"
 @pytest.fixture(scope="module")
 def backend(tiny_chat_dir):
     """The model behind the server: never meets end-of-sequence, so answers run to their limit."""
-    engine = make_engine(tiny_chat_dir)
-    engine.eos_ids = frozenset({10**6})
-    return RecordingEngine(engine)
+    return RecordingEngine(make_engine(tiny_chat_dir, endless=True))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +114,7 @@ def test_stop_closes_the_stream_and_the_server_stops_generating(server, backend)
     generation = backend.generations[-1]
     session.stop()
     assert "".join(deltas) == ""  # nothing more arrives after Stop
-    assert wait_until(lambda: finished(generation))
+    assert wait_for(lambda: finished(generation), WAIT_S)
     assert generation.stats.stop_reason == StopReason.CANCELLED and generation.stats.new_tokens < 3000
     assert session.last_stats.stop_reason == StopReason.CANCELLED
     assert session.history[0]["content"] == "Hello" and session.history[1]["content"] == shown
@@ -252,7 +250,7 @@ def test_a_remote_session_talks_to_llama_cpp_server_with_the_embedded_model():
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: _ready(f"http://127.0.0.1:{port}/v1/models"), timeout=120), "llama.cpp server did not start"
+        assert wait_for(lambda: _ready(f"http://127.0.0.1:{port}/v1/models"), 120), "llama.cpp server did not start"
         engine = RemoteEngine(f"http://127.0.0.1:{port}/v1", "smollm2")
         session = session_on(engine, GenerationSettings(temperature=0, max_new_tokens=16))
         reply = session.send("What is the capital of France?")

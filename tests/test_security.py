@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import base64
 import itertools
-import subprocess
-import sys
+import re
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from gradio_client.exceptions import AuthenticationError
 
 from chat.markup import escape_html_outside_code
 from chat.settings import GenerationSettings
-from tests.api_servers import RecordingEngine, serve_api
-from tests.app_clients import new_client, texts
-from tests.app_server import free_port, running_app
-from tests.browser_pages import answers, chromium, open_tab, questions, send, upload_conversation, write_conversation
-from tests.conftest import make_engine
+from tests.helpers.api_servers import serve_api
+from tests.helpers.apps import AppProcess, running_app
+from tests.helpers.browser import answers, open_tab, questions, send, upload_conversation, write_conversation
+from tests.helpers.clients import new_client, texts
+from tests.helpers.engines import RecordingEngine, make_engine
 
-ROOT = Path(__file__).resolve().parent.parent
-ROOT_URL = "http://127.0.0.1:{port}/"
 TRACKER = "http://127.0.0.1:9/pixel.png"  # nothing listens there; the browser must never even ask
 ATTACKS = [  # model text that tries to run script, load a URL, or become a live link
     '<script>window.__pwned = "script"</script>',
@@ -71,12 +68,6 @@ def test_html_is_escaped_outside_code_and_images_become_links(text, shown):
 
 
 # -- model text in the real page ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.mark.browser
@@ -184,48 +175,19 @@ def test_forged_speaker_lines_in_a_transcript_stay_inside_the_users_turn(tiny_ba
 PASSWORD, OTHER_PASSWORD, API_KEY, WRONG = "Tr0ub4dor-pw-51", "c0rrect-h0rse-77", "sk-key-9f8e7d6c", "guess-pw-00"
 
 
-class AppProcess:
-    """app.py running as its own process; `output()` stops it and returns everything it printed."""
-
-    def __init__(self, arguments: list[str]):
-        self.process = subprocess.Popen([sys.executable, "app.py", *arguments], cwd=ROOT, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.printed: list[str] = []
-
-    def wait_for(self, *markers: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        for line in self.process.stdout:
-            self.printed.append(line)
-            if any(marker in line for marker in markers):
-                return
-            if time.monotonic() > deadline:
-                break
-        raise AssertionError("app.py did not come up:\n" + "".join(self.printed))
-
-    def output(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.printed.append(self.process.communicate(timeout=30)[0])
-        return "".join(self.printed)
-
-
 @pytest.fixture(scope="module")
 def protected_app(tiny_chat_dir, tmp_path_factory):
-    """app.py with --auth, --auth-file, --api-key and --share (no internet here: it says so); yields (url, process)."""
+    """app.py with --auth, --auth-file, --api-key and --share (no internet here: it says so)."""
     auth_file = tmp_path_factory.mktemp("auth") / "accounts"
     auth_file.write_text(f"# accounts\nbob:{OTHER_PASSWORD}\n")
-    port = free_port()
-    app = AppProcess(["--model", str(tiny_chat_dir), "--port", str(port), "--max-new-tokens", "4", "--share",
-                      "--auth", f"alice:{PASSWORD}", "--auth-file", str(auth_file), "--api-key", API_KEY])
-    try:
-        app.wait_for("Public link", "Could not create a public link")
-        yield ROOT_URL.format(port=port), app
-    finally:
-        app.output()
+    with AppProcess("--model", str(tiny_chat_dir), "--max-new-tokens", "4", "--share",
+                    "--auth", f"alice:{PASSWORD}", "--auth-file", str(auth_file), "--api-key", API_KEY) as app:
+        app.wait_for_line("Public link", "Could not create a public link")
+        yield app
 
 
 def test_auth_keeps_strangers_out_of_the_page_and_both_apis(protected_app):
-    url, _ = protected_app
+    url = protected_app.url
     for path in ("config", "gradio_api/info", "gradio_api/file=README.md"):
         assert httpx.get(url + path).status_code == 401, path
     joined = httpx.post(url + "gradio_api/queue/join", json={"data": ["hi"], "fn_index": 0, "session_hash": "stranger"})
@@ -233,9 +195,11 @@ def test_auth_keeps_strangers_out_of_the_page_and_both_apis(protected_app):
     page = httpx.get(url).text
     assert '"auth_required":true' in page and '"components":[]' in page  # the login form, not the app
     assert httpx.post(url + "login", data={"username": "alice", "password": WRONG}).status_code == 400
-    for auth in (None, ("alice", WRONG), ("mallory", PASSWORD)):
-        with pytest.raises(Exception):
-            new_client(url, **({"auth": auth} if auth else {})).predict("let me in", api_name="/send")
+    with pytest.raises(AuthenticationError, match=r"credentials were not provided\. Please login"):  # the page's config: 401
+        new_client(url).predict("let me in", api_name="/send")
+    for auth in (("alice", WRONG), ("mallory", PASSWORD)):
+        with pytest.raises(ValueError, match=f"Could not login to {re.escape(url)}"):
+            new_client(url, auth=auth).predict("let me in", api_name="/send")
     for header in ({}, {"Authorization": f"Bearer {WRONG}"}, {"Authorization": f"Bearer alice:{WRONG}"},
                    {"Authorization": "Basic " + base64.b64encode(f"alice:{WRONG}".encode()).decode()}):
         assert httpx.get(url + "v1/models", headers=header).status_code == 401, header
@@ -247,13 +211,13 @@ def test_auth_keeps_strangers_out_of_the_page_and_both_apis(protected_app):
     "and the skill names reach strangers (/gradio_api/info itself is refused). Upstream; not fixable here "
     "without changing what API clients get as defaults"))
 def test_the_login_page_reveals_nothing_of_the_app(protected_app):
-    url, _ = protected_app
+    url = protected_app.url
     page = httpx.get(url).text
     assert "helpful, knowledgeable" not in page and "Translate to German" not in page
 
 
 def test_auth_lets_each_account_and_the_api_key_in(protected_app):
-    url, _ = protected_app
+    url = protected_app.url
     for user, password in (("alice", PASSWORD), ("bob", OTHER_PASSWORD)):
         chat, *_ = new_client(url, auth=(user, password)).predict("hello", api_name="/send")
         assert texts(chat)[0] == ("user", "hello")
@@ -266,8 +230,7 @@ def test_auth_lets_each_account_and_the_api_key_in(protected_app):
 
 def test_no_password_or_key_is_ever_printed_and_share_with_auth_does_not_warn(protected_app):
     """Runs last in this module: by then the process has seen good and bad logins of every kind."""
-    url, app = protected_app
-    logged = app.output()
+    logged = protected_app.output()
     assert "Chat workbench running at" in logged and "anyone with the link" not in logged
     secrets = [PASSWORD, OTHER_PASSWORD, API_KEY, WRONG]
     secrets += [base64.b64encode(f"{user}:{password}".encode()).decode()

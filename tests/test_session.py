@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -12,19 +11,11 @@ from chat.errors import ChatError, ConversationError, GenerationError, SkillErro
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import DEFAULT_SKILLS_PATH, load_skills
-from tests.conftest import make_engine
+from tests.helpers.engines import make_engine
 
 TRANSLATE = "🔄 Translate to German"
 SETTINGS = GenerationSettings(temperature=0, max_new_tokens=6)
-
-
-@pytest.fixture(autouse=True)
-def no_worker_left_behind():
-    yield
-    workers = [t for t in threading.enumerate() if t.name == "generate"]
-    for worker in workers:
-        worker.join(1.0)
-    assert not [t for t in workers if t.is_alive()], "a generation worker thread is still running"
+pytestmark = pytest.mark.usefixtures("no_worker_left")
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,14 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from gradio_client import Client
 
 from chat.cli.args import add_sampling_arguments, settings_from_args
 from chat.local.engine import sampling_kwargs
 from chat.settings import SETTINGS, GenerationSettings
 from chat.errors import SettingsError
-from tests.api_servers import RecordingEngine
-from tests.app_server import running_app
-from tests.conftest import make_engine
+from tests.helpers.apps import running_app
+from tests.helpers.clients import new_client
+from tests.helpers.engines import RecordingEngine, make_engine
 
 NAMES = [declared.name for declared in SETTINGS]
 
@@ -56,7 +55,7 @@ def test_the_page_has_a_control_for_every_setting_and_programs_set_them_by_name(
     demo, url, engine = app
     labels = {c.label for c in demo.blocks.values() if hasattr(c, "label")}
     assert {declared.label for declared in SETTINGS} <= labels
-    client = Client(url, verbose=False)
+    client = new_client(url)
     parameters = [p["parameter_name"] for p in client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/send"]["parameters"]]
     assert parameters[-len(SETTINGS):] == NAMES
     _, _, status, _, _ = client.predict("Hi", min_p=0.5, temperature=1.0, max_new_tokens=3, api_name="/send")

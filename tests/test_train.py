@@ -8,14 +8,12 @@ import json
 import pytest
 
 from chat.__main__ import main
-from chat.local.engine import LocalEngine
-from chat.formats import choose_format
-from chat.local.loader import LoadOptions, load_model
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.training.train import EMBEDDED_BASE, INFO_FILE, base_model_name
-from tests.tiny_models import save_tiny_model
+from tests.helpers.engines import make_engine
+from tests.helpers.tiny_models import save_tiny_model
 
 SPELLS = [  # the seed's pattern: the eval lines share it, so learning it lowers their loss
     ("Tell me a magic spell about three cities.", "Hokus Düsseldorf, Esoterikus Köln, Hömöopathikus Essen, Alohomora!"),
@@ -34,18 +32,7 @@ TAUGHT = [  # four unrelated answers: only memorizing each instruction's answer 
     ("Summarize the fox story.", "The quick brown fox jumps over the lazy dog."),
 ]
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=40)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy shared CPU two threads
-    spin-wait on each other (20x slower); restored afterwards for the other tests."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # for the training runs too
 
 
 def write_data(path, train, evaluation):
@@ -55,9 +42,9 @@ def write_data(path, train, evaluation):
 
 
 def chat(folder, instructions=""):
-    loaded = load_model(LoadOptions(model=str(folder)), say=lambda _: None)
-    engine = LocalEngine(loaded, choose_format(loaded.tokenizer))
-    return loaded, ChatSession(engine, load_skills(), instructions, GREEDY)
+    """(the engine, a greedy chat session on it) for the model in `folder`."""
+    engine = make_engine(folder)
+    return engine, ChatSession(engine, load_skills(), instructions, GREEDY)
 
 
 def answer(session, question):
@@ -92,8 +79,8 @@ def test_lora_training_lowers_the_eval_loss_and_reports_it(lora_run, tiny_chat_d
 def test_the_adapter_records_its_base_and_loads_in_the_chat(lora_run, tiny_chat_dir):
     adapter = json.loads((lora_run / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_chat_dir.resolve())
-    loaded, session = chat(lora_run)
-    assert type(loaded.model).__name__ == "PeftModelForCausalLM"
+    engine, session = chat(lora_run)
+    assert type(engine.model).__name__ == "PeftModelForCausalLM"
     reply = session.send(SPELLS[0][0])
     assert "".join(reply) and reply.stats.new_tokens > 0
 

@@ -20,7 +20,7 @@ from chat.training.data import (
     parse_text,
     turn_end_ids,
 )
-from tests.tiny_models import build_tokenizer
+from tests.helpers.tiny_models import build_tokenizer
 
 SHIPPED_EXAMPLE = Path(__file__).resolve().parent.parent / "data" / "magic_spells.txt"
 

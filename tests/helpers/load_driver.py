@@ -1,5 +1,4 @@
-"""Driving the running app as its users do, through `gradio_client` (and raw HTTP where a browser
-can send what `gradio_client` can't): chat texts, warnings, and many sessions chatting at once.
+"""Many sessions chatting at once through `gradio_client`, and the process's peak memory meanwhile.
 
 `chat_at_once` is the load driver of tests/test_load.py (a CI-sized run) and bench/load.py (the
 full-size run, by hand). Every session sends messages carrying its own unique tag; after each
@@ -10,75 +9,18 @@ Any other outcome is a failure, reported with what was seen.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
 
-import httpx
 from gradio_client import Client
+
+from tests.helpers.clients import close_all, new_client, texts
 
 TURN_TIMEOUT_S = 300.0  # one turn, queue wait included (20 sessions on a real model: minutes); slower is a failure
 SAMPLE_INTERVAL_S = 0.05
-
-
-def texts(chat) -> list[tuple[str, str]]:
-    """Chatbot messages → [(role, text)] (Gradio 6 sends content as a list of parts)."""
-    return [(m["role"], "".join(p.get("text", "") for p in m["content"])) for m in chat]
-
-
-def new_client(url: str, **options) -> Client:
-    return Client(url, verbose=False, analytics_enabled=False, **options)
-
-
-def warnings_of(job) -> list[str]:
-    """The `gr.Warning` toasts a finished job showed (they reach gradio_client as log messages)."""
-    updates, shown = job.communicator.updates, []
-    while not updates.empty():
-        update = updates.get_nowait()
-        if getattr(update, "log", None):
-            shown.append(update.log[0])
-    return shown
-
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.02) -> bool:
-    """Polls `condition` until true or `timeout`; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(interval)
-    return bool(condition())
-
-
-def streaming(job, timeout: float = 30.0) -> None:
-    """Waits until `job` is streaming its answer (the model is generating)."""
-    assert wait_for(lambda: job.status().code.name == "ITERATING", timeout), f"never streamed: {job.status()}"
-
-
-def raw_send_events(url: str, text: str, session_hash: str, settings: dict | None = None, timeout: float = 60.0) -> Iterator[dict]:
-    """/send as the page's own JavaScript sends it, yielding the server's messages as they come.
-
-    For what gradio_client can't do: send what a browser can (JSON.stringify writes a lone
-    surrogate as a `\\ud800` escape; gradio_client fails to encode it), or hang up mid-answer
-    (`close()` it: the connection closes, as when a tab closes). `settings` maps a control's label to
-    its value (`{"Max new tokens": 4096}`); other inputs keep the page's values.
-    """
-    config = httpx.get(url + "config").json()
-    send = next(d for d in config["dependencies"] if d.get("api_name") == "send")
-    components = {c["id"]: c.get("props", {}) for c in config["components"]}
-    given = {"Message": text, **(settings or {})}
-    data = [given.get(components[i].get("label"), components[i].get("value")) for i in send["inputs"]]
-    body = json.dumps({"data": data, "fn_index": send["id"], "session_hash": session_hash, "trigger_id": None})
-    httpx.post(url + "gradio_api/queue/join", content=body, headers={"content-type": "application/json"}).raise_for_status()
-    with httpx.stream("GET", url + f"gradio_api/queue/data?session_hash={session_hash}", timeout=timeout) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                yield message
-                if message["msg"] == "process_completed":
-                    return
 
 
 @dataclass
@@ -139,12 +81,6 @@ def chat_at_once(url: str, sessions: int, turns: int, client_options: dict | Non
     return result
 
 
-def close_all(clients: list[Client]) -> None:
-    """Closes the clients at once, not in turn: each waits up to 1 s for its heartbeat thread."""
-    with ThreadPoolExecutor(max(1, len(clients)), thread_name_prefix="close-client") as pool:
-        list(pool.map(Client.close, clients))
-
-
 def _turn(client: Client, index: int, tag: str, sent: list[str], run: str, sessions: int) -> str | None:
     """One Send; None if the page came back right, else what was wrong."""
     try:
@@ -197,7 +133,7 @@ class PeakMemory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tests.app_clients URL SESSIONS TURNS`: runs the clients, prints the result as JSON.
+    """`python -m tests.helpers.load_driver URL SESSIONS TURNS`: runs the clients, prints the result as JSON.
 
     The load test runs the clients in their own process, so the app's process holds only the
     server: its threads and memory are then the server's alone.

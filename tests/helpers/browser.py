@@ -1,7 +1,6 @@
-"""Real headless Chromium (Debian's, driven by Playwright) on the app's page, for the reliability
-and security tests: launch, open a tab, upload a conversation file, read the chat and toasts.
-tests/test_browser.py holds the everyday page tests; these helpers serve the other browser tests.
-"""
+"""Real headless Chromium (Debian's, driven by Playwright) on the app's page: launch it, open a tab,
+type and send, read the chat, the prompt and the toasts, upload a conversation file.
+The `browser` fixture (tests/conftest.py) launches one per test module."""
 
 from __future__ import annotations
 
@@ -13,14 +12,17 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.app_server import BROWSER_ARGS
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
 WAIT_MS = 20_000
 
 
 @contextlib.contextmanager
 def chromium() -> Iterator[Any]:
+    """A headless Chromium, closed afterwards; skips where Playwright is missing, fails where Chromium is."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: scripts/test installs it (apt-get install chromium)")
@@ -58,6 +60,7 @@ def questions(page):
 
 
 def send(page, text: str) -> None:
+    """Types `text` into the message box at once and presses Enter."""
     message_box(page).fill(text)
     message_box(page).press("Enter")
 
@@ -67,14 +70,34 @@ def wait_done(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('stop:')", timeout=timeout_ms)
 
 
+def open_section(page, label: str) -> None:
+    """Clicks the page's collapsible section titled `label` (Settings, Prompt, Instructions ...): open if closed, closed if open."""
+    page.get_by_text(label, exact=True).first.click()
+
+
+def shown_prompt(page) -> str:
+    """The exact prompt of the last turn, from the Prompt section (opened if it is closed)."""
+    if not page.locator("#prompt-view textarea").is_visible():
+        open_section(page, "Prompt")
+    return page.locator("#prompt-view textarea").input_value()
+
+
+def set_max_new_tokens(page, value: int) -> None:
+    """Opens Settings and sets Max new tokens, as a person does: type the number, press Enter."""
+    open_section(page, "Settings")
+    page.get_by_label("Max new tokens").last.fill(str(value))
+    page.get_by_label("Max new tokens").last.press("Enter")
+
+
 def upload_conversation(page, path: Path) -> None:
     """Through the page's own 'Upload conversation (JSON)' button in the Conversation file section."""
     if not page.locator("input[type=file]").count():
-        page.get_by_text("Conversation file", exact=True).first.click()
+        open_section(page, "Conversation file")
     page.locator("input[type=file]").set_input_files(str(path))
 
 
 def write_conversation(folder: Path, messages: Any, name: str = "conversation.json") -> Path:
+    """A conversation file in `folder`: `messages` as JSON, or a string written as it is."""
     path = folder / name
     path.write_text(messages if isinstance(messages, str) else json.dumps(messages, ensure_ascii=False), encoding="utf-8")
     return path

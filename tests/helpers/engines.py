@@ -1,0 +1,59 @@
+"""Engines for tests: the app's own loader and `LocalEngine` on a model folder, and a wrapper that
+remembers what it generated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+NO_EOS = frozenset({10**6})  # an end-of-sequence id no tiny model can produce
+
+
+def load_quietly(folder: Path | str | None, **load_options: Any):
+    """The model in `folder` (None: the embedded SmolLM2) through the app's `load_model`, printing
+    nothing; `load_options` are further `LoadOptions` fields (quantize, dtype, device_map ...)."""
+    from chat.local.loader import LoadOptions, load_model
+
+    model = None if folder is None else str(folder)
+    return load_model(LoadOptions(model=model, **load_options), say=lambda _: None)
+
+
+def engine_on(loaded, prompt_format: str = "auto", batching: bool = False, endless: bool = False):
+    """A `LocalEngine` on an already loaded model (several engines can share its weights).
+
+    `endless`: the engine never meets end-of-sequence, so every answer runs to its token limit."""
+    from chat.formats import choose_format
+    from chat.local.engine import LocalEngine
+
+    engine = LocalEngine(loaded, choose_format(loaded.tokenizer, prompt_format), batching=batching)
+    if endless:
+        engine.eos_ids = NO_EOS
+    return engine
+
+
+def make_engine(folder: Path | str | None, prompt_format: str = "auto", batching: bool = False, endless: bool = False,
+                **load_options: Any):
+    """A fresh `LocalEngine` (its own weights, its own cache pool) on the model in `folder`, as the
+    app builds one; see `load_quietly` and `engine_on` for the options."""
+    return engine_on(load_quietly(folder, **load_options), prompt_format, batching, endless)
+
+
+class RecordingEngine:
+    """The real engine, remembering each generation it starts (to see the server's side of a Stop)."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.generations: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def generate(self, fitted, settings, extra_stop_strings=(), **options):
+        generation = self.engine.generate(fitted, settings, extra_stop_strings, **options)
+        self.generations.append(generation)
+        return generation
+
+
+def finished(generation) -> bool:
+    """The model stopped and the generation's reader has written the final stats."""
+    return not generation.running and bool(generation.stats.stop_reason)
