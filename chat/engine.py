@@ -62,9 +62,22 @@ class Engine(Protocol):
     device: str  # where it runs, in words
     context_window: int  # tokens of prompt plus answer
     format: PromptFormat  # how messages become the prompt (and which strings end a turn)
-    exact_prompt: bool  # True: `prepare` gives the very text and token ids the model gets; False: a server renders its own
-    shares_steps: bool  # answers generated at once share each model step (batching), so several may run at once
-    answers_at_once: int  # how many answers it serves well at once (the /v1 API's limit; more requests wait)
+
+    # What it can do, declared (read-only: a class attribute or a property).
+    @property
+    def exact_prompt(self) -> bool:
+        """True: `prepare` gives the very text and token ids the model gets; False: a server renders its own."""
+        ...
+
+    @property
+    def shares_steps(self) -> bool:
+        """Answers generated at once share each model step (batching), so several may run at once."""
+        ...
+
+    @property
+    def answers_at_once(self) -> int:
+        """How many answers it serves well at once (the /v1 API's limit; more requests wait)."""
+        ...
 
     def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
         """The prompt for `messages` (the last one: the new user message), fitted to the context."""

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import schema
 from .schema import ApiError, ChatRequest
+from ..engine import Engine, Generation
 from ..errors import ChatError, GenerationError, SettingsError
 from ..settings import GenerationSettings
 from ..skills import Skill, SkillBook
@@ -43,7 +44,7 @@ RETRY_AFTER_S = 2
 Accounts = Iterable[tuple[str, str]] | Callable[[str, str], bool] | None
 
 
-def mount_api(app: Any, engine: Any, skills: SkillBook, defaults: GenerationSettings | None = None, instructions: str = "",
+def mount_api(app: Any, engine: Engine, skills: SkillBook, defaults: GenerationSettings | None = None, instructions: str = "",
               api_key: str | None = None, auth: Accounts = None, max_parallel: int | None = None,
               queue_wait_s: float = QUEUE_WAIT_S) -> "ChatApi":
     """Adds the /v1 routes to a Starlette/FastAPI app (Gradio's `demo.app` included, even after launch).
@@ -91,7 +92,7 @@ class Guard:
 class ChatApi:
     """The route handlers, bound to one engine, its skills and the app's defaults."""
 
-    def __init__(self, engine: Any, skills: SkillBook, defaults: GenerationSettings, instructions: str,
+    def __init__(self, engine: Engine, skills: SkillBook, defaults: GenerationSettings, instructions: str,
                  guard: Guard, max_parallel: int, queue_wait_s: float):
         self.engine, self.defaults, self.instructions, self.guard = engine, defaults, instructions, guard
         self.skills = schema.skill_ids(skills)
@@ -194,7 +195,7 @@ class Pump:
     end or at Stop) and then frees the request's slot, even if the response never started.
     """
 
-    def __init__(self, generation: Any, on_done: Callable[[], None]):
+    def __init__(self, generation: Generation, on_done: Callable[[], None]):
         self.generation, self._on_done = generation, on_done
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
+from ..engine import Engine
 from ..formats import FORMATS
 from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions
 from ..settings import SETTINGS, GenerationSettings
@@ -51,7 +52,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(**{declared.name: getattr(args, declared.name) for declared in SETTINGS})
 
 
-def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Any:
+def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Engine:
     """The backend the flags ask for: a local transformers model, or an OpenAI-compatible server."""
     if getattr(args, "backend", "local") == "openai":
         from ..remote.engine import RemoteEngine
@@ -76,7 +77,7 @@ def build_skills(args: argparse.Namespace):
     return load_skills(args.skills or DEFAULT_SKILLS_PATH)
 
 
-def build_instructions(args: argparse.Namespace, engine: Any) -> str:
+def build_instructions(args: argparse.Namespace, engine: Engine) -> str:
     from ..instructions import default_instructions, read_instructions
 
     given = read_instructions(args.instructions)

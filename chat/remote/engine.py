@@ -22,7 +22,7 @@ import openai
 from ..context import FittedPrompt, fit_to_context
 from ..engine import Generation, SessionCache
 from ..errors import ChatError
-from ..formats import Messages, Prompt
+from ..formats import Messages, Prompt, PromptFormat, Segment, render
 from ..settings import GenerationSettings
 from .errors import API_KEY_ENV, explain
 
@@ -66,6 +66,10 @@ class MessagesFormat:
     stop_strings: tuple[str, ...] = ()  # the server stops at the model's end-of-turn itself
     strips_answer_space = False
 
+    def segments(self, messages: Messages) -> list[Segment]:
+        """The messages as sent, each under its role (a readable stand-in for the server's template)."""
+        return [segment for m in messages for segment in ((f"\n── {m['role']} ──\n", False), (m["content"], True), ("\n", False))]
+
 
 class RemoteEngine:
     """Chats through an OpenAI-compatible server (an `Engine`). The API key is kept in the client, never shown."""
@@ -85,7 +89,7 @@ class RemoteEngine:
             raise ChatError(f"--context-window must be at least 2 tokens, got {context_window}")
         self.name, self.device = model, f"remote server {self.base_url}"
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
-        self.format = MessagesFormat()
+        self.format: PromptFormat = MessagesFormat()
         self.standard_sampling, self.timeout_s = standard_sampling, timeout_s
         self.client = openai.OpenAI(
             base_url=self.base_url, api_key=api_key or os.environ.get(API_KEY_ENV) or NO_KEY,
@@ -122,7 +126,7 @@ class RemoteEngine:
     def render(self, messages: Messages) -> str:
         """What the Prompt view shows: the messages as sent, and who applies the template."""
         header = PROMPT_HEADER.format(url=self.base_url, model=self.name)
-        body = "".join(f"\n── {m['role']} ──\n{m['content']}\n" for m in messages)
+        body = render(self.format, messages)
         return f"{header}(about {estimate_tokens(messages)} tokens by estimate)\n{body}"
 
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),

@@ -6,17 +6,20 @@ one (5xx) and a timeout each say what happened and what to do. The key never app
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
 from ..errors import GenerationError
 
+if TYPE_CHECKING:  # the engine imports this module
+    from .engine import RemoteEngine
+
 API_KEY_ENV = "OPENAI_API_KEY"  # where the key comes from when --api-key is not given
 MAX_DETAIL_CHARS = 200  # a server's own error text, quoted in a one-line chat message
 
 
-def explain(error: BaseException, engine: Any) -> GenerationError:
+def explain(error: BaseException, engine: RemoteEngine) -> GenerationError:
     """One line for the chat, saying what went wrong with the server and what to do."""
     where = f"the model server at {engine.base_url}"
     if isinstance(error, openai.APITimeoutError):
@@ -32,7 +35,7 @@ def explain(error: BaseException, engine: Any) -> GenerationError:
     return GenerationError(f"talking to {where} failed: {type(error).__name__}: {_one_line(str(error))}")
 
 
-def _status_message(error: Any, where: str, engine: Any) -> str:
+def _status_message(error: Any, where: str, engine: RemoteEngine) -> str:
     status, detail = error.status_code, _server_detail(error)
     if status == 401:
         return f"{where} refused the API key (401 unauthorized): set --api-key or {API_KEY_ENV}"
