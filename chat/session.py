@@ -6,7 +6,6 @@ the terminal chat and tests drive the same methods: send, retry, undo, clear, st
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Generator, Iterator
 
 from .context import FittedPrompt
@@ -72,7 +71,6 @@ class ChatSession:
         self.kv_cache = engine.new_cache()  # what the engine reuses of this session's last turn (never shared)
         self._current: Reply | None = None
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
-        self._lock = threading.Lock()
 
     # -- the conversation ---------------------------------------------------------------
 
