@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (module, its extra flags): the order of the README's Performance section.
 BENCHMARKS = {
     "multiturn": [],
+    "longchat": [],
     "streaming": [],
     "webapp": [],
     "stops": [],

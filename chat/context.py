@@ -3,11 +3,20 @@
 When instructions + history + the new message + room for the answer don't fit, the oldest
 exchanges go first. The instructions and the current message always stay; a current message
 that alone is too long is cut, and the caller is told what happened so the user can be too.
+
+Trimming has hysteresis. Dropping the fewest messages that fit would change the prompt's
+beginning at every turn of a long chat, and every prefix cache (a server's, this app's own
+per-session KV cache) would be useless from then on: each turn would compute its whole prompt
+again. So a trim goes down to a low-water mark (LOW_WATER_SHARE of the prompt's room), and the
+following turns keep that same beginning until the room is full again. No state is kept for
+this: the cut is replayed from the history itself (`_window_start`), so a chat reloaded from a
+file, or sent whole to the /v1 API turn after turn, gets the same cuts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Callable, Sequence, TypeVar
 
 from .errors import ChatError
@@ -16,6 +25,11 @@ from .formats import Messages, Prompt
 # Never plan an answer room larger than this share of the context: a 32k max_new_tokens on
 # a 2k model would otherwise leave no room for the question.
 MAX_ANSWER_SHARE = 0.5
+# After a trim the prompt takes at most this share of its room (the window less the answer's room).
+LOW_WATER_SHARE = 0.6
+# The replay counts each message alone, which can be a token or so off the rendered prompt: it
+# trims this share of the room early, so that the prompt it keeps really fits.
+ESTIMATE_MARGIN_SHARE = 0.02
 TRIM_NOTICE = "\n[… message trimmed to fit the model's context]"
 Token = TypeVar("Token")  # a token id, or (for a server's prompt, counted by estimate) a chunk of text
 
@@ -31,12 +45,16 @@ class FittedPrompt:
     @property
     def notice(self) -> str | None:
         """A sentence for the user when something was left out, else None."""
-        parts = []
-        if self.dropped_messages:
-            parts.append(f"the {self.dropped_messages} oldest messages were left out to fit the model's context")
-        if self.message_trimmed:
-            parts.append("your message was too long for the model's context and was cut short")
+        parts = [part for part in (self.history_notice, self.message_notice) if part]
         return ("Note: " + "; ".join(parts) + ".") if parts else None
+
+    @property
+    def history_notice(self) -> str | None:
+        return f"the {self.dropped_messages} oldest messages were left out to fit the model's context" if self.dropped_messages else None
+
+    @property
+    def message_notice(self) -> str | None:
+        return "your message was too long for the model's context and was cut short" if self.message_trimmed else None
 
 
 def fit_to_context(
@@ -47,14 +65,19 @@ def fit_to_context(
     context_window: int,
     max_new_tokens: int,
 ) -> FittedPrompt:
-    """Drops oldest history, then trims the last message, until the prompt fits.
+    """Drops oldest history (with hysteresis), then trims the last message, until the prompt fits.
 
     `messages` is [optional system] + history + the current user message (last).
     """
     answer_room = max(1, min(max_new_tokens, int(context_window * MAX_ANSWER_SHARE)))
     budget = context_window - answer_room
     system, history, current = _split(messages)
-    dropped, prompt = _drop_oldest_until_fit(system, history, current, budget, encode)
+    whole = encode(messages)
+    if whole.length <= budget:  # a chat that fits is sent whole
+        return FittedPrompt(whole, list(messages), 0, False, min(max_new_tokens, context_window - whole.length))
+    start = _window_start(system, history, current, budget, encode, tokenize)
+    extra, prompt = _drop_oldest_until_fit(system, history[start:], current, budget, encode)
+    dropped = start + extra
     history = history[dropped:]
     candidate = system + history + [current]
     trimmed = prompt.length > budget
@@ -73,6 +96,41 @@ def fit_to_context(
 def _split(messages: Messages) -> tuple[Messages, Messages, dict[str, Any]]:
     system = [m for m in messages[:1] if m["role"] == "system"]
     return system, list(messages[len(system) : -1]), messages[-1]
+
+
+def _window_start(system: Messages, history: Messages, current: dict[str, Any], budget: int, encode, tokenize) -> int:
+    """How many of the oldest history messages this turn leaves out: the cut a chat sent turn by turn
+    has reached by now.
+
+    Replays the chat's turns, counting tokens per message: whenever a turn's prompt would pass the
+    high-water mark (its room, less a small margin for the estimate), the oldest whole exchanges go
+    until it is under the low-water mark. Earlier turns replay the same way at every later turn, so
+    the cut only moves when the kept part outgrows the room again.
+    """
+    chat = [*history, current]
+    per_message, fixed = _template_costs(system, encode, tokenize)
+    before = list(accumulate((len(tokenize(m["content"])) + per_message for m in chat), initial=0))  # cost of chat[:i]
+    high = budget - max(1, int(budget * ESTIMATE_MARGIN_SHARE))
+    low = int(budget * LOW_WATER_SHARE)
+    cuts = _exchange_starts(history)
+    start, next_cut = 0, 1  # cuts[next_cut] is the next place the kept history may begin
+    for turn in (i for i, m in enumerate(chat) if m["role"] == "user"):
+        if fixed + before[turn + 1] - before[start] <= high:
+            continue
+        while next_cut < len(cuts) and cuts[next_cut] <= turn and fixed + before[turn + 1] - before[start] > low:
+            start = cuts[next_cut]
+            next_cut += 1
+    return start
+
+
+def _template_costs(system: Messages, encode, tokenize) -> tuple[int, int]:
+    """(tokens a message costs beyond its text, tokens the prompt costs beyond its messages), as the
+    format renders them: measured on a one- and a three-message chat with the same instructions."""
+    probe = "x"
+    one = encode([*system, {"role": "user", "content": probe}]).length
+    three = encode([*system, *({"role": role, "content": probe} for role in ("user", "assistant", "user"))]).length
+    per_message = max(0, round((three - one) / 2) - len(tokenize(probe)))
+    return per_message, one - len(tokenize(probe)) - per_message
 
 
 def _drop_oldest_until_fit(system: Messages, history: Messages, current: dict[str, Any], budget: int, encode) -> tuple[int, Prompt]:

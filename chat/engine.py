@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Iterator, Protocol
 
 from .context import FittedPrompt
-from .errors import ChatError
+from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat
 from .settings import GenerationSettings
 from .stopping import REPLACEMENT_CHARACTER, StopStringFilter
@@ -28,6 +28,8 @@ class StopReason(StrEnum):
     STOP_STRING = "stop string"
     MAX_TOKENS = "max tokens"
     CANCELLED = "cancelled"
+    # A server ended the answer and did not say whether at the model's end or at one of our stop strings.
+    SERVER_STOP = "eos or stop string (the server's)"
 
 
 @dataclass
@@ -39,15 +41,17 @@ class Stats:
     stop_reason: StopReason | None = None  # None while the answer runs
     steps: int = 0  # model steps run (one per generated token)
     cached_tokens: int = 0  # prompt tokens reused from the session's cache, not computed again
+    estimated: bool = False  # the token counts are estimates (a server that did not report usage)
 
     def summary(self) -> str:
-        parts = [f"{self.new_tokens} tokens"]
+        about = "~" if self.estimated else ""
+        parts = [f"{about}{self.new_tokens} tokens"]
         if self.tokens_per_second:
-            parts.append(f"{self.tokens_per_second:.1f} tokens/s")
+            parts.append(f"{about}{self.tokens_per_second:.1f} tokens/s")
         if self.time_to_first_token is not None:
             parts.append(f"first token {self.time_to_first_token:.2f} s")
         cached = f" ({self.cached_tokens} cached)" if self.cached_tokens else ""
-        parts.append(f"prompt {self.prompt_tokens} tokens{cached}")
+        parts.append(f"prompt {about}{self.prompt_tokens} tokens{cached}{' (estimates)' if self.estimated else ''}")
         parts.append(f"stop: {self.stop_reason or ''}")
         return " · ".join(parts)
 
@@ -61,6 +65,7 @@ class Engine(Protocol):
     name: str  # the model's name
     device: str  # where it runs, in words
     context_window: int  # tokens of prompt plus answer
+    window_source: str  # where `context_window` comes from, in words (the model's config, the server, a flag)
     format: PromptFormat  # how messages become the prompt (and which strings end a turn)
 
     # What it can do, declared (read-only: a class attribute or a property).
@@ -113,7 +118,7 @@ class Generation(ABC):
     def __init__(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]):
         self.fitted, self.settings = fitted, settings
         self.text = ""
-        self.stats = Stats(prompt_tokens=fitted.prompt.length)
+        self.stats = Stats(prompt_tokens=fitted.prompt.length, estimated=fitted.prompt.estimated_length is not None)
         self._filter = StopStringFilter(stop_strings)
         self._cancel = threading.Event()
         self._cancelled_by_user = False
@@ -211,6 +216,11 @@ class Generation(ABC):
     def _release(self) -> None:
         """When reading ends: stop the worker."""
         self.close()
+
+    def empty_answer_error(self) -> GenerationError:
+        """What to tell the user when the answer ended before it had any text."""
+        return GenerationError(f"the model ended its answer before writing anything (stop: {self.stats.stop_reason}): "
+                               "try again, perhaps with a higher temperature or other words")
 
     def _as_chat_error(self, error: BaseException) -> ChatError:
         return error if isinstance(error, ChatError) else ChatError(f"generation failed: {type(error).__name__}: {error}")

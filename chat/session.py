@@ -46,6 +46,8 @@ class Reply:
             for delta in self.generation:
                 self.answer["content"] += delta
                 yield delta
+            if not self.answer["content"].strip() and self.stats.stop_reason is not StopReason.CANCELLED:
+                raise self.generation.empty_answer_error()  # never a blank bubble
             self.finished = True
         except ChatError as error:
             self.answer["error"] = str(error)  # shown in the chat; the user's message stays for Retry
@@ -68,6 +70,7 @@ class ChatSession:
         self.history: list[dict[str, Any]] = []
         self.last_prompt: FittedPrompt | None = None
         self.last_stats: Stats | None = None
+        self.first_in_view = 0  # history index of the first message the model saw last turn (trimming)
         self.kv_cache = engine.new_cache()  # what the engine reuses of this session's last turn (never shared)
         self._current: Reply | None = None
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
@@ -149,6 +152,7 @@ class ChatSession:
         self.history.clear()
         self._discard_answer()
         self.last_prompt = self.last_stats = None
+        self.first_in_view = 0
 
     def stop(self) -> None:
         """Cancels the answer in progress, if any, and waits for the model to finish its step."""
@@ -181,13 +185,23 @@ class ChatSession:
     def model_messages(self) -> list[dict[str, Any]]:
         """System instructions + history as the model sees it (failed exchanges left out)."""
         messages = [{"role": "system", "content": self.instructions}] if self.instructions.strip() else []
+        return messages + [{"role": m["role"], "content": m["content"]} for m in self._sent_history().values()]
+
+    def _sent_history(self) -> dict[int, dict[str, Any]]:
+        """The history messages the model is sent, by their index in the history (not failed exchanges)."""
+        sent = {}
         for index, message in enumerate(self.history):
             failed = message.get("error") or (
                 message["role"] == "user" and index + 1 < len(self.history) and self.history[index + 1].get("error")
             )
             if not failed:
-                messages.append({"role": message["role"], "content": message["content"]})
-        return messages
+                sent[index] = message
+        return sent
+
+    @property
+    def out_of_view(self) -> int:
+        """How many of the oldest history messages the model no longer saw last turn (0: it saw all)."""
+        return self.first_in_view if self.first_in_view < len(self.history) else 0
 
     def preview(self, text: str, skill_name: str | None = None) -> FittedPrompt:
         """The prompt the model would get if `text` were sent now (nothing is changed)."""
@@ -210,6 +224,7 @@ class ChatSession:
         self.history[:] = messages  # in place: the stream of the answer stopped below draws from this list
         self._discard_answer()
         self.last_prompt = self.last_stats = None
+        self.first_in_view = 0
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -218,8 +233,10 @@ class ChatSession:
         fitted = self.engine.prepare(self.model_messages(), settings)
         generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache)
         answer: dict[str, Any] = {"role": "assistant", "content": ""}
-        if fitted.notice:
-            answer["notice"] = fitted.notice
+        if fitted.message_notice:
+            answer["notice"] = f"Note: {fitted.message_notice}."
+        # One notice for left-out history, kept current: where the part the model sees now begins.
+        self.first_in_view = list(self._sent_history())[fitted.dropped_messages]
         self.history.append(answer)
         self.last_prompt = fitted
         reply = Reply(self, generation, answer)

@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers.browser import chromium
 from tests.helpers.engines import make_engine
+from tests.helpers.llama_server import LlamaServer
 from tests.helpers.tiny_models import save_tiny_model
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import END_WITHIN_S, generation_workers
@@ -72,3 +73,14 @@ def browser():
     """One headless Chromium for the test module."""
     with chromium() as browser:
         yield browser
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used a llama.cpp server reports the server's exit status and log."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, LlamaServer):
+                report.sections.append(("llama.cpp server", value.report()))

@@ -237,3 +237,23 @@ def test_ctrl_c_stops_the_answer_not_the_program(tmp_path, terminal, sigint_igno
     term.expect(re.escape(PROMPT))
     term.type("\x04")  # Ctrl+D at an empty prompt leaves
     assert term.close() == 0
+
+
+def test_the_terminal_says_once_per_trim_what_the_model_no_longer_sees(tmp_path):
+    """A long chat in a small context: one note at each trim, not one at every turn."""
+    import io
+
+    from chat.cli.talk import Talk
+    from tests.helpers.engines import make_engine
+
+    engine = make_engine(save_tiny_model(tmp_path / "small", context=300))
+    session = ChatSession(engine, load_skills(), "Be brief.", GenerationSettings(temperature=0, max_new_tokens=MAX_NEW_TOKENS))
+    talk = Talk(session, interactive=False, out=io.StringIO(), err=io.StringIO())
+    turns = 16
+    for turn in range(turns):
+        talk.handle(f"message {turn} with a few words")
+    notes = re.findall(r"no longer sees the (\d+) oldest messages: they no longer fit its 300-token context", talk.err.getvalue())
+    counts = [int(n) for n in notes]
+    assert counts and counts == sorted(set(counts))  # each trim told once, the count growing
+    assert len(counts) <= turns // 3  # not at every turn: a trim makes room for several
+    assert session.out_of_view == counts[-1]

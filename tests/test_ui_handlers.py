@@ -71,14 +71,25 @@ def test_a_failing_model_shows_the_error_in_the_chat_keeps_the_message_and_retry
     assert len(shown(page)) == 2 and not shown(page)[1][1].startswith(ERROR_PREFIX)
 
 
-def test_dropped_history_is_announced_in_the_chat(session):
-    session.engine.context_window, old = 220, session.engine.context_window
+def test_left_out_history_is_one_notice_kept_where_what_the_model_sees_begins(session):
+    session.engine.context_window, old = 400, session.engine.context_window
+    placements = []
     try:
-        for turn in range(6):
-            page = last_page(handlers.send(session, f"message number {turn} " + "words " * 15, None, None))
+        for turn in range(12):
+            page = last_page(handlers.send(session, f"message number {turn} " + "words " * 5, None, None))
+            notices = [i for i, (_, text) in enumerate(shown(page)) if text.startswith(NOTICE_PREFIX)]
+            assert not session.last_prompt.message_trimmed
+            if notices:
+                assert len(notices) == 1  # one notice, however many turns trimmed
+                after = shown(page)[notices[0] + 1]
+                first_seen = session.last_prompt.messages[1]  # (after the instructions)
+                assert after == ("user", first_seen["content"])  # it sits where the model's view begins
+                assert "no longer sees the messages above" in shown(page)[notices[0]][1]
+                placements.append(notices[0])
     finally:
         session.engine.context_window = old
-    assert any(text.startswith(NOTICE_PREFIX) and "left out" in text for _, text in shown(page))
+    assert placements and placements == sorted(placements)  # it moves down as the chat grows, never repeats
+    assert len(set(placements)) < len(placements)  # and stays put between trims (hysteresis)
 
 
 # -- the message box is the user's: taking messages from the page ----------------------------------------

@@ -25,6 +25,7 @@ from ..conversation import is_blank, normalize_messages
 from ..engine import Stats, StopReason
 from ..errors import ConversationError, SettingsError
 from ..settings import SETTINGS, GenerationSettings, Setting
+from ..remote.servers import OWN_MODELS_OWNER  # how clients (this app among them) recognise it
 from ..skills import Skill, SkillBook
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB of JSON is far more than any chat fits in a context window
@@ -291,11 +292,16 @@ def chunk(cid: str, model: str, delta: dict[str, str] | None = None, finish: Sta
                                                "model": model, "choices": [choice]})
 
 
-def models_list(served_model: str, skills: Mapping[str, Skill]) -> ModelList:
-    """The served model, then one entry per skill: `<model>:<skill id>` (with the skill's name and description)."""
+def models_list(served_model: str, skills: Mapping[str, Skill], context_window: int) -> ModelList:
+    """The served model, then one entry per skill: `<model>:<skill id>` (with the skill's name and description).
+
+    Each says its context length as vLLM does (`max_model_len`), so that clients, and this app on
+    `--backend openai`, can trim long chats to fit.
+    """
     created = int(time.time())
-    entries = [Model(id=served_model, object="model", created=created, owned_by="chat-workbench")]
+    own = {"object": "model", "created": created, "owned_by": OWN_MODELS_OWNER, "max_model_len": context_window}
+    entries = [Model.model_validate({"id": served_model, **own})]
     for sid, skill in skills.items():
-        entries.append(Model.model_validate({"id": f"{served_model}{SKILL_SEPARATOR}{sid}", "object": "model", "created": created,
-                                             "owned_by": "chat-workbench", "skill": skill.name, "description": skill.description}))
+        entries.append(Model.model_validate({"id": f"{served_model}{SKILL_SEPARATOR}{sid}", **own,
+                                             "skill": skill.name, "description": skill.description}))
     return ModelList(object="list", data=entries)

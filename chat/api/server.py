@@ -104,7 +104,7 @@ class ChatApi:
             self.guard.check(request)
         except ApiError as error:
             return error_response(error)
-        return JSONResponse(_json(schema.models_list(self.engine.name, self.skills)))
+        return JSONResponse(_json(schema.models_list(self.engine.name, self.skills, self.engine.context_window)))
 
     async def chat_completions(self, request: Request) -> Response:
         try:

@@ -57,7 +57,7 @@ def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -
     if getattr(args, "backend", "local") == "openai":
         from ..remote.engine import RemoteEngine
 
-        return RemoteEngine.from_args(args)
+        return RemoteEngine.from_args(args, say)
     from ..local.engine import LocalEngine
     from ..formats import choose_format
     from ..local.loader import load_model

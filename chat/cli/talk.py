@@ -20,7 +20,7 @@ from typing import Callable, Iterable, TextIO
 
 from .args import build_engine, build_instructions, build_skills, settings_from_args
 from ..conversation import load_conversation, save_conversation
-from ..errors import ChatError, SkillError
+from ..errors import ChatError, GenerationError, SkillError
 from ..session import ChatSession, Reply
 from ..skills import SkillBook
 
@@ -96,6 +96,7 @@ class Talk:
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.skill = session.skills.default.name
         self.failed = False  # a piped run that met an error exits with 1
+        self.out_of_view = 0  # the oldest messages the model no longer sees, as last told
         self.prefill = ""  # text put back on the input line (after /undo)
         self.can_prefill = False  # the line reader can put text on the input line
         self.commands: dict[str, Callable[[str], bool | None]] = {
@@ -150,15 +151,21 @@ class Talk:
                 self.stream(self.session.send(line, self.skill))
         except ChatError as error:
             self.failed = True
-            print(f"error: {error}", file=self.err, flush=True)
+            again = " (your message is kept: /retry tries again)" if isinstance(error, GenerationError) else ""
+            print(f"error: {error}{again}", file=self.err, flush=True)
         return True
 
     # -- answers --------------------------------------------------------------------------------
 
     def stream(self, reply: Reply) -> None:
         """Shows the answer as it comes. Ctrl+C stops the model and keeps what was said so far."""
-        if reply.fitted.notice:
-            self.note(reply.fitted.notice)
+        if reply.fitted.message_notice:
+            self.note(f"Note: {reply.fitted.message_notice}.")
+        if self.session.out_of_view != self.out_of_view:  # told once per trim, not at every turn
+            self.out_of_view = self.session.out_of_view
+            if self.out_of_view:
+                self.note(f"Note: the model no longer sees the {self.out_of_view} oldest messages: they no longer fit "
+                          f"its {self.session.engine.context_window:,}-token context.")
         chunks, wrote = reply.stream(), False
         try:
             for delta in chunks:

@@ -15,21 +15,23 @@ import dataclasses
 import os
 import time
 from queue import Empty, Queue
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import openai
 
 from ..context import FittedPrompt, fit_to_context
-from ..engine import Generation, SessionCache
-from ..errors import ChatError
+from ..engine import Generation, SessionCache, StopReason
+from ..errors import ChatError, GenerationError
 from ..formats import Messages, Prompt, PromptFormat, Segment, render
 from ..settings import GenerationSettings
 from .errors import API_KEY_ENV, explain
+from .servers import UNKNOWN, ServerInfo, probe
 
 BACKENDS = ("local", "openai")
 NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one
 DEFAULT_CONTEXT_WINDOW = 32_768  # the server knows the real one; --context-window tells us
 CHARS_PER_TOKEN = 3  # pessimistic (English averages ~4): trim a little early rather than be refused
+MESSAGE_FRAMING_TOKENS = 4  # a chat template's role markers around each message, by estimate
 CONNECT_TIMEOUT_S = 10.0  # a server that doesn't accept a connection in 10 s is down, not busy
 READ_TIMEOUT_S = 120.0  # longest wait for the server's next piece of text
 MAX_RETRIES = 0  # the chat has a Retry button; silent retries would only delay the error message
@@ -38,6 +40,7 @@ POLL_S = 0.1  # how often a waiting reader checks for Stop
 # Closing waits this long for the worker, which closes the stream on the server's next chunk.
 # A stalled server would hold it until the read timeout: Stop must not wait for that.
 CLOSE_WAIT_S = 1.0
+REPROBE_S = 30.0  # while the server is unreachable, ask again at most this often (it may have come up)
 PROMPT_HEADER = "Sent to {url} as chat messages for {model!r}; the server applies its own chat template.\n"
 
 
@@ -52,11 +55,13 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"the key clients must send to this app's /v1 API. With --backend openai the server gets "
                        f"${API_KEY_ENV}, or this key when that is unset. Prefer the environment: flags show in `ps`")
     group.add_argument("--context-window", type=int, metavar="TOKENS",
-                       help=f"with --backend openai: the served model's context length, for trimming long chats "
-                       f"(default {DEFAULT_CONTEXT_WINDOW})")
+                       help=f"with --backend openai: the served model's context length, for trimming long chats. "
+                       f"Default: what the server reports (vLLM, llama.cpp's llama-server, TGI, Ollama), "
+                       f"else {DEFAULT_CONTEXT_WINDOW}; a smaller value limits it further")
     group.add_argument("--standard-sampling", action="store_true",
                        help="with --backend openai: send only the OpenAI API's own sampling fields (for api.openai.com "
-                       "and other strict servers); top_k and repetition_penalty are then not sent")
+                       "and other strict servers); top_k, min_p and repetition_penalty (and a server's own names for "
+                       "them, e.g. llama.cpp's repeat_penalty) are then not sent")
 
 
 class MessagesFormat:
@@ -88,19 +93,65 @@ class RemoteEngine:
         if context_window is not None and context_window < 2:
             raise ChatError(f"--context-window must be at least 2 tokens, got {context_window}")
         self.name, self.device = model, f"remote server {self.base_url}"
+        self.asked_window = context_window  # --context-window, if given
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
+        self.window_source = "--context-window" if context_window else f"assumed: the server did not say; --context-window sets it"
+        self.server: ServerInfo = UNKNOWN  # what `connect` learned about the server
+        self._probed_at: float | None = None
+        self._down = False  # the last probe could not reach the server
+        self._say: Callable[[str], None] = print
         self.format: PromptFormat = MessagesFormat()
         self.standard_sampling, self.timeout_s = standard_sampling, timeout_s
+        self._api_key = api_key or os.environ.get(API_KEY_ENV) or NO_KEY
         self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=api_key or os.environ.get(API_KEY_ENV) or NO_KEY,
+            base_url=self.base_url, api_key=self._api_key,
             max_retries=MAX_RETRIES, timeout=openai.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
         )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RemoteEngine":
+    def from_args(cls, args: argparse.Namespace, say: Callable[[str], None] = print) -> "RemoteEngine":
         # --api-key is first this app's own API key; the server's own key, if it has one, wins.
         key = os.environ.get(API_KEY_ENV) or getattr(args, "api_key", None)
-        return cls(args.base_url, args.model, key, getattr(args, "context_window", None), getattr(args, "standard_sampling", False))
+        engine = cls(args.base_url, args.model, key, getattr(args, "context_window", None), getattr(args, "standard_sampling", False))
+        engine.connect(say)
+        return engine
+
+    def connect(self, say: Callable[[str], None] = print) -> ServerInfo:
+        """Asks the server what it is and how long its context is; says what was found, or that it is
+        down (the app starts anyway: answers fail with a clear message until the server is up)."""
+        self._probed_at, self._say = time.monotonic(), say
+        server = probe(self.base_url, self.name, None if self._api_key == NO_KEY else self._api_key)
+        self._down = not server.reachable
+        if self._down:
+            say(f"warning: can't reach the model server at {self.base_url} ({server.problem}); starting anyway: "
+                "answers fail until it is up")
+            return server
+        self.server = server
+        self.context_window, self.window_source, warning = self._window_from(server)
+        if warning:
+            say(f"warning: {warning}")
+        kind = "" if server.kind == "unknown" else f" ({server.kind})"
+        say(f"Model server{kind}: {self.base_url}, model {self.name!r}, context window {self.context_window:,} tokens "
+            f"({self.window_source})")
+        return server
+
+    def _window_from(self, server: ServerInfo) -> tuple[int, str, str | None]:
+        """(context window, where it comes from, a warning or None): the server's figure where it gives
+        one; --context-window where it doesn't, or to limit it further."""
+        asked, told = self.asked_window, server.context_window
+        assumed = server.window_source.startswith("assumed")
+        if told is None or (asked is not None and (assumed or asked <= told)):
+            return (asked, "--context-window", None) if asked else (self.context_window, self.window_source, None)
+        if asked is not None and asked > told:
+            return told, server.window_source, (f"--context-window {asked:,} is more than the server's {told:,} tokens "
+                                                f"({server.window_source}): using {told:,}")
+        return told, server.window_source, None
+
+    def _reconnect_if_down(self) -> None:
+        """A server that was down at start-up may be up now: ask again (at most every REPROBE_S)."""
+        if self._down and self._probed_at is not None and time.monotonic() - self._probed_at >= REPROBE_S:
+            say = self._say
+            self.connect(say=lambda line: None if line.startswith("warning: can't reach") else say(line))
 
     def __repr__(self) -> str:  # names the server, never the key
         return f"RemoteEngine({self.base_url!r}, {self.name!r})"
@@ -111,6 +162,7 @@ class RemoteEngine:
         No token ids leave this machine: `prompt.ids` is empty and `prompt.text` is a readable
         rendering of the messages, since the server, not this app, renders the real prompt.
         """
+        self._reconnect_if_down()
         fitted = fit_to_context(
             messages,
             encode=lambda candidate: Prompt(text="", ids=[], estimated_length=estimate_tokens(candidate)),
@@ -150,14 +202,20 @@ class RemoteEngine:
         if stop_strings:  # all of them are also applied here as the text arrives
             fields["stop"] = list(stop_strings[:SERVER_STOP_LIMIT])
         extensions = {name: value for name, value in settings.api_fields().items() if name not in standard}
+        for name, alias in self.server.aliases().items():  # e.g. llama.cpp reads repeat_penalty
+            if name in extensions:
+                extensions[alias] = extensions[name]
         if extensions and not self.standard_sampling:  # vLLM and llama.cpp's server read these, as does this app
             fields["extra_body"] = extensions
         return fields
 
 
 def estimate_tokens(messages: Messages) -> int:
-    """A rough token count: characters / CHARS_PER_TOKEN, plus a few for each message's framing."""
-    return sum(len(m["content"]) // CHARS_PER_TOKEN + 4 for m in messages)
+    """A rough token count: characters / CHARS_PER_TOKEN, plus a few for each message's framing.
+
+    (Rounded up, so it equals what trimming counts: the message cut in chunks of CHARS_PER_TOKEN.)
+    """
+    return sum(-(-len(m["content"]) // CHARS_PER_TOKEN) + MESSAGE_FRAMING_TOKENS for m in messages)
 
 
 _END = object()  # the worker's last word on the queue
@@ -206,11 +264,34 @@ class RemoteGeneration(Generation):
                     if self._cancel.is_set():
                         break
                     self._take(chunk)
+            if not self._cancel.is_set() and self._finish_reason is None:
+                self._error = self._unfinished_error()
         except Exception as error:  # noqa: BLE001 - every failure reaches the reader, worded once
             if not self._cancel.is_set():
                 self._error = explain(error, self.engine)
         finally:
             self._queue.put(_END)
+
+    def _unfinished_error(self) -> GenerationError:
+        """The stream ended without saying why: the server failed inside the answer (its log says why)."""
+        if not self._pieces:
+            return self._overflow_error()
+        hint = (" (llama-cpp-python's server ends an answer when another request arrives, unless started with "
+                "--interrupt_requests False)" if self.engine.server.kind == "llama-cpp-python" else "")
+        return GenerationError(f"the model server at {self.engine.base_url} stopped sending the answer before it "
+                               f"ended (no finish reason): its log may say why{hint}")
+
+    def empty_answer_error(self) -> GenerationError:
+        # No text and no room (or no reason) is a full context; no text at the model's own end is the model's choice.
+        return self._overflow_error() if self._finish_reason in (None, "length") else super().empty_answer_error()
+
+    def _overflow_error(self) -> GenerationError:
+        engine = self.engine
+        return GenerationError(
+            f"the model server at {engine.base_url} sent back an empty answer. Most often the chat has outgrown the "
+            f"server's context window (this app counts {engine.context_window:,} tokens: {engine.window_source}): "
+            f"start the server with a larger one (llama.cpp: --n_ctx) or set --context-window to the server's size, "
+            f"so that long chats are trimmed to fit")
 
     def _take(self, chunk: Any) -> None:
         if getattr(chunk, "usage", None) is not None:
@@ -228,12 +309,16 @@ class RemoteGeneration(Generation):
                 self._server_stop_string = isinstance(getattr(choice, "stop_reason", None), str)
 
     def _finish_stats(self) -> None:
-        if self._usage is not None and self._usage.prompt_tokens:
-            self.stats.prompt_tokens = self._usage.prompt_tokens  # exact, where the server says
+        usage = self._usage
+        if usage is not None and usage.prompt_tokens and usage.completion_tokens is not None:
+            self.stats.prompt_tokens = usage.prompt_tokens  # exact, where the server says
+            self.stats.estimated = False
         super()._finish_stats()
+        if self.stats.stop_reason is StopReason.EOS and self._filter.stop_strings and self._finish_reason == "stop":
+            self.stats.stop_reason = StopReason.SERVER_STOP  # it may have been one of the stop strings we sent
 
     def _token_counts(self) -> tuple[int, int]:
-        # Servers send about one token per chunk; usage, when sent, is exact.
+        # Servers send about one token per chunk (an estimate, marked so); usage, when sent, is exact.
         usage = self._usage
         count = usage.completion_tokens if usage is not None and usage.completion_tokens is not None else self._pieces
         return count, count

@@ -23,11 +23,11 @@ def explain(error: BaseException, engine: RemoteEngine) -> GenerationError:
     """One line for the chat, saying what went wrong with the server and what to do."""
     where = f"the model server at {engine.base_url}"
     if isinstance(error, openai.APITimeoutError):
-        return GenerationError(f"{where} did not answer within {engine.timeout_s:g} s (timed out); press Retry, or check it is not overloaded")
+        return GenerationError(f"{where} did not answer within {engine.timeout_s:g} s (timed out): check that it is not overloaded")
     if isinstance(error, openai.APIConnectionError):
         cause = str(error.__cause__ or error)
         reason = "connection refused" if "refused" in cause.lower() else _one_line(cause)
-        return GenerationError(f"can't reach {where} ({reason}): is it running? Your message is kept: press Retry")
+        return GenerationError(f"can't reach {where} ({reason}): is it running?")
     if isinstance(error, openai.APIStatusError):
         return GenerationError(_status_message(error, where, engine))
     if isinstance(error, openai.APIError):  # an error event inside the stream
@@ -45,9 +45,9 @@ def _status_message(error: Any, where: str, engine: RemoteEngine) -> str:
         return (f"{where} has no model {engine.name!r} (404 not found): check --model ({engine.base_url}/models "
                 f"lists the served models) and that --base-url ends in /v1")
     if status == 429:
-        return f"{where} is busy (429 too many requests): wait a moment, then press Retry"
+        return f"{where} is busy (429 too many requests): wait a moment before trying again"
     if status >= 500:
-        return f"{where} failed (HTTP {status}): {detail}; press Retry"
+        return f"{where} failed (HTTP {status}): {detail}"
     hint = "; set --context-window to the model's context length so long chats get trimmed" if "context" in detail.lower() else ""
     return f"{where} rejected the request (HTTP {status}): {detail}{hint}"
 

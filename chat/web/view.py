@@ -22,7 +22,9 @@ def chat_messages(session: ChatSession) -> list[dict[str, Any]]:
     """Gradio Chatbot messages: what the user typed (tagged with the skill), answers, notices."""
     shown: list[dict[str, Any]] = []
     default_skill = session.skills.default.name
-    for message in session.history:
+    for index, message in enumerate(session.history):
+        if index and index == session.out_of_view:
+            shown.append({"role": "assistant", "content": out_of_view_note(session)})
         if message["role"] == "user":
             shown.append({"role": "user", "content": shown_text(_typed_with_skill(message, default_skill))})
             continue
@@ -37,6 +39,13 @@ def chat_messages(session: ChatSession) -> list[dict[str, Any]]:
     return shown
 
 
+def out_of_view_note(session: ChatSession) -> str:
+    """The one notice about trimmed history, shown where what the model still sees begins."""
+    window = session.engine.context_window
+    return (f"{NOTICE_PREFIX} *The model no longer sees the messages above: they no longer fit its {window:,}-token "
+            f"context, so they were left out of its prompt.*")
+
+
 def status_line(stats: Stats | None, running: bool = False) -> str:
     if running:
         return "⏳ generating …"
@@ -49,9 +58,11 @@ def prompt_view(session: ChatSession) -> tuple[str, str]:
     if fitted is None:
         return "", NO_PROMPT_YET
     engine = session.engine
-    line = f"**Context:** {fitted.prompt.length} prompt tokens + up to {fitted.max_new_tokens} answer tokens of {engine.context_window}"
-    if not engine.exact_prompt:
-        line = "The server applies its own chat template to these messages; token counts come from the server."
+    prompt = f"{fitted.prompt.length:,} prompt tokens"
+    if not engine.exact_prompt:  # (the status line gives the server's own count after the answer, where it sends one)
+        prompt = f"about {prompt} (an estimate: the server applies its own chat template and counts them)"
+    line = (f"**Context:** {prompt} + up to {fitted.max_new_tokens:,} answer tokens of {engine.context_window:,} "
+            f"({engine.window_source})")
     if fitted.notice:
         line += f"  \n⚠️ {fitted.notice}"
     return fitted.prompt.text, line

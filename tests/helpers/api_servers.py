@@ -44,8 +44,8 @@ skills:
 class Server:
     """A uvicorn server in a daemon thread; `url` is its root. Entering waits until it listens."""
 
-    def __init__(self, app: Any):
-        config = uvicorn.Config(app, host=HOST, port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    def __init__(self, app: Any, port: int = 0):
+        config = uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-server", daemon=True)
 
@@ -66,11 +66,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve_api(engine: Any, skills=TEST_SKILLS, **options: Any) -> Iterator[Server]:
-    """This app's API on a fresh port; `options` go to `mount_api` (api_key, auth, defaults ...)."""
+def serve_api(engine: Any, skills=TEST_SKILLS, port: int = 0, **options: Any) -> Iterator[Server]:
+    """This app's API on `port` (0: one the OS picks); `options` go to `mount_api` (api_key, auth, defaults ...)."""
     app = FastAPI()
     mount_api(app, engine=engine, skills=skills, **options)
-    with Server(app) as server:
+    with Server(app, port) as server:
         yield server
 
 
@@ -83,5 +83,42 @@ def serve_failure(status: int, message: str) -> Iterator[Server]:
         return JSONResponse({"error": {"message": message, "type": "server_error", "param": None, "code": None}}, status)
 
     app.add_route("/v1/chat/completions", fail, methods=["POST"])
+    with Server(app) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_json(routes: dict[tuple[str, str], Any]) -> Iterator[Server]:
+    """A server that answers each (method, path) with a fixed JSON body, 404 otherwise: how the servers
+    this machine cannot run (vLLM, llama.cpp's llama-server, TGI, Ollama) describe themselves, as
+    documented, for the code that reads those descriptions."""
+    app = FastAPI()
+    for (method, path), body in routes.items():
+        app.add_route(path, _fixed(body), methods=[method])
+    with Server(app) as server:
+        yield server
+
+
+def _fixed(body: Any):
+    async def answer(request: Request) -> JSONResponse:
+        return JSONResponse(body)
+    return answer
+
+
+@contextlib.contextmanager
+def serve_empty_stream() -> Iterator[Server]:
+    """A chat-completions endpoint that opens an event stream and closes it without a word: what
+    llama-cpp-python's server does when the prompt overflows its --n_ctx."""
+    from starlette.responses import StreamingResponse
+
+    async def nothing():
+        return
+        yield  # (an async generator that yields nothing)
+
+    async def empty(request: Request) -> StreamingResponse:
+        return StreamingResponse(nothing(), media_type="text/event-stream")
+
+    app = FastAPI()
+    app.add_route("/v1/chat/completions", empty, methods=["POST"])
     with Server(app) as server:
         yield server
