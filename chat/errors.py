@@ -28,3 +28,7 @@ class GenerationError(ChatError):
 
 class ConversationError(ChatError):
     """A conversation (uploaded file, API history) is not in the messages format."""
+
+
+class StoreError(ChatError):
+    """The conversation database can't be opened or used; the message names it (never its password)."""

@@ -1,0 +1,1 @@
+"""Conversations that last: the store (SQLite or PostgreSQL) and its schema."""

@@ -1,0 +1,64 @@
+"""The conversation store's tables, and how a database made by an earlier release is brought up to date.
+
+One model serves the store, the versions tree and the token view (see DESIGN-conversations.md):
+a conversation is a tree of messages, each pointing at its parent; the page shows the path from
+the first message to `shown_leaf`. Alternatives (Retry, edits) are siblings; nothing is deleted
+to make one. Answers carry their provenance as a versioned JSON document. Later features add
+tables or columns with a migration step here, never a change of meaning.
+
+Times are seconds since the epoch (floats): the same on SQLite and PostgreSQL, and sortable.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+SCHEMA_VERSION = 1  # this release's; a database with a larger one was made by a newer release
+ID_LENGTH = 32  # ids are 22-character URL-safe random tokens (128 bits): unguessable
+
+metadata = MetaData()
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+conversations = Table(
+    "conversations", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("owner", String(255), nullable=False),  # a --auth user name, or a browser's own id
+    Column("title", String(200), nullable=False),
+    Column("instructions", Text, nullable=False),
+    Column("skill", String(200)),
+    Column("settings", JSON),  # the GenerationSettings fields it uses now
+    Column("shown_leaf", String(ID_LENGTH)),  # the message the shown path ends at (None: empty chat)
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float),  # deleted chats are kept a while, so that Undo can bring them back
+    Index("ix_conversations_owner_updated", "owner", "updated_at"),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("conversation_id", String(ID_LENGTH), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    Column("parent_id", String(ID_LENGTH)),  # the message it follows (None: the first); siblings are versions
+    Column("position", Integer, nullable=False),  # order of creation within the conversation
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),  # what the model saw (a user message after its skill's template)
+    Column("typed", Text),  # what the user typed, where a skill expanded it
+    Column("skill", String(200)),
+    Column("status", String(16), nullable=False),  # see MessageStatus
+    Column("error", Text),  # shown with a failed answer
+    Column("provenance", JSON),  # answers: how they were made (versioned document)
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_messages_conversation_position", "conversation_id", "position"),
+)
+
+# Steps that bring a database from version N to N + 1, run in order inside one transaction.
+# (None yet: version 1 is the first release. A step adds tables or columns; it never changes meaning.)
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}

@@ -1,0 +1,334 @@
+"""The conversation store: SQLite by default, PostgreSQL when several app instances share the work.
+
+One code path for both (SQLAlchemy 2 Core). Every query that reads or changes a conversation names
+its owner, so an owner never reaches another's chats, whatever id they send. What the store gets
+and gives back are plain messages (`{"role", "content", ...}` plus their `id` and `status`).
+
+>>> store = open_store("sqlite:///chats.sqlite3")  # doctest: +SKIP
+>>> chat_id = store.new_chat("alice", instructions="Be brief.")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from ..errors import StoreError
+from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata
+
+APP_DIR = "chat-workbench"  # under the user data dir (platformdirs)
+DEFAULT_FILE = "chats.sqlite3"
+NO_STORE = "none"  # --db none: conversations live in memory only, as before
+TITLE_CHARS = 60  # a chat's title: the start of its first message
+BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for another before "database is locked"
+UNDO_DELETE_S = 24 * 3600  # deleted chats stay restorable this long
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"  # being written; found so after a crash, it becomes INTERRUPTED
+    INTERRUPTED = "interrupted"  # stopped before it ended (Stop, a crash): what came is kept
+    FAILED = "failed"  # generation failed: `error` says why
+
+
+@dataclass(frozen=True)
+class ChatSummary:
+    id: str
+    title: str
+    updated_at: float
+
+
+@dataclass
+class StoredChat:
+    id: str
+    title: str
+    instructions: str
+    skill: str | None
+    settings: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the shown path, first to last
+
+
+def default_location() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_DIR, appauthor=False)) / DEFAULT_FILE
+
+
+def open_store(location: str | None) -> "Store | None":
+    """The store at `location`: None = the default SQLite file, "none" = no store, a path = a SQLite
+    file, else a database URL (postgresql://user:password@host/db). Raises StoreError (one line)."""
+    if location == NO_STORE:
+        return None
+    if location is None:
+        path = default_location()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Store(f"sqlite:///{path}")
+    return Store(location if "://" in location else f"sqlite:///{Path(location).expanduser().resolve()}")
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 random bits: ids can't be guessed or enumerated
+
+
+class Store:
+    """A conversation database, opened and brought up to date (or refused with one clear line)."""
+
+    def __init__(self, url: str):
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(f"--db {url.split('@')[-1]!r} is neither a file path nor a database URL") from None
+        self.shown_url = parsed.render_as_string(hide_password=True)  # never the password
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._lock = threading.Lock() if self.is_sqlite else None  # SQLite: one writer at a time, in order
+        try:
+            self.engine = self._connect(parsed)
+            self._migrate()
+        except StoreError:
+            raise
+        except (SQLAlchemyError, NoSuchModuleError, OSError) as error:
+            raise StoreError(f"can't open the conversation database {self.shown_url}: {_reason(error)}") from None
+
+    def __repr__(self) -> str:
+        return f"Store({self.shown_url!r})"
+
+    def _connect(self, url: Any) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(url, pool_pre_ping=True)
+        plain_path = url.database and url.database != ":memory:" and not url.database.startswith("file:")
+        if plain_path and not Path(url.database).parent.is_dir():
+            raise StoreError(f"can't open the conversation database {self.shown_url}: its folder does not exist")
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_settings(connection: Any, _: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each checkpoint, fast commits
+            cursor.close()
+
+        return engine
+
+    def _migrate(self) -> None:
+        """Creates the tables, or upgrades an older database step by step; refuses a newer one."""
+        with self.engine.begin() as connection:
+            if not self.engine.dialect.has_table(connection, "meta"):
+                metadata.create_all(connection)
+                connection.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            found = int(connection.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
+            if found > SCHEMA_VERSION:
+                raise StoreError(f"the conversation database {self.shown_url} was made by a newer release of this app "
+                                 f"(schema {found}; this one knows up to {SCHEMA_VERSION}): upgrade the app")
+            for version in range(found, SCHEMA_VERSION):
+                MIGRATIONS[version](connection)
+            # Written even when nothing changed: a read-only database is found now, not at the first message.
+            connection.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+    def _write(self):
+        """A transaction for changes (serialised in this process for SQLite, which has one writer)."""
+        return _Locked(self._lock, self.engine)
+
+    # -- conversations -------------------------------------------------------------------------
+
+    def new_chat(self, owner: str, instructions: str = "", skill: str | None = None,
+                 settings: dict[str, Any] | None = None, title: str = "") -> str:
+        now, chat_id = time.time(), new_id()
+        with self._write() as connection:
+            connection.execute(insert(conversations).values(
+                id=chat_id, owner=owner, title=title, instructions=instructions, skill=skill, settings=settings or {},
+                shown_leaf=None, created_at=now, updated_at=now, deleted_at=None))
+        return chat_id
+
+    def chats(self, owner: str, search: str = "", limit: int = 200) -> list[ChatSummary]:
+        """The owner's chats, newest first; `search` matches titles and message text (any case)."""
+        query = select(conversations.c.id, conversations.c.title, conversations.c.updated_at).where(
+            conversations.c.owner == owner, conversations.c.deleted_at.is_(None))
+        if search.strip():
+            pattern = f"%{_escape_like(search.strip())}%"
+            in_messages = select(messages.c.id).where(
+                messages.c.conversation_id == conversations.c.id, messages.c.content.ilike(pattern, escape="\\")).exists()
+            query = query.where(or_(conversations.c.title.ilike(pattern, escape="\\"), in_messages))
+        query = query.order_by(conversations.c.updated_at.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [ChatSummary(*row) for row in connection.execute(query)]
+
+    def open_chat(self, owner: str, chat_id: str) -> StoredChat:
+        """The chat and the path it shows. Raises StoreError for an id that isn't the owner's."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(conversations).where(*self._owned(owner, chat_id))).mappings().first()
+            if row is None:
+                raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+            rows = connection.execute(select(messages).where(messages.c.conversation_id == chat_id)).mappings().all()
+        return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}),
+                          _path_to(row["shown_leaf"], {m["id"]: m for m in rows}))
+
+    def rename(self, owner: str, chat_id: str, title: str) -> None:
+        self._change_chat(owner, chat_id, title=title.strip()[:200])
+
+    def save_chat_settings(self, owner: str, chat_id: str, instructions: str, skill: str | None,
+                           settings: dict[str, Any]) -> None:
+        self._change_chat(owner, chat_id, instructions=instructions, skill=skill, settings=settings)
+
+    def delete(self, owner: str, chat_id: str) -> None:
+        """Hides the chat; `restore` brings it back (for UNDO_DELETE_S), then it is removed for good."""
+        self._change_chat(owner, chat_id, deleted_at=time.time(), touch=False)
+        self.purge_deleted()
+
+    def restore(self, owner: str, chat_id: str) -> None:
+        with self._write() as connection:
+            connection.execute(update(conversations).where(
+                conversations.c.owner == owner, conversations.c.id == chat_id).values(deleted_at=None))
+
+    def purge_deleted(self, older_than_s: float = UNDO_DELETE_S) -> None:
+        from sqlalchemy import delete
+
+        cutoff = time.time() - older_than_s
+        with self._write() as connection:
+            gone = select(conversations.c.id).where(conversations.c.deleted_at < cutoff)
+            connection.execute(delete(messages).where(messages.c.conversation_id.in_(gone)))
+            connection.execute(delete(conversations).where(conversations.c.deleted_at < cutoff))
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def add_message(self, owner: str, chat_id: str, message: dict[str, Any], parent_id: str | None,
+                    status: MessageStatus = MessageStatus.COMPLETE) -> str:
+        """Adds `message` after `parent_id` and shows it (the chat's path now ends there); its id."""
+        now, message_id = time.time(), new_id()
+        with self._write() as connection:
+            chat = connection.execute(select(conversations.c.title).where(*self._owned(owner, chat_id))).first()
+            if chat is None:
+                raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+            position = connection.execute(select(func.count()).where(messages.c.conversation_id == chat_id)).scalar_one()
+            connection.execute(insert(messages).values(
+                id=message_id, conversation_id=chat_id, parent_id=parent_id, position=position, role=message["role"],
+                content=message["content"], typed=message.get("typed"), skill=message.get("skill"), status=status,
+                error=message.get("error"), provenance=message.get("provenance"), created_at=now, updated_at=now))
+            changes: dict[str, Any] = {"shown_leaf": message_id, "updated_at": now}
+            if not chat.title and message["role"] == "user":
+                changes["title"] = _title(message.get("typed") or message["content"])
+            connection.execute(update(conversations).where(conversations.c.id == chat_id).values(**changes))
+        return message_id
+
+    def update_message(self, owner: str, chat_id: str, message_id: str, content: str, status: MessageStatus,
+                       error: str | None = None, provenance: dict[str, Any] | None = None) -> None:
+        """An answer's text so far (while it streams) or at its end, with its status."""
+        now = time.time()
+        changes: dict[str, Any] = {"content": content, "status": status, "error": error, "updated_at": now}
+        if provenance is not None:
+            changes["provenance"] = provenance
+        with self._write() as connection:
+            owned = select(conversations.c.id).where(*self._owned(owner, chat_id))
+            done = connection.execute(update(messages).where(
+                messages.c.id == message_id, messages.c.conversation_id == chat_id,
+                messages.c.conversation_id.in_(owned)).values(**changes))
+            if done.rowcount:
+                connection.execute(update(conversations).where(conversations.c.id == chat_id).values(updated_at=now))
+
+    def show(self, owner: str, chat_id: str, leaf_id: str | None) -> None:
+        """The chat's shown path now ends at `leaf_id` (None: an empty chat, as after Clear)."""
+        self._change_chat(owner, chat_id, shown_leaf=leaf_id)
+
+    def mark_interrupted(self) -> int:
+        """Answers still "streaming" (the process died while writing them) become "interrupted"; how many."""
+        with self._write() as connection:
+            return connection.execute(update(messages).where(messages.c.status == MessageStatus.STREAMING)
+                                      .values(status=MessageStatus.INTERRUPTED)).rowcount
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _owned(self, owner: str, chat_id: str) -> tuple[Any, ...]:
+        return conversations.c.id == chat_id, conversations.c.owner == owner, conversations.c.deleted_at.is_(None)
+
+    def _change_chat(self, owner: str, chat_id: str, touch: bool = True, **changes: Any) -> None:
+        if touch:
+            changes["updated_at"] = time.time()
+        with self._write() as connection:
+            done = connection.execute(update(conversations).where(and_(*self._owned(owner, chat_id))).values(**changes))
+        if not done.rowcount:
+            raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+
+
+class _Locked:
+    """`with store._write() as connection:` a transaction, holding the process's SQLite write lock."""
+
+    def __init__(self, lock: threading.Lock | None, engine: Engine):
+        self.lock, self.engine = lock, engine
+
+    def __enter__(self):
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self.transaction = self.engine.begin()
+            return self.transaction.__enter__()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.transaction.__exit__(*exc)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+
+def _path_to(leaf_id: str | None, by_id: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages from the first to `leaf_id`, following parents."""
+    path = []
+    while leaf_id is not None and leaf_id in by_id:
+        row = by_id[leaf_id]
+        path.append(_message(row))
+        leaf_id = row["parent_id"]
+    return path[::-1]
+
+
+def _message(row: Any) -> dict[str, Any]:
+    message = {"id": row["id"], "role": row["role"], "content": row["content"], "status": row["status"]}
+    for key in ("typed", "skill", "error", "provenance"):
+        if row[key] is not None:
+            message[key] = row[key]
+    return message
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _reason(error: BaseException) -> str:
+    """The driver's own words, on one line, without the SQL or a URL (which could hold a password)."""
+    original = getattr(error, "orig", None) if isinstance(error, DBAPIError) else None
+    text = " ".join(str(original or error).split())
+    text = text.split(" [SQL:")[0].split("(Background on this error")[0].strip()
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return "it is read-only (check the file's and its folder's permissions)"
+    if "database is locked" in lowered:
+        return "it is locked by another program (close it, or use another --db)"
+    if "not a database" in lowered:
+        return "the file is not a SQLite database"
+    if "unable to open" in lowered:
+        return "unable to open the file (does its folder exist, and may this user write there?)"
+    if "password authentication failed" in lowered:
+        return "the server refused the user name or password"
+    if "connection refused" in lowered:
+        return "connection refused (is the database server running, at that host and port?)"
+    if isinstance(error, NoSuchModuleError):
+        return f"this app has no driver for that kind of database ({text})"
+    return text[:300]

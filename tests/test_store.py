@@ -1,0 +1,254 @@
+"""The conversation store on a real SQLite file and a real PostgreSQL server (started by the test)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import Column, Integer, text
+
+from chat.errors import StoreError
+from chat.store import schema
+from chat.store.store import MessageStatus, Store, open_store
+from tests.helpers.postgres import PASSWORD, postgres_server
+
+DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request, tmp_path):
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chats.sqlite3'}"
+    admin = request.getfixturevalue("postgres")
+    name = f"test_{os.urandom(6).hex()}"
+    import psycopg
+
+    server = admin.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def write_chat(store: Store, owner: str, question: str, answer: str, **chat) -> str:
+    chat_id = store.new_chat(owner, **chat)
+    asked = store.add_message(owner, chat_id, {"role": "user", "content": f"[skill] {question}", "typed": question,
+                                               "skill": "Chat"}, None)
+    answered = store.add_message(owner, chat_id, {"role": "assistant", "content": ""}, asked, MessageStatus.STREAMING)
+    store.update_message(owner, chat_id, answered, answer, MessageStatus.COMPLETE, provenance={"version": 1, "seed": 7})
+    return chat_id
+
+
+def test_a_chat_is_listed_newest_first_and_opens_with_everything_it_had(db_url):
+    store = Store(db_url)
+    older = write_chat(store, "alice", "What is the capital of France?", "Paris.")
+    newer = write_chat(store, "alice", "And of Germany?", "Berlin.", instructions="Be brief.", skill="Chat",
+                       settings={"temperature": 0.2, "max_new_tokens": 64})
+    assert [c.id for c in store.chats("alice")] == [newer, older]
+    assert [c.title for c in store.chats("alice")] == ["And of Germany?", "What is the capital of France?"]
+    chat = Store(db_url).open_chat("alice", newer)  # another connection: it was committed
+    assert (chat.instructions, chat.skill, chat.settings) == ("Be brief.", "Chat", {"temperature": 0.2, "max_new_tokens": 64})
+    assert [(m["role"], m["content"], m["status"]) for m in chat.messages] == [
+        ("user", "[skill] And of Germany?", "complete"), ("assistant", "Berlin.", "complete")]
+    assert chat.messages[0]["typed"] == "And of Germany?" and chat.messages[1]["provenance"] == {"version": 1, "seed": 7}
+
+
+def test_no_owner_reaches_anothers_chats_whatever_id_they_send(db_url):
+    store = Store(db_url)
+    alices = write_chat(store, "alice", "my secret plan", "ok")
+    assert store.chats("bob") == [] and store.chats("bob", search="secret") == []
+    for attempt in (lambda: store.open_chat("bob", alices), lambda: store.rename("bob", alices, "mine"),
+                    lambda: store.delete("bob", alices), lambda: store.show("bob", alices, None),
+                    lambda: store.add_message("bob", alices, {"role": "user", "content": "x"}, None)):
+        with pytest.raises(StoreError, match="no such chat"):
+            attempt()
+    leaf = store.open_chat("alice", alices).messages[-1]["id"]
+    store.update_message("bob", alices, leaf, "overwritten", MessageStatus.COMPLETE)  # silently nothing
+    chat = store.open_chat("alice", alices)
+    assert chat.title == "my secret plan" and chat.messages[-1]["content"] == "ok"
+
+
+def test_ids_are_long_random_and_distinct(db_url):
+    store = Store(db_url)
+    ids = {store.new_chat("alice") for _ in range(50)}
+    assert len(ids) == 50 and all(len(i) == 22 and i.replace("-", "").replace("_", "").isalnum() for i in ids)
+
+
+def test_search_finds_titles_and_message_text_in_any_case_and_wildcards_are_literal(db_url):
+    store = Store(db_url)
+    bread = write_chat(store, "alice", "How is bread made?", "With FLOUR, water and yeast.")
+    discount = write_chat(store, "alice", "Is 100% a lot?", "Yes.")
+    write_chat(store, "alice", "Something else", "Nothing.")
+    assert [c.id for c in store.chats("alice", search="flour")] == [bread]
+    assert [c.id for c in store.chats("alice", search="BREAD")] == [bread]
+    assert [c.id for c in store.chats("alice", search="100%")] == [discount]
+    assert store.chats("alice", search="%") == [c for c in store.chats("alice") if c.id == discount]
+    assert len(store.chats("alice", search="  ")) == 3
+
+
+def test_a_deleted_chat_leaves_the_list_and_can_be_brought_back(db_url):
+    store = Store(db_url)
+    chat_id = write_chat(store, "alice", "keep me", "ok")
+    store.delete("alice", chat_id)
+    assert store.chats("alice") == []
+    with pytest.raises(StoreError):
+        store.open_chat("alice", chat_id)
+    store.restore("alice", chat_id)
+    assert [c.id for c in store.chats("alice")] == [chat_id]
+    store.delete("alice", chat_id)
+    store.purge_deleted(older_than_s=-1)
+    store.restore("alice", chat_id)
+    assert store.chats("alice") == []  # gone for good
+
+
+def test_an_answer_cut_off_by_a_crash_is_kept_and_marked_interrupted(db_url):
+    store = Store(db_url)
+    chat_id = store.new_chat("alice")
+    asked = store.add_message("alice", chat_id, {"role": "user", "content": "Tell me a story"}, None)
+    answer = store.add_message("alice", chat_id, {"role": "assistant", "content": ""}, asked, MessageStatus.STREAMING)
+    store.update_message("alice", chat_id, answer, "Once upon a", MessageStatus.STREAMING)
+    store.engine.dispose()  # (the process dies here)
+    restarted = Store(db_url)
+    assert restarted.mark_interrupted() == 1
+    shown = restarted.open_chat("alice", chat_id).messages
+    assert [(m["content"], m["status"]) for m in shown] == [("Tell me a story", "complete"), ("Once upon a", "interrupted")]
+
+
+def test_the_shown_path_follows_the_chosen_version(db_url):
+    """The tree the versions feature builds on: an alternative answer is a sibling; the path follows the leaf."""
+    store = Store(db_url)
+    chat_id = store.new_chat("alice")
+    asked = store.add_message("alice", chat_id, {"role": "user", "content": "Hi"}, None)
+    first = store.add_message("alice", chat_id, {"role": "assistant", "content": "Hello!"}, asked)
+    second = store.add_message("alice", chat_id, {"role": "assistant", "content": "Hey."}, asked)
+    assert [m["content"] for m in store.open_chat("alice", chat_id).messages] == ["Hi", "Hey."]
+    store.show("alice", chat_id, first)
+    assert [m["id"] for m in store.open_chat("alice", chat_id).messages] == [asked, first]
+    assert second  # kept: nothing is deleted to make an alternative
+
+
+def test_many_writers_at_once_lose_nothing_and_mix_nothing(db_url):
+    store = Store(db_url)
+    errors: list[BaseException] = []
+
+    def user(number: int) -> None:
+        try:
+            owner = f"user{number}"
+            chat_id = store.new_chat(owner)
+            parent = None
+            for turn in range(5):
+                parent = store.add_message(owner, chat_id, {"role": "user", "content": f"{owner} question {turn}"}, parent)
+                parent = store.add_message(owner, chat_id, {"role": "assistant", "content": ""}, parent, MessageStatus.STREAMING)
+                store.update_message(owner, chat_id, parent, f"{owner} answer {turn}", MessageStatus.COMPLETE)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:3]
+    for number in range(20):
+        owner = f"user{number}"
+        (summary,) = store.chats(owner)
+        shown = [m["content"] for m in store.open_chat(owner, summary.id).messages]
+        assert shown == [f"{owner} {kind} {turn}" for turn in range(5) for kind in ("question", "answer")]
+
+
+# -- opening: one clear line, never a traceback, never a password ------------------------------------
+
+
+def test_sqlite_runs_in_wal_mode_and_reopens_with_its_chats(tmp_path):
+    path = tmp_path / "chats.sqlite3"
+    chat_id = write_chat(open_store(str(path)), "alice", "Hello", "Hi")
+    assert [c.id for c in open_store(str(path)).chats("alice")] == [chat_id]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_none_keeps_conversations_in_memory_only():
+    assert open_store("none") is None
+
+
+def test_a_read_only_database_is_one_line(tmp_path):
+    path = tmp_path / "chats.sqlite3"
+    Store(f"sqlite:///{path}").engine.dispose()
+    # Opened read-only (as SQLite does for a file this user may not write; as root, permissions can't show it).
+    with pytest.raises(StoreError, match="read-only") as caught:
+        Store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda path: None, "its folder does not exist"),
+    (lambda path: path.write_bytes(b"this is not a database at all" * 100), "not a SQLite database"),
+])
+def test_a_database_that_cant_be_opened_is_one_line(tmp_path, make, words):
+    path = tmp_path / ("missing/chats.sqlite3" if words.startswith("its folder") else "chats.sqlite3")
+    make(path)
+    with pytest.raises(StoreError) as caught:
+        Store(f"sqlite:///{path}")
+    message = str(caught.value)
+    assert words in message and str(path) in message and "\n" not in message
+
+
+def test_a_locked_database_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("chat.store.store.BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "chats.sqlite3"
+    Store(f"sqlite:///{path}").engine.dispose()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds the database
+    try:
+        with pytest.raises(StoreError, match="locked by another program"):
+            Store(f"sqlite:///{path}")
+    finally:
+        holder.execute("ROLLBACK")
+
+
+def test_a_database_from_a_newer_release_is_refused_not_damaged(db_url):
+    store = Store(db_url)
+    chat_id = write_chat(store, "alice", "Hello", "Hi")
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE meta SET value = '99' WHERE key = 'schema_version'"))
+    with pytest.raises(StoreError, match="newer release of this app .schema 99; this one knows up to 1.: upgrade the app"):
+        Store(db_url)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    assert [c.id for c in Store(db_url).chats("alice")] == [chat_id]
+
+
+def test_a_database_from_this_release_is_upgraded_by_the_next_releases_steps(db_url, monkeypatch):
+    """The upgrade path: a later release adds a step (here: a column); today's database gets it, data kept."""
+    chat_id = write_chat(Store(db_url), "alice", "Hello", "Hi")
+
+    def add_pinned(connection) -> None:
+        column = Column("pinned", Integer, nullable=False, server_default="0")
+        connection.execute(text(f"ALTER TABLE conversations ADD COLUMN {column.name} INTEGER NOT NULL DEFAULT 0"))
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr("chat.store.store.SCHEMA_VERSION", 2)
+    monkeypatch.setitem(schema.MIGRATIONS, 1, add_pinned)
+    upgraded = Store(db_url)
+    with upgraded.engine.connect() as connection:
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "2"
+        assert connection.execute(text("SELECT pinned FROM conversations")).scalar_one() == 0
+    assert [c.id for c in upgraded.chats("alice")] == [chat_id]
+
+
+def test_a_postgresql_server_that_refuses_is_one_line_without_the_password(postgres):
+    wrong = postgres.replace(PASSWORD, "not-the-password")
+    with pytest.raises(StoreError) as caught:
+        Store(wrong)
+    message = str(caught.value)
+    assert "refused the user name or password" in message and "not-the-password" not in message and "***" in message
+    with pytest.raises(StoreError, match="connection refused") as caught:
+        Store(postgres.rsplit("@", 1)[0] + "@127.0.0.1:9/chats")
+    assert PASSWORD not in str(caught.value)
