@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from chat.cli.args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
+from chat.cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_engine, build_instructions,
+                           build_skills, open_store_from_args, settings_from_args)
 from chat.errors import ChatError
 from chat.remote.engine import add_backend_arguments
 
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--queue-size", type=int, default=20, help="waiting requests before new ones are told the app is busy (default %(default)s)")
     server.add_argument("--title", default="Chat workbench", help="page title")
     add_sampling_arguments(parser)
+    add_store_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         auth = read_auth(args)
+        conversations = open_store_from_args(args)  # first: a database that can't be opened is one line, before the model loads
         engine = build_engine(args)
         skills = build_skills(args)
         settings = settings_from_args(args)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from chat.web.page import build_ui
 
-    demo = build_ui(engine, skills, instructions, settings, title=args.title)
+    demo = build_ui(engine, skills, instructions, settings, title=args.title, conversations=conversations)
     concurrency = max(1, args.concurrency or default_concurrency(engine))
     demo.queue(default_concurrency_limit=concurrency, max_size=max(1, args.queue_size))
     if args.share and not auth:

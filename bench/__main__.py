@@ -26,8 +26,9 @@ BENCHMARKS = {
     "concurrency": [],
     "concurrency-tiny": ["--model", "tiny"],
     "memory": [],
+    "store": [],
 }
-TAKES_REPEATS = {"multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory"}
+TAKES_REPEATS = {"multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store"}
 
 
 def main() -> int:

@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from .cli.args import add_model_arguments, add_sampling_arguments, build_engine, build_instructions, build_skills, settings_from_args
+from .cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_engine, build_instructions,
+                       build_skills, settings_from_args)
 from .errors import ChatError
 from .remote.engine import add_backend_arguments
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     add_model_arguments(talk)
     add_backend_arguments(talk)
     add_sampling_arguments(talk)
+    add_store_arguments(talk, owner=True)
     _add_talk_extras(talk)
     talk.set_defaults(run=talk_command)
 

@@ -6,7 +6,7 @@ the terminal chat and tests drive the same methods: send, retry, undo, clear, st
 
 from __future__ import annotations
 
-from typing import Any, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 from .context import FittedPrompt
 from .conversation import EXTRA_KEYS, is_blank, normalize_messages
@@ -14,6 +14,9 @@ from .engine import Engine, Generation, Stats, StopReason
 from .errors import ChatError
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
+
+if TYPE_CHECKING:  # (the store imports this module)
+    from .store.record import ChatRecord
 
 RETRY_COMMAND = "/retry"
 INTERRUPTED = "interrupted"  # an answer's mark: stopped before it ended (a UI note; not saved)
@@ -24,6 +27,7 @@ class Reply:
 
     def __init__(self, session: "ChatSession", generation: Generation, answer: dict[str, Any]):
         self.session, self.generation, self.answer = session, generation, answer
+        self.record = session.record  # the chat this answer belongs to, even if the tab opens another meanwhile
         self.finished = False
 
     @property
@@ -43,8 +47,11 @@ class Reply:
     def stream(self) -> Generator[str, None, None]:
         """The answer's text deltas; closing the generator early stops the model."""
         try:
+            record = self.record
             for delta in self.generation:
                 self.answer["content"] += delta
+                if record is not None:
+                    record.streaming(self.answer)  # (every few seconds, not per token)
                 yield delta
             if not self.answer["content"].strip() and self.stats.stop_reason is not StopReason.CANCELLED:
                 raise self.generation.empty_answer_error()  # never a blank bubble
@@ -57,6 +64,10 @@ class Reply:
                 self.generation.close()  # the reader went away (Stop, closed tab): stop the model too
                 self.generation.stats.stop_reason = StopReason.CANCELLED
                 self.answer[INTERRUPTED] = True
+            if self.generation.stats.stop_reason is StopReason.CANCELLED:
+                self.answer[INTERRUPTED] = True  # stopped before its end (what came is kept)
+            if self.record is not None and "id" in self.answer:
+                self.record.ended(self.answer)
             self.session._done(self)
 
 
@@ -72,6 +83,8 @@ class ChatSession:
         self.last_stats: Stats | None = None
         self.first_in_view = 0  # history index of the first message the model saw last turn (trimming)
         self.kv_cache = engine.new_cache()  # what the engine reuses of this session's last turn (never shared)
+        self.record: ChatRecord | None = None  # where the conversation is written as it happens (None: nowhere)
+        self.owner = ""  # whose chats these are, as the store knows them (set by the page or the terminal)
         self._current: Reply | None = None
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
 
@@ -107,8 +120,8 @@ class ChatSession:
         skill = self.skill(skill_name)
         self._interrupt()
         if self.history and self.history[-1]["role"] == "user":
-            self.history.append({"role": "assistant", "content": "", INTERRUPTED: True})
-        self.history.append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
+            self._append({"role": "assistant", "content": "", INTERRUPTED: True})
+        self._append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
 
     def answer_last(self) -> Reply | None:
         """Starts the answer to the last message if it is the user's; None if it needs none.
@@ -126,7 +139,7 @@ class ChatSession:
         try:
             return self._answer(skill)
         except ChatError as error:
-            self.history.append({"role": "assistant", "content": "", "error": str(error)})
+            self._append({"role": "assistant", "content": "", "error": str(error)})
             raise
 
     def _take_back_answer(self) -> None:
@@ -136,6 +149,7 @@ class ChatSession:
             self.history.pop()
         if not self.history:
             raise ChatError("nothing to retry yet: send a message first")
+        self._record_shown()  # the old answer stays in the store, beside the new one
 
     # Undo, Clear and loading a file change the chat *before* they stop the answer in progress: its
     # stream draws a last page as soon as the model ends, and that page must show the changed chat.
@@ -145,11 +159,13 @@ class ChatSession:
         while self.history and self.history[-1]["role"] == "assistant":
             self.history.pop()
         last = self.history.pop() if self.history else None
+        self._record_shown()
         self._discard_answer()
         return "" if last is None else last.get("typed", last["content"])
 
     def clear(self) -> None:
         self.history.clear()
+        self._record_shown()
         self._discard_answer()
         self.last_prompt = self.last_stats = None
         self.first_in_view = 0
@@ -222,11 +238,39 @@ class ChatSession:
         if messages and messages[0]["role"] == "system":
             self.instructions = messages.pop(0)["content"]
         self.history[:] = messages  # in place: the stream of the answer stopped below draws from this list
+        self.record = None  # a loaded file is not the stored chat (the caller may `start_record` a new one)
         self._discard_answer()
         self.last_prompt = self.last_stats = None
         self.first_in_view = 0
 
+    def open(self, record: "ChatRecord", history: list[dict[str, Any]], instructions: str, settings: GenerationSettings) -> None:
+        """Shows a stored chat (from `chat.store.record.history_of`); what happens next is written to `record`."""
+        self._discard_answer()
+        self.history[:] = history
+        self.instructions, self.settings, self.record = instructions, settings, record
+        self.last_prompt = self.last_stats = None
+        self.first_in_view = 0
+
+    def start_record(self, record: "ChatRecord") -> None:
+        """Writes the chat as it is (a loaded file) to a new `record`, and what happens next."""
+        self.record = record
+        parent = None
+        for message in self.history:
+            record.added(message, parent)
+            parent = message
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _append(self, message: dict[str, Any]) -> None:
+        """Adds `message` to the chat, and to its record."""
+        parent = self.history[-1] if self.history else None
+        self.history.append(message)
+        if self.record is not None:
+            self.record.added(message, parent)
+
+    def _record_shown(self) -> None:
+        if self.record is not None:
+            self.record.shown(self.history)
 
     def _answer(self, skill: Skill | None) -> Reply:
         settings = self.settings.merged(skill.settings if skill else None)
@@ -237,7 +281,9 @@ class ChatSession:
             answer["notice"] = f"Note: {fitted.message_notice}."
         # One notice for left-out history, kept current: where the part the model sees now begins.
         self.first_in_view = list(self._sent_history())[fitted.dropped_messages]
-        self.history.append(answer)
+        self._append(answer)
+        if self.record is not None:
+            self.record.settings(self.instructions, skill.name if skill else None, self.settings)
         self.last_prompt = fitted
         reply = Reply(self, generation, answer)
         self._current = reply

@@ -117,7 +117,8 @@ def test_an_answer_cut_off_by_a_crash_is_kept_and_marked_interrupted(db_url):
     store.update_message("alice", chat_id, answer, "Once upon a", MessageStatus.STREAMING)
     store.engine.dispose()  # (the process dies here)
     restarted = Store(db_url)
-    assert restarted.mark_interrupted() == 1
+    assert restarted.open_chat("alice", chat_id).messages[-1]["status"] == "streaming"  # (its writer may be alive)
+    assert restarted.mark_interrupted(older_than_s=-1) == 1
     shown = restarted.open_chat("alice", chat_id).messages
     assert [(m["content"], m["status"]) for m in shown] == [("Tell me a story", "complete"), ("Once upon a", "interrupted")]
 
@@ -252,3 +253,14 @@ def test_a_postgresql_server_that_refuses_is_one_line_without_the_password(postg
     with pytest.raises(StoreError, match="connection refused") as caught:
         Store(postgres.rsplit("@", 1)[0] + "@127.0.0.1:9/chats")
     assert PASSWORD not in str(caught.value)
+
+
+def test_any_text_a_model_writes_is_stored_even_a_nul_character(db_url):
+    store = Store(db_url)
+    chat_id = store.new_chat("alice", instructions="tab\tand\x00nul")
+    asked = store.add_message("alice", chat_id, {"role": "user", "content": "a\x00b", "typed": "a\x00b"}, None)
+    answer = store.add_message("alice", chat_id, {"role": "assistant", "content": ""}, asked, MessageStatus.STREAMING)
+    store.update_message("alice", chat_id, answer, "ver\x00\ufffd Ü😀", MessageStatus.COMPLETE)
+    chat = store.open_chat("alice", chat_id)
+    assert chat.instructions == "tab\tand␀nul" and chat.title == "a␀b"
+    assert [m["content"] for m in chat.messages] == ["a␀b", "ver␀\ufffd Ü😀"]  # (PostgreSQL text can't hold NUL)

@@ -36,7 +36,8 @@ WAIT_S = 90  # model loading in a fresh process can be slow on a busy CI machine
 
 def chat_env(tmp_path) -> dict[str, str]:
     # One thread: a tiny model gains nothing from more, and the in-test expectation runs alike.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT),
+            "XDG_DATA_HOME": str(tmp_path / "data")}  # (the default conversation database lives there)
 
 
 def piped(tmp_path, model_dir, lines: str, *flags: str) -> subprocess.CompletedProcess:

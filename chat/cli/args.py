@@ -82,3 +82,32 @@ def build_instructions(args: argparse.Namespace, engine: Engine) -> str:
 
     given = read_instructions(args.instructions)
     return given if given is not None else default_instructions(engine.format)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, owner: bool = False) -> None:
+    """--db (and, for the terminal, --user: whose chats; on the page the login or the browser decides)."""
+    group = parser.add_argument_group("saved conversations")
+    group.add_argument("--db", metavar="PATH_OR_URL",
+                       help="where conversations are kept: a SQLite file, or postgresql://USER:PASSWORD@HOST/DB for "
+                       "several app instances; 'none' keeps them in memory only (default: chats.sqlite3 in the user "
+                       "data folder)")
+    if not owner:
+        return
+    group.add_argument("--user", metavar="NAME",
+                       help="whose conversations these are (default: your login name; the web app's --auth users "
+                       "are owners too, so --user NAME continues their chats here)")
+
+
+def open_store_from_args(args: argparse.Namespace) -> Any:
+    """The conversation store the flags ask for (None with --db none); raises StoreError, one line."""
+    from ..store.store import open_store
+
+    return open_store(getattr(args, "db", None))
+
+
+def owner_from_args(args: argparse.Namespace) -> str:
+    import getpass
+
+    from ..store.store import user_owner
+
+    return user_owner(getattr(args, "user", None) or getpass.getuser())

@@ -16,20 +16,26 @@ import argparse
 import re
 import signal
 import sys
+import time
 from typing import Callable, Iterable, TextIO
 
-from .args import build_engine, build_instructions, build_skills, settings_from_args
+from .args import build_engine, build_instructions, build_skills, open_store_from_args, owner_from_args, settings_from_args
 from ..conversation import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
-from ..session import ChatSession, Reply
+from ..session import INTERRUPTED, ChatSession, Reply
 from ..skills import SkillBook
+from ..store.record import ChatRecord, history_of, settings_of
+from ..store.store import Store
 
 HELP = """Commands:
   /skill NAME    use a skill for the next messages (a number or part of the name will do)
   /skills        list the skills
   /retry         a new answer to your last message
   /undo          remove the last exchange (your message comes back to edit)
-  /clear         start a new conversation
+  /clear         empty this conversation
+  /new           start a new conversation (the last one stays in /chats)
+  /chats [TEXT]  your saved conversations, newest first (TEXT: only those mentioning it)
+  /open ID       continue a saved conversation (an ID from /chats; its first letters will do)
   /system TEXT   set the system instructions (/system alone shows them, /system none removes them)
   /save FILE     save the conversation as JSON (the web app loads it too)
   /load FILE     load a conversation saved here or in the web app
@@ -39,21 +45,28 @@ Ctrl+C stops an answer."""
 STOPPED = "[stopped]"
 COMMAND_WORD = re.compile(r"/[A-Za-z]+")  # "/sytem hi" is a typo to point out, "/usr/bin …" a message
 LOADED_SHOWN = 4  # after /load, the last messages shown so the user sees where they are
+LAST = "last"  # --resume without an ID: the newest chat
+CHATS_SHOWN = 20  # /chats lists this many
 
 
 def add_talk_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("terminal chat")
-    group.add_argument("--load", metavar="FILE.json", help="continue a saved conversation (from here or the web app)")
+    group.add_argument("--load", metavar="FILE.json", help="continue a conversation from a JSON file (from here or the web app)")
+    group.add_argument("--resume", nargs="?", const=LAST, metavar="ID",
+                       help="continue a saved conversation: the newest, or the one with this ID (/chats lists them)")
     group.add_argument("--skill", help="skill to start with (default: the first in the skills file)")
     group.add_argument("--stats", action="store_true", help="after each answer, show tokens, speed and why it stopped (stderr)")
 
 
 def run_talk(args: argparse.Namespace) -> int:
+    store = open_store_from_args(args)  # first: a database that can't be opened is one line, before the model loads
     engine = build_engine(args, say=lambda line: print(line, file=sys.stderr))
     session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args))
-    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats)
+    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner_from_args(args))
     if args.skill:
         talk.skill = find_skill(session.skills, args.skill)
+    if args.resume:
+        talk.open_chat("" if args.resume == LAST else args.resume)
     if args.load:
         talk.load(args.load)
         if args.instructions is not None:  # the flag wins over the file's instructions
@@ -91,8 +104,10 @@ class Talk:
     """One terminal conversation: reads lines, runs commands, streams answers to `out`."""
 
     def __init__(self, session: ChatSession, interactive: bool, show_stats: bool = False,
-                 out: TextIO | None = None, err: TextIO | None = None):
+                 out: TextIO | None = None, err: TextIO | None = None, store: Store | None = None, owner: str = ""):
         self.session, self.interactive, self.show_stats = session, interactive, show_stats
+        self.store = store  # where conversations are kept (None: --db none)
+        session.owner = owner
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.skill = session.skills.default.name
         self.failed = False  # a piped run that met an error exits with 1
@@ -102,6 +117,7 @@ class Talk:
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "/skill": self.use_skill, "/skills": self.list_skills, "/retry": self.retry, "/undo": self.undo,
             "/clear": self.clear, "/system": self.system, "/save": self.save, "/load": self.load,
+            "/new": self.new_chat, "/chats": self.list_chats, "/open": self.open_chat,
             "/help": self.help, "/quit": self.quit, "/exit": self.quit,
         }
 
@@ -148,6 +164,7 @@ class Talk:
             if COMMAND_WORD.fullmatch(word):
                 raise ChatError(f"unknown command {word}: /help lists them (start the line with a space to send it as a message)")
             if line.strip():
+                self.keep_in_store()
                 self.stream(self.session.send(line, self.skill))
         except ChatError as error:
             self.failed = True
@@ -202,6 +219,51 @@ class Talk:
     def retry(self, _: str) -> None:
         self.stream(self.session.retry())
 
+    # -- saved conversations ------------------------------------------------------------------------
+
+    def keep_in_store(self) -> None:
+        """Before the first message of a conversation: it becomes a chat in the store."""
+        if self.store is not None and self.session.record is None:
+            self.session.start_record(ChatRecord.new(self.store, self.session.owner, self.session.instructions, self.session.settings))
+
+    def new_chat(self, _: str) -> None:
+        self.session.record = None  # first: clearing must not empty the chat being left; the next message starts one
+        self.session.clear()
+        self.note("New conversation.")
+
+    def list_chats(self, search: str) -> None:
+        store = self._store()
+        chats = store.chats(self.session.owner, search=search, limit=CHATS_SHOWN)
+        current = self.session.record.chat_id if self.session.record else None
+        if not chats:
+            self.show("No saved conversations" + (f" mention {search!r}." if search else " yet."))
+        for chat in chats:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(chat.updated_at))
+            self.show(f"{'*' if chat.id == current else ' '} {chat.id}  {when}  {chat.title or '(empty)'}")
+
+    def open_chat(self, wanted: str) -> None:
+        """Continues a saved chat: the newest (no ID), or the one whose ID starts with `wanted`."""
+        store = self._store()
+        chats = store.chats(self.session.owner, limit=10_000)
+        matches = [c for c in chats if c.id.startswith(wanted)] if wanted else chats[:1]
+        if len(matches) != 1:
+            raise ChatError(f"{'several' if matches else 'no'} saved conversations match {wanted!r}: /chats lists them"
+                            if wanted else "no saved conversations yet")
+        chat = store.open_chat(self.session.owner, matches[0].id)
+        self.session.open(ChatRecord(store, self.session.owner, chat.id), history_of(chat), chat.instructions,
+                          settings_of(chat, self.session.settings))
+        if chat.skill in self.session.skills.names():
+            self.skill = chat.skill
+        self.note(f"Continuing {chat.title or 'an empty conversation'!r} ({len(chat.messages)} messages)")
+        for message in self.session.history[-LOADED_SHOWN:] if self.interactive else ():
+            mark = " [interrupted]" if message.get(INTERRUPTED) else ""
+            self.show(f"{message['role']}: {message.get('typed', message['content'])}{mark}")
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise ChatError("conversations are not saved (--db none)")
+        return self.store
+
     def undo(self, _: str) -> None:
         typed = self.session.undo()
         if not typed:
@@ -235,6 +297,7 @@ class Talk:
         if not path:
             raise ChatError("/load needs a file name, e.g. /load chat.json")
         self.session.load_messages(load_conversation(path), path)
+        self.keep_in_store()  # a loaded file becomes a new saved conversation
         history = self.session.history
         self.note(f"Loaded {len(history)} messages from {path}")
         for message in history[-LOADED_SHOWN:] if self.interactive else ():

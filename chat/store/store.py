@@ -31,6 +31,11 @@ NO_STORE = "none"  # --db none: conversations live in memory only, as before
 TITLE_CHARS = 60  # a chat's title: the start of its first message
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for another before "database is locked"
 UNDO_DELETE_S = 24 * 3600  # deleted chats stay restorable this long
+# An answer still "streaming" whose text has not been written for this long lost its writer (the
+# process died): it reads as interrupted. (A live one is written every few seconds, see record.py;
+# judging by age works with several app instances on one database, where no start-up may touch
+# another instance's answers.)
+STALE_S = 10.0
 
 
 class MessageStatus(StrEnum):
@@ -73,6 +78,24 @@ def open_store(location: str | None) -> "Store | None":
         path.parent.mkdir(parents=True, exist_ok=True)
         return Store(f"sqlite:///{path}")
     return Store(location if "://" in location else f"sqlite:///{Path(location).expanduser().resolve()}")
+
+
+NUL_SHOWN_AS = "\u2400"  # ␀: PostgreSQL text can't hold NUL, which a model may write; both databases store it so
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as both databases can store it (the one change: NUL characters become ␀)."""
+    return text.replace("\x00", NUL_SHOWN_AS) if text and "\x00" in text else text
+
+
+def user_owner(name: str) -> str:
+    """The owner key of a named user: a --auth login on the page, --user (or the login name) in the terminal."""
+    return f"user:{name}"
+
+
+def browser_owner(token: str) -> str:
+    """The owner key of a browser without --auth: the random token it keeps (never shown to anyone else)."""
+    return f"browser:{token}"
 
 
 def new_id() -> str:
@@ -135,6 +158,15 @@ class Store:
             # Written even when nothing changed: a read-only database is found now, not at the first message.
             connection.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
+    def secret(self, key: str) -> str:
+        """A random value kept in the database, made on first use (shared by every instance on it)."""
+        with self._write() as connection:
+            value = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            if value is None:
+                value = secrets.token_urlsafe(32)
+                connection.execute(insert(meta).values(key=key, value=value))
+        return value
+
     def _write(self):
         """A transaction for changes (serialised in this process for SQLite, which has one writer)."""
         return _Locked(self._lock, self.engine)
@@ -146,7 +178,7 @@ class Store:
         now, chat_id = time.time(), new_id()
         with self._write() as connection:
             connection.execute(insert(conversations).values(
-                id=chat_id, owner=owner, title=title, instructions=instructions, skill=skill, settings=settings or {},
+                id=chat_id, owner=owner, title=storable(title), instructions=storable(instructions), skill=skill, settings=settings or {},
                 shown_leaf=None, created_at=now, updated_at=now, deleted_at=None))
         return chat_id
 
@@ -173,12 +205,17 @@ class Store:
         return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}),
                           _path_to(row["shown_leaf"], {m["id"]: m for m in rows}))
 
+    def title(self, owner: str, chat_id: str) -> str:
+        """The chat's title ("" for an id that isn't the owner's)."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(conversations.c.title).where(*self._owned(owner, chat_id))).scalar() or ""
+
     def rename(self, owner: str, chat_id: str, title: str) -> None:
-        self._change_chat(owner, chat_id, title=title.strip()[:200])
+        self._change_chat(owner, chat_id, title=storable(title.strip()[:200]))
 
     def save_chat_settings(self, owner: str, chat_id: str, instructions: str, skill: str | None,
                            settings: dict[str, Any]) -> None:
-        self._change_chat(owner, chat_id, instructions=instructions, skill=skill, settings=settings)
+        self._change_chat(owner, chat_id, instructions=storable(instructions), skill=skill, settings=settings)
 
     def delete(self, owner: str, chat_id: str) -> None:
         """Hides the chat; `restore` brings it back (for UNDO_DELETE_S), then it is removed for good."""
@@ -212,11 +249,12 @@ class Store:
             position = connection.execute(select(func.count()).where(messages.c.conversation_id == chat_id)).scalar_one()
             connection.execute(insert(messages).values(
                 id=message_id, conversation_id=chat_id, parent_id=parent_id, position=position, role=message["role"],
-                content=message["content"], typed=message.get("typed"), skill=message.get("skill"), status=status,
-                error=message.get("error"), provenance=message.get("provenance"), created_at=now, updated_at=now))
+                content=storable(message["content"]), typed=storable(message.get("typed")), skill=message.get("skill"),
+                status=status, error=storable(message.get("error")), provenance=message.get("provenance"),
+                created_at=now, updated_at=now))
             changes: dict[str, Any] = {"shown_leaf": message_id, "updated_at": now}
             if not chat.title and message["role"] == "user":
-                changes["title"] = _title(message.get("typed") or message["content"])
+                changes["title"] = storable(_title(message.get("typed") or message["content"]))
             connection.execute(update(conversations).where(conversations.c.id == chat_id).values(**changes))
         return message_id
 
@@ -224,7 +262,7 @@ class Store:
                        error: str | None = None, provenance: dict[str, Any] | None = None) -> None:
         """An answer's text so far (while it streams) or at its end, with its status."""
         now = time.time()
-        changes: dict[str, Any] = {"content": content, "status": status, "error": error, "updated_at": now}
+        changes: dict[str, Any] = {"content": storable(content), "status": status, "error": storable(error), "updated_at": now}
         if provenance is not None:
             changes["provenance"] = provenance
         with self._write() as connection:
@@ -239,11 +277,12 @@ class Store:
         """The chat's shown path now ends at `leaf_id` (None: an empty chat, as after Clear)."""
         self._change_chat(owner, chat_id, shown_leaf=leaf_id)
 
-    def mark_interrupted(self) -> int:
-        """Answers still "streaming" (the process died while writing them) become "interrupted"; how many."""
+    def mark_interrupted(self, older_than_s: float = STALE_S) -> int:
+        """Answers left "streaming" by a process that died become "interrupted" for good; how many."""
         with self._write() as connection:
-            return connection.execute(update(messages).where(messages.c.status == MessageStatus.STREAMING)
-                                      .values(status=MessageStatus.INTERRUPTED)).rowcount
+            return connection.execute(update(messages).where(
+                messages.c.status == MessageStatus.STREAMING, messages.c.updated_at < time.time() - older_than_s)
+                .values(status=MessageStatus.INTERRUPTED)).rowcount
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -295,7 +334,10 @@ def _path_to(leaf_id: str | None, by_id: dict[str, Any]) -> list[dict[str, Any]]
 
 
 def _message(row: Any) -> dict[str, Any]:
-    message = {"id": row["id"], "role": row["role"], "content": row["content"], "status": row["status"]}
+    status = row["status"]
+    if status == MessageStatus.STREAMING and row["updated_at"] < time.time() - STALE_S:
+        status = MessageStatus.INTERRUPTED  # its writer is gone
+    message = {"id": row["id"], "role": row["role"], "content": row["content"], "status": status}
     for key in ("typed", "skill", "error", "provenance"):
         if row[key] is not None:
             message[key] = row[key]

@@ -11,8 +11,10 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from . import handlers
+from . import chats, handlers
 from ..engine import Engine
+from ..errors import ChatError
+from ..store.store import Store
 from ..session import ChatSession
 from ..session_store import SessionStore, new_session_key
 from .view import NO_PROMPT_YET
@@ -46,13 +48,30 @@ PUT_BACK_JS = """(text, taken) => {
 CSS = """
 #status {min-height: 1.5em; opacity: .8}
 #skill-help {font-size: .9em; opacity: .8}
+#chat-list label {width: 100%}
 """
 
 
-def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench") -> gr.Blocks:
+def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench",
+             conversations: Store | None = None) -> gr.Blocks:
+    """The page; with `conversations` (the store), a sidebar of the user's saved chats."""
     store = SessionStore(lambda: ChatSession(engine, skills, instructions, defaults))
     bind, bind_stream = partial(_bind, store), partial(_bind_stream, store)
     with gr.Blocks(title=title) as demo:
+        if conversations is not None:
+            # What the browser keeps: its owner token (without --auth) and the chat it shows. The secret
+            # lives in the database: Gradio's default is random per launch, and the value would vanish.
+            browser = gr.BrowserState(chats.empty_browser_state(), storage_key=chats.BROWSER_KEY,
+                                      secret=conversations.secret(chats.SECRET_KEY))
+            with gr.Sidebar(label="Chats", open=True):
+                new_chat_button = gr.Button("New chat", variant="primary", size="sm")
+                search_box = gr.Textbox(label="Search chats", placeholder="a word from a title or a message", lines=1, max_lines=1)
+                chat_list = gr.Radio(label="Your chats", choices=[], elem_id="chat-list")
+                title_box = gr.Textbox(label="Title of this chat", placeholder="Enter renames it", lines=1, max_lines=1)
+                with gr.Row():
+                    delete_button = gr.Button("Delete chat", variant="stop", size="sm")
+                    undo_delete_button = gr.Button("Undo delete", size="sm", visible=False)
+                deleted = gr.State("")
         gr.Markdown(f"## 💬 {title}\n**Model:** {engine.name} · {engine.device}")
         # A key per tab; the store holds the session. The callback is a plain function, not the bound
         # method `store.drop`: Gradio deep-copies the page config (State props included) on every page
@@ -64,8 +83,10 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         )
         with gr.Row(equal_height=True):
             skill = gr.Dropdown(skills.names(), value=skills.default.name, label="Skill", scale=1, min_width=180)
+            # With saved chats the box opens once the page knows whose chat it is (see `restore`).
             message = gr.Textbox(label="Message", placeholder="Type a message, Enter sends (Shift+Enter: new line). /retry retries.",
-                                 lines=1, max_lines=10, scale=4, autofocus=True, elem_id="message")
+                                 lines=1, max_lines=10, scale=4, autofocus=True, elem_id="message",
+                                 interactive=conversations is None)
             send_button = gr.Button("Send", variant="primary", scale=0, min_width=90)
         skill_help = gr.Markdown(skills.default.description, elem_id="skill-help")
         with gr.Row():
@@ -106,7 +127,8 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         # "multiple": Gradio's default ("once") would drop a message sent while the last answer streams.
         sent = gr.on([message.submit, send_button.click], None, [message, taken], [message, outbox], js=TAKE_MESSAGE_JS,
                      queue=False, trigger_mode="multiple", show_progress="hidden", api_visibility="private")
-        posted = sent.then(bind(handlers.post), [session, outbox, message, skill, *controls], [*outputs, taken], **taking)
+        post = handlers.post if conversations is None else partial(chats.posting, conversations)
+        posted = sent.then(bind(post), [session, outbox, message, skill, *controls], [*outputs, taken], **taking)
         posted.failure(None, [message, taken], message, js=PUT_BACK_JS, queue=False, show_progress="hidden", api_visibility="private")
         retaken = retry_button.click(bind(handlers.take_back_answer), [session, *controls], outputs, **taking)
         generating_events = [
@@ -124,13 +146,48 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         # The Chatbot's own trash icon must clear the session too, not just the display.
         chatbot.clear(bind(handlers.clear), session, outputs, queue=False, cancels=generating_events, api_visibility="private")
         # Queued, unlike the other quick events: only a queued event's gr.Warning reaches the page, and a bad file must say so.
-        upload_button.upload(partial(_bind, store, keep=True)(handlers.upload), [session, upload_button], [*outputs, instructions_box, session],
-                             api_visibility="private")
+        upload = handlers.upload if conversations is None else partial(chats.uploading, conversations)
+        uploaded = upload_button.upload(partial(_bind, store, keep=True)(upload), [session, upload_button],
+                                        [*outputs, instructions_box, session], api_visibility="private")
         reset_button.click(bind(partial(handlers.reset_instructions, default=instructions)), session, instructions_box,
                            queue=False, api_visibility="private")
         skill.change(bind(handlers.describe_skill), [session, skill], skill_help, queue=False, show_progress="hidden", api_visibility="private")
         # Queued with the messages, so "Settings not applied" can show and a message sent next sees the change.
         instructions_box.blur(bind(handlers.apply_controls), [session, *controls], None, **taking)
+
+        if conversations is not None:
+            quick: dict[str, Any] = dict(queue=False, show_progress="hidden", api_visibility="private")
+            shown = [*outputs, instructions_box, skill, *setting_inputs, chat_list, title_box, browser]
+
+            def on(handler: Callable) -> Callable:  # each sidebar handler takes the store first
+                return partial(handler, conversations)
+
+            def restore(key: str, saved: dict, request: gr.Request) -> tuple:
+                """Whose chats, and the chat to show; only then does the message box open: a message sent
+                earlier could be taken before the page knew where to save it (and would not be saved)."""
+                with store.turn(key) as tab:
+                    try:
+                        restored = chats.restore(conversations, tab, saved, request)
+                    except ChatError as error:  # the database went away: chat on, unsaved, and say so
+                        handlers.warn(f"Saved chats are not available: {error}")
+                        restored = (gr.skip(),) * len(shown)
+                    return (restored[0], gr.update(interactive=True), *restored[2:], key)
+
+            # Queued, like the messages: run outside the queue, the load wrote the tab's state back over the
+            # one a message sent right after the page appeared had made, and the message vanished. (And
+            # the box opens only when the load is done: see `restore`.)
+            demo.load(restore, [session, browser], [*shown, session], **taking)
+            new_chat_button.click(bind(on(chats.new_chat)), [session, browser], shown, cancels=generating_events, **quick)
+            chat_list.input(bind(on(chats.open_chat)), [session, chat_list, search_box, browser], shown,
+                            cancels=generating_events, **quick)
+            search_box.input(bind(on(chats.chat_list)), [session, search_box], chat_list, **quick)
+            title_box.submit(bind(on(chats.rename)), [session, title_box, search_box], chat_list, **quick)
+            delete_button.click(bind(on(chats.delete)), [session, browser], [*shown, deleted, undo_delete_button],
+                                cancels=generating_events, **quick)
+            undo_delete_button.click(bind(on(chats.undo_delete)), [session, deleted, browser], [*shown, deleted, undo_delete_button], **quick)
+            listed = dict(inputs=[session, search_box, browser], outputs=[chat_list, title_box, browser], **taking)
+            posted.success(bind(on(chats.listing)), **listed)
+            uploaded.then(bind(on(chats.listing)), **listed)
     return demo
 
 

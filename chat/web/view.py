@@ -15,6 +15,7 @@ from ..session import INTERRUPTED, ChatSession
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"
 UNANSWERED_NOTE = "⏹️ *No answer: stopped before it began.*"
+STOPPED_NOTE = "⏹️ *Stopped before the end.*"  # under what came of an answer cut short (Stop, a crash)
 NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
 
 
@@ -35,7 +36,8 @@ def chat_messages(session: ChatSession) -> list[dict[str, Any]]:
         elif message.get(INTERRUPTED) and not message["content"]:
             shown.append({"role": "assistant", "content": UNANSWERED_NOTE})
         elif message["content"] or not message.get("notice"):
-            shown.append({"role": "assistant", "content": shown_text(message["content"])})
+            stopped = f"\n\n{STOPPED_NOTE}" if message.get(INTERRUPTED) else ""
+            shown.append({"role": "assistant", "content": shown_text(message["content"]) + stopped})
     return shown
 
 

@@ -39,8 +39,8 @@ class AppProcess:
     `wait_for_line` reads what it prints until a line shows it is up; `output()` stops it and returns
     everything it printed. As a context manager it is stopped on leaving."""
 
-    def __init__(self, *arguments: str):
-        self.port = free_port()
+    def __init__(self, *arguments: str, port: int | None = None):
+        self.port = port or free_port()  # (the same port again: a restart, where the browser keeps its storage)
         self.url = f"http://{HOST}:{self.port}/"
         self.process = subprocess.Popen([sys.executable, "app.py", *arguments, "--port", str(self.port)], cwd=ROOT, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -67,10 +67,15 @@ def build_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 64, con
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny_model(folder: Path, chat_template: bool = True, **model_options) -> Path:
-    """Writes a loadable model folder (weights, config, tokenizer) and returns it."""
+def save_tiny_model(folder: Path, chat_template: bool = True, endless: bool = False, **model_options) -> Path:
+    """Writes a loadable model folder (weights, config, tokenizer) and returns it.
+
+    `endless`: its generation config forbids the end-of-sequence token, so a process that loads it
+    (the terminal chat, the app) answers until its token limit or a Stop."""
     tokenizer = build_tokenizer(chat_template)
     model = build_model(tokenizer, **model_options)
+    if endless:
+        model.generation_config.suppress_tokens = [tokenizer.eos_token_id]
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

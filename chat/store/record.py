@@ -1,0 +1,81 @@
+"""Where one session's conversation is written as it happens: a chat in the store, for its owner.
+
+The session tells its record what changed (a message taken, an answer streaming, ending, failing;
+the shown path cut back by Undo, Clear or Retry); the record writes it. An answer's text is
+written every SAVE_EVERY_S while it streams, not per token, and once more when it ends: a crash
+loses at most those seconds, and the model never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ..session import INTERRUPTED
+from ..settings import GenerationSettings
+from .store import MessageStatus, Store, StoredChat
+
+SAVE_EVERY_S = 2.0
+
+
+class ChatRecord:
+    def __init__(self, store: Store, owner: str, chat_id: str):
+        self.store, self.owner, self.chat_id = store, owner, chat_id
+        self._saved_at: dict[str, float] = {}  # answer id → when its text was last written
+
+    @classmethod
+    def new(cls, store: Store, owner: str, instructions: str, settings: GenerationSettings) -> "ChatRecord":
+        return cls(store, owner, store.new_chat(owner, instructions=instructions, settings=asdict(settings)))
+
+    def added(self, message: dict[str, Any], parent: dict[str, Any] | None) -> None:
+        """`message` joined the chat after `parent`: written now, and given its id."""
+        streaming = message["role"] == "assistant" and not message["content"] and not (message.get("error") or message.get(INTERRUPTED))
+        status = MessageStatus.STREAMING if streaming else _status(message)
+        message["id"] = self.store.add_message(self.owner, self.chat_id, message, parent.get("id") if parent else None, status)
+
+    def streaming(self, answer: dict[str, Any]) -> None:
+        """The answer's text so far, written at most every SAVE_EVERY_S."""
+        now = time.monotonic()
+        if now - self._saved_at.get(answer["id"], 0.0) >= SAVE_EVERY_S:
+            self._saved_at[answer["id"]] = now
+            self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], MessageStatus.STREAMING)
+
+    def ended(self, answer: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
+        """The answer is complete, stopped or failed: its last text and status."""
+        self._saved_at.pop(answer["id"], None)
+        self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], _status(answer),
+                                  answer.get("error"), provenance)
+
+    def shown(self, history: list[dict[str, Any]]) -> None:
+        """The chat now shows `history` (Undo, Clear and Retry cut it back; nothing is deleted)."""
+        self.store.show(self.owner, self.chat_id, history[-1].get("id") if history else None)
+
+    def settings(self, instructions: str, skill: str | None, settings: GenerationSettings) -> None:
+        self.store.save_chat_settings(self.owner, self.chat_id, instructions, skill, asdict(settings))
+
+
+def _status(message: dict[str, Any]) -> MessageStatus:
+    if message.get("error"):
+        return MessageStatus.FAILED
+    return MessageStatus.INTERRUPTED if message.get(INTERRUPTED) else MessageStatus.COMPLETE
+
+
+def history_of(chat: StoredChat) -> list[dict[str, Any]]:
+    """The stored path as a session's history: interrupted answers marked so, failed ones with their error."""
+    history = []
+    for stored in chat.messages:
+        message = {k: v for k, v in stored.items() if k not in ("status", "provenance")}
+        if stored["status"] == MessageStatus.INTERRUPTED:
+            message[INTERRUPTED] = True
+        history.append(message)
+    return history
+
+
+def settings_of(chat: StoredChat, fallback: GenerationSettings) -> GenerationSettings:
+    """The chat's saved settings (fields this release doesn't know are ignored)."""
+    known = {name: value for name, value in chat.settings.items() if name in asdict(fallback)}
+    try:
+        return fallback.replace(**known)
+    except Exception:  # noqa: BLE001 - a setting saved by another release that this one refuses: the defaults
+        return fallback
