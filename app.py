@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--queue-size", type=int, default=20, help="waiting requests before new ones are told the app is busy (default %(default)s)")
     server.add_argument("--title", default="Chat workbench", help="page title")
     add_sampling_arguments(parser)
-    add_store_arguments(parser)
+    add_store_arguments(parser, owner=True)
     return parser.parse_args(argv)
 
 
@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from chat.web.page import build_ui
 
-    demo = build_ui(engine, skills, instructions, settings, title=args.title, conversations=conversations)
+    if args.user and auth:
+        print("error: --user and --auth: with --auth the login says whose chats they are", file=sys.stderr)
+        return 1
+    demo = build_ui(engine, skills, instructions, settings, title=args.title, conversations=conversations, everyone=args.user)
     concurrency = max(1, args.concurrency or default_concurrency(engine))
     demo.queue(default_concurrency_limit=concurrency, max_size=max(1, args.queue_size))
     if args.share and not auth:

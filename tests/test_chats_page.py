@@ -112,3 +112,16 @@ def test_opening_a_chat_brings_back_its_instructions_skill_and_settings(tiny_eng
     values = dict(zip((s.name for s in SETTINGS), settings))
     assert (values["temperature"], values["top_k"], values["seed"]) == (0.3, 7, 11)
     assert other.settings == session.settings and other.instructions == "Answer in French."
+
+
+def test_with_user_every_visitor_is_that_user_as_in_the_terminal(tiny_engine, store):
+    """app.py --user alice (a page only alice uses): her terminal chats are on the page, and the reverse."""
+    from chat.store.record import ChatRecord
+
+    terminal = ChatSession(tiny_engine, load_skills(), "Be brief.", GREEDY)
+    terminal.owner = "user:alice"  # as python -m chat --user alice (or alice's login name) sets it
+    terminal.start_record(ChatRecord.new(store, terminal.owner, terminal.instructions, terminal.settings))
+    "".join(terminal.send("Begun in the terminal"))
+    session = ChatSession(tiny_engine, load_skills(), "Be brief.", GREEDY)
+    chats.restore(store, session, None, gr.Request(), everyone="alice")
+    assert session.owner == "user:alice" and listed(chats.chat_list(store, session)) == ["Begun in the terminal"]

@@ -94,8 +94,9 @@ def add_store_arguments(parser: argparse.ArgumentParser, owner: bool = False) ->
     if not owner:
         return
     group.add_argument("--user", metavar="NAME",
-                       help="whose conversations these are (default: your login name; the web app's --auth users "
-                       "are owners too, so --user NAME continues their chats here)")
+                       help="whose conversations these are. Terminal: default your login name. Page (without --auth): "
+                       "every visitor is NAME, for a page only you use (default: each browser has its own). The "
+                       "page's --auth users are the same owners: --user alice shares alice's chats")
 
 
 def open_store_from_args(args: argparse.Namespace) -> Any:

@@ -32,10 +32,14 @@ def empty_browser_state() -> dict[str, str]:
     return {"token": "", "chat": ""}  # the browser's owner token, the chat it shows
 
 
-def restore(store: Store, session: ChatSession, saved: dict[str, str] | None, request: gr.Request) -> tuple:
-    """On page load: who this is, and the chat this browser showed last (a reload brings it back)."""
+def restore(store: Store, session: ChatSession, saved: dict[str, str] | None, request: gr.Request,
+            everyone: str | None = None) -> tuple:
+    """On page load: who this is, and the chat this browser showed last (a reload brings it back).
+
+    `everyone` (app.py --user NAME, without --auth): every visitor is that user, as in the terminal.
+    """
     saved = dict(saved or empty_browser_state())
-    username = getattr(request, "username", None)
+    username = getattr(request, "username", None) or everyone
     if username:
         session.owner = user_owner(username)
     else:

@@ -53,8 +53,9 @@ CSS = """
 
 
 def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench",
-             conversations: Store | None = None) -> gr.Blocks:
-    """The page; with `conversations` (the store), a sidebar of the user's saved chats."""
+             conversations: Store | None = None, everyone: str | None = None) -> gr.Blocks:
+    """The page; with `conversations` (the store), a sidebar of the user's saved chats (`everyone`: the
+    user every visitor is without --auth, from app.py --user; None: each browser its own)."""
     store = SessionStore(lambda: ChatSession(engine, skills, instructions, defaults))
     bind, bind_stream = partial(_bind, store), partial(_bind_stream, store)
     with gr.Blocks(title=title) as demo:
@@ -167,7 +168,7 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
                 earlier could be taken before the page knew where to save it (and would not be saved)."""
                 with store.turn(key) as tab:
                     try:
-                        restored = chats.restore(conversations, tab, saved, request)
+                        restored = chats.restore(conversations, tab, saved, request, everyone)
                     except ChatError as error:  # the database went away: chat on, unsaved, and say so
                         handlers.warn(f"Saved chats are not available: {error}")
                         restored = (gr.skip(),) * len(shown)
