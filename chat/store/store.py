@@ -20,9 +20,10 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import StoreError
+from .connection import WriteLock, reason
 from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata
 
 APP_DIR = "chat-workbench"  # under the user data dir (platformdirs)
@@ -119,7 +120,7 @@ class Store:
         except StoreError:
             raise
         except (SQLAlchemyError, NoSuchModuleError, OSError) as error:
-            raise StoreError(f"can't open the conversation database {self.shown_url}: {_reason(error)}") from None
+            raise StoreError(f"can't open the conversation database {self.shown_url}: {reason(error)}") from None
 
     def __repr__(self) -> str:
         return f"Store({self.shown_url!r})"
@@ -169,7 +170,7 @@ class Store:
 
     def _write(self):
         """A transaction for changes (serialised in this process for SQLite, which has one writer)."""
-        return _Locked(self._lock, self.engine)
+        return WriteLock(self._lock, self.engine)
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -298,31 +299,6 @@ class Store:
             raise StoreError("no such chat (it was deleted, or belongs to someone else)")
 
 
-class _Locked:
-    """`with store._write() as connection:` a transaction, holding the process's SQLite write lock."""
-
-    def __init__(self, lock: threading.Lock | None, engine: Engine):
-        self.lock, self.engine = lock, engine
-
-    def __enter__(self):
-        if self.lock is not None:
-            self.lock.acquire()
-        try:
-            self.transaction = self.engine.begin()
-            return self.transaction.__enter__()
-        except BaseException:
-            if self.lock is not None:
-                self.lock.release()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.transaction.__exit__(*exc)
-        finally:
-            if self.lock is not None:
-                self.lock.release()
-
-
 def _path_to(leaf_id: str | None, by_id: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages from the first to `leaf_id`, following parents."""
     path = []
@@ -351,26 +327,3 @@ def _title(text: str) -> str:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _reason(error: BaseException) -> str:
-    """The driver's own words, on one line, without the SQL or a URL (which could hold a password)."""
-    original = getattr(error, "orig", None) if isinstance(error, DBAPIError) else None
-    text = " ".join(str(original or error).split())
-    text = text.split(" [SQL:")[0].split("(Background on this error")[0].strip()
-    lowered = text.lower()
-    if "readonly" in lowered or "read-only" in lowered:
-        return "it is read-only (check the file's and its folder's permissions)"
-    if "database is locked" in lowered:
-        return "it is locked by another program (close it, or use another --db)"
-    if "not a database" in lowered:
-        return "the file is not a SQLite database"
-    if "unable to open" in lowered:
-        return "unable to open the file (does its folder exist, and may this user write there?)"
-    if "password authentication failed" in lowered:
-        return "the server refused the user name or password"
-    if "connection refused" in lowered:
-        return "connection refused (is the database server running, at that host and port?)"
-    if isinstance(error, NoSuchModuleError):
-        return f"this app has no driver for that kind of database ({text})"
-    return text[:300]
