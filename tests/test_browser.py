@@ -18,6 +18,7 @@ from tests.helpers.browser import (
     answers, message_box, open_section, open_tab, questions, send, set_max_new_tokens, shown_prompt, wait_done,
 )
 from tests.helpers.engines import make_engine
+from tests.helpers.tiny_models import save_tiny_model
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import generation_workers
 
@@ -35,8 +36,12 @@ def app(chatty_engine_module):
 
 
 @pytest.fixture(scope="module")
-def chatty_engine_module(tiny_chat_dir):
-    return make_engine(tiny_chat_dir, batching=True, endless=True)  # batching: as app.py runs it
+def chatty_engine_module(tmp_path_factory):
+    # An 8,192-token context: a 4,000-token answer (the Stop test) really runs for seconds. In the shared
+    # 512-token model it was cut to the ~350 tokens left, which a fast moment finished before the test
+    # looked for the running model.
+    model = save_tiny_model(tmp_path_factory.mktemp("tiny-long"), context=8192)
+    return make_engine(model, batching=True, endless=True)  # batching: as app.py runs it
 
 
 @pytest.fixture
