@@ -41,6 +41,7 @@ class FittedPrompt:
     dropped_messages: int  # older history messages left out
     message_trimmed: bool  # the current message itself was cut
     max_new_tokens: int  # answer room actually left
+    continues: bool = False  # the prompt ends inside the last answer, for more of it (Continue)
 
     @property
     def notice(self) -> str | None:
@@ -64,23 +65,27 @@ def fit_to_context(
     detokenize: Callable[[Sequence[Token]], str],
     context_window: int,
     max_new_tokens: int,
+    continues: bool = False,
 ) -> FittedPrompt:
     """Drops oldest history (with hysteresis), then trims the last message, until the prompt fits.
 
-    `messages` is [optional system] + history + the current user message (last).
+    `messages` is [optional system] + history + the current user message (last); with `continues`,
+    the last is an answer to go on with, which is never cut (it would no longer be the same answer).
     """
     answer_room = max(1, min(max_new_tokens, int(context_window * MAX_ANSWER_SHARE)))
     budget = context_window - answer_room
     system, history, current = _split(messages)
     whole = encode(messages)
     if whole.length <= budget:  # a chat that fits is sent whole
-        return FittedPrompt(whole, list(messages), 0, False, min(max_new_tokens, context_window - whole.length))
+        return FittedPrompt(whole, list(messages), 0, False, min(max_new_tokens, context_window - whole.length), continues)
     start = _window_start(system, history, current, budget, encode, tokenize)
     extra, prompt = _drop_oldest_until_fit(system, history[start:], current, budget, encode)
     dropped = start + extra
     history = history[dropped:]
     candidate = system + history + [current]
     trimmed = prompt.length > budget
+    if trimmed and continues:
+        raise ChatError("the answer already fills the model's context: it can't go on (Retry makes a shorter one)")
     if trimmed:
         current, prompt = _trim_to_fit(system, current, prompt.length - budget, budget, encode, tokenize, detokenize)
         if prompt.length > budget:
@@ -90,7 +95,7 @@ def fit_to_context(
             )
         candidate = system + [current]
     room = min(max_new_tokens, context_window - prompt.length)
-    return FittedPrompt(prompt, candidate, dropped, trimmed, room)
+    return FittedPrompt(prompt, candidate, dropped, trimmed, room, continues)
 
 
 def _split(messages: Messages) -> tuple[Messages, Messages, dict[str, Any]]:

@@ -94,7 +94,9 @@ def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str
     return messages
 
 
-def load_conversation(path: str | Path) -> list[dict[str, Any]]:
+def load_conversation(path: str | Path) -> Any:
+    """A conversation file's content, checked: this app's file with every version (see files.py), or a
+    messages list. Raises `ConversationError` naming the file and the problem."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
@@ -104,10 +106,16 @@ def load_conversation(path: str | Path) -> list[dict[str, Any]]:
         raise ConversationError(f"{path.name}: can't read the file ({error})") from None
     except json.JSONDecodeError as error:
         raise ConversationError(f"{path.name}: not JSON (line {error.lineno}: {error.msg})") from None
+    from .files import FORMAT_NAME, read_conversation  # (files.py builds on this module)
+
+    if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
+        read_conversation(data, path.name)  # checked here, so that the error names the file
+        return data
     return normalize_messages(data, path.name)
 
 
-def save_conversation(path: str | Path, messages: list[dict[str, Any]]) -> Path:
+def save_conversation(path: str | Path, conversation: list[dict[str, Any]] | dict[str, Any]) -> Path:
+    """Writes a messages list, or this app's file (`files.conversation_document`)."""
     path = Path(path)
-    path.write_text(json.dumps(messages, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(conversation, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path

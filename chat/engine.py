@@ -84,8 +84,9 @@ class Engine(Protocol):
         """How many answers it serves well at once (the /v1 API's limit; more requests wait)."""
         ...
 
-    def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
-        """The prompt for `messages` (the last one: the new user message), fitted to the context."""
+    def prepare(self, messages: Messages, settings: GenerationSettings, continues: bool = False) -> FittedPrompt:
+        """The prompt for `messages` (the last one: the new user message), fitted to the context;
+        `continues`: the last one is an answer cut short, and the prompt asks for more of it (Continue)."""
         ...
 
     def render(self, messages: Messages) -> str:
@@ -164,7 +165,7 @@ class Generation(ABC):
         self._finished()
 
     def _emit(self, text: str) -> Iterator[str]:
-        if not self.text:  # "Assistant: Hi" in a transcript, " Hi" from some servers: the answer is "Hi"
+        if not self.text and not self.fitted.continues:  # "Assistant: Hi" in a transcript, " Hi" from some servers: the answer is "Hi"
             text = text.lstrip()
         if text:
             self.text += text

@@ -46,16 +46,19 @@ class PromptFormat(Protocol):
     stop_strings: tuple[str, ...]
     strips_answer_space: bool  # the model answers " Hi" after "Assistant:"; show "Hi"
 
-    def segments(self, messages: Messages) -> list[Segment]: ...
+    def segments(self, messages: Messages, continue_final: bool = False) -> list[Segment]:
+        """The prompt for the next answer; `continue_final`: for more of the last message (an answer
+        cut short), which then stays open: no end of turn, no new turn."""
+        ...
 
 
-def render(prompt_format: PromptFormat, messages: Messages) -> str:
-    return "".join(text for text, _ in prompt_format.segments(messages))
+def render(prompt_format: PromptFormat, messages: Messages, continue_final: bool = False) -> str:
+    return "".join(text for text, _ in prompt_format.segments(messages, continue_final))
 
 
-def encode(prompt_format: PromptFormat, tokenizer: Any, messages: Messages) -> Prompt:
+def encode(prompt_format: PromptFormat, tokenizer: Any, messages: Messages, continue_final: bool = False) -> Prompt:
     """The prompt text and its token ids, with message text never turned into control tokens."""
-    segments = prompt_format.segments(messages)
+    segments = prompt_format.segments(messages, continue_final)
     text = "".join(part for part, _ in segments)
     add_special = prompt_format.name == "transcript"  # a template writes its own BOS; a transcript doesn't
     ids = _encode_whole_if_safe(tokenizer, segments, text, add_special)
@@ -74,18 +77,18 @@ class ChatTemplateFormat:
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
-    def segments(self, messages: Messages) -> list[Segment]:
+    def segments(self, messages: Messages, continue_final: bool = False) -> list[Segment]:
         plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-        text = self._apply(plain)
-        return self._marked_segments(plain, text) or _split_at_contents(text, [m["content"] for m in plain])
+        text = self._apply(plain, continue_final)
+        return self._marked_segments(plain, text, continue_final) or _split_at_contents(text, [m["content"] for m in plain])
 
-    def _marked_segments(self, messages: Messages, text: str) -> list[Segment] | None:
+    def _marked_segments(self, messages: Messages, text: str, continue_final: bool) -> list[Segment] | None:
         """Renders again with a marker for each content: the markers show where each message sits.
 
         Searching for the content in the text instead would find `<|im_end|>` typed by a user
         in the template's own `<|im_end|>` before it. None if the template changes the text.
         """
-        marked = self._apply([{**m, "content": _MARK.format(i)} for i, m in enumerate(messages)])
+        marked = self._apply([{**m, "content": _MARK.format(i)} for i, m in enumerate(messages)], continue_final)
         segments: list[Segment] = []
         cursor = 0
         for match in _MARK_PATTERN.finditer(marked):
@@ -96,13 +99,14 @@ class ChatTemplateFormat:
         segments = [s for s in segments + [(marked[cursor:], False)] if s[0]]
         return segments if "".join(part for part, _ in segments) == text else None
 
-    def _apply(self, messages: Messages) -> str:
+    def _apply(self, messages: Messages, continue_final: bool = False) -> str:
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not continue_final,
+                                                      continue_final_message=continue_final)
         except Exception as error:  # jinja raises its own types; templates raise on unsupported roles
             if messages and messages[0]["role"] == "system" and len(messages) > 1:
                 # Some templates (older Mistral, Gemma) have no system role: fold it into the first user turn.
-                return self._apply(_fold_system(messages))
+                return self._apply(_fold_system(messages), continue_final)
             raise ChatError(f"the model's chat template rejected the conversation: {error}") from None
 
 
@@ -122,7 +126,7 @@ class TranscriptFormat:
         # A line inside a message that starts like a speaker tag would start a fake turn.
         self._speaker_line = re.compile(rf"^(?=\s*(?:{names})\s*:)", re.IGNORECASE | re.MULTILINE)
 
-    def segments(self, messages: Messages) -> list[Segment]:
+    def segments(self, messages: Messages, continue_final: bool = False) -> list[Segment]:
         segments: list[Segment] = []
         for message in messages:
             if message["role"] == "system":
@@ -131,6 +135,8 @@ class TranscriptFormat:
                 continue
             name = self.user_name if message["role"] == "user" else self.bot_name
             segments += [(f"{name}: ", False), (self.escape(message["content"]), True), ("\n", False)]
+        if continue_final and messages and messages[-1]["role"] == "assistant":
+            return segments[:-1]  # "Assistant: the answer so far" and the model goes on
         segments.append((f"{self.bot_name}:", False))
         return segments
 

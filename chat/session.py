@@ -6,14 +6,16 @@ the terminal chat and tests drive the same methods: send, retry, undo, clear, st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
+from . import provenance
 from .context import FittedPrompt
 from .conversation import EXTRA_KEYS, is_blank, normalize_messages
 from .engine import Engine, Generation, Stats, StopReason
 from .errors import ChatError
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
+from .tree import ConversationTree
 
 if TYPE_CHECKING:  # (the store imports this module)
     from .store.record import ChatRecord
@@ -23,12 +25,19 @@ INTERRUPTED = "interrupted"  # an answer's mark: stopped before it ended (a UI n
 
 
 class Reply:
-    """An answer streaming into the session's history. Iterate for text deltas."""
+    """An answer streaming into the session's history. Iterate for text deltas.
 
-    def __init__(self, session: "ChatSession", generation: Generation, answer: dict[str, Any]):
-        self.session, self.generation, self.answer = session, generation, answer
+    An answer may be made of parts: Reproduce of an answer that was continued runs its first part
+    and then each continuation (`then`), into the same bubble.
+    """
+
+    def __init__(self, session: "ChatSession", generation: Generation, answer: dict[str, Any], made: dict[str, Any],
+                 then: tuple[Callable[[], tuple[Generation, dict[str, Any]]], ...] = ()):
+        self.session, self.generation, self.answer, self.made = session, generation, answer, made
         self.record = session.record  # the chat this answer belongs to, even if the tab opens another meanwhile
         self.finished = False
+        self._then = list(then)
+        self._cancelled = False
 
     @property
     def stats(self) -> Stats:
@@ -39,6 +48,7 @@ class Reply:
         return self.generation.fitted
 
     def cancel(self) -> None:
+        self._cancelled = True
         self.generation.cancel()
 
     def __iter__(self) -> Iterator[str]:
@@ -48,13 +58,19 @@ class Reply:
         """The answer's text deltas; closing the generator early stops the model."""
         try:
             record = self.record
-            for delta in self.generation:
-                self.answer["content"] += delta
-                if record is not None:
-                    record.streaming(self.answer)  # (every few seconds, not per token)
-                yield delta
-            if not self.answer["content"].strip() and self.stats.stop_reason is not StopReason.CANCELLED:
-                raise self.generation.empty_answer_error()  # never a blank bubble
+            while True:
+                for delta in self.generation:
+                    self.answer["content"] += delta
+                    if record is not None:
+                        record.streaming(self.answer)  # (every few seconds, not per token)
+                    yield delta
+                if not self.answer["content"].strip() and self.stats.stop_reason is not StopReason.CANCELLED:
+                    raise self.generation.empty_answer_error()  # never a blank bubble
+                if not self._then or self._cancelled or self.stats.stop_reason is StopReason.CANCELLED:
+                    break
+                provenance.finish_part(self.made, self.stats)
+                self.generation, self.made = self._then.pop(0)()  # the next part, into the same bubble
+                self.answer["provenance"]["parts"].append(self.made)
             self.finished = True
         except ChatError as error:
             self.answer["error"] = str(error)  # shown in the chat; the user's message stays for Retry
@@ -66,18 +82,24 @@ class Reply:
                 self.answer[INTERRUPTED] = True
             if self.generation.stats.stop_reason is StopReason.CANCELLED:
                 self.answer[INTERRUPTED] = True  # stopped before its end (what came is kept)
+            provenance.finish_part(self.made, self.stats)
             if self.record is not None and "id" in self.answer:
-                self.record.ended(self.answer)
+                self.record.ended(self.answer, self.answer.get("provenance"))
             self.session._done(self)
 
 
 class ChatSession:
-    """One conversation with one engine. Not thread-safe by design: one tab, one session."""
+    """One conversation with one engine. Not thread-safe by design: one tab, one session.
+
+    The conversation is a tree (`tree`: every version of every message); `history` is the path it
+    shows, the plain messages list the page, the engine and the files see.
+    """
 
     def __init__(self, engine: Engine, skills: SkillBook, instructions: str = "", settings: GenerationSettings | None = None):
         self.engine, self.skills = engine, skills
         self.instructions = instructions
         self.settings = settings or GenerationSettings()
+        self.tree = ConversationTree()
         self.history: list[dict[str, Any]] = []
         self.last_prompt: FittedPrompt | None = None
         self.last_stats: Stats | None = None
@@ -85,6 +107,7 @@ class ChatSession:
         self.kv_cache = engine.new_cache()  # what the engine reuses of this session's last turn (never shared)
         self.record: ChatRecord | None = None  # where the conversation is written as it happens (None: nowhere)
         self.owner = ""  # whose chats these are, as the store knows them (set by the page or the terminal)
+        self.focus: str | None = None  # the id of the message the user picked (its versions, its provenance)
         self._current: Reply | None = None
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
 
@@ -98,7 +121,7 @@ class ChatSession:
         return reply
 
     def retry(self) -> Reply:
-        """A new answer to the last user message, expanded again by the same skill."""
+        """A new answer to the last user message, beside the old one (a version), expanded again by the same skill."""
         self._take_back_answer()
         reply = self.answer_last()
         assert reply is not None
@@ -133,29 +156,102 @@ class ChatSession:
             return None
         self.stop()  # an answer told to stop by `post` ends first: one model run per session
         last = self.history[-1]
-        skill = self.skills.get(last["skill"]) if last.get("skill") in self.skills.names() else None
+        skill = self._known_skill(last.get("skill"))
         if skill is not None and "typed" in last:
             last["content"] = skill.expand(last["typed"])
-        try:
-            return self._answer(skill)
-        except ChatError as error:
-            self._append({"role": "assistant", "content": "", "error": str(error)})
-            raise
+        return self._answer_or_fail(lambda: self._answer(skill))
+
+    def edit(self, index: int, text: str) -> None:
+        """A new version of the user message at `index` (the old one and all that followed it stay,
+        a step away with Previous version); `answer_last` answers it."""
+        old = self.history[index] if 0 <= index < len(self.history) else None
+        if old is None or old["role"] != "user":
+            raise ChatError("only your own messages can be edited")
+        if is_blank(text):
+            raise ChatError("type a message first")
+        skill = self._known_skill(old.get("skill")) or self.skills.default
+        self._discard_answer()
+        self.history[:] = self.history[:index]  # in place: a stopped answer's stream draws from this list
+        self._append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
+        self.focus = self.history[-1]["id"]
+
+    def continue_answer(self) -> Reply:
+        """More of the last answer, in the same message: where it stopped (its token limit, or Stop)."""
+        self.stop()
+        answer = self.history[-1] if self.history else None
+        if answer is None or answer["role"] != "assistant" or answer.get("error") or not answer["content"].strip():
+            raise ChatError("nothing to continue: the last message is not an answer with text")
+        skill = self._known_skill(self.history[-2].get("skill")) if len(self.history) > 1 else None
+        settings, drawn = provenance.with_seed(self.settings.merged(skill.settings if skill else None))
+        generation, made = self._continuation(settings, drawn, skill, self.instructions)
+        answer.pop(INTERRUPTED, None)
+        document = answer.setdefault("provenance", provenance.new(self.engine, skill.name if skill else None, self.instructions, {}))
+        document["parts"].append(made)
+        return self._started(Reply(self, generation, answer, made))
+
+    def reproduce(self) -> Reply:
+        """A new version of the last answer, made as it was: its model, skill, instructions, settings
+        and seed (each part of a continued answer with its own). Same model: the same text."""
+        self.stop()
+        answer = self.history[-1] if self.history else None
+        document = (answer or {}).get("provenance") or {}
+        parts = [part for part in document.get("parts", []) if "settings" in part]
+        if answer is None or answer["role"] != "assistant" or not parts:
+            raise ChatError("nothing to reproduce: the last answer has no record of how it was made")
+        skill = self._known_skill(document.get("skill"))
+        instructions = document.get("instructions", self.instructions)
+        settings = [provenance.settings_of(part, self.settings) for part in parts]
+        self._take_back_answer()
+        self.stop()
+
+        def continuation(settings: GenerationSettings) -> Callable[[], tuple[Generation, dict[str, Any]]]:
+            return lambda: self._continuation(settings, False, skill, instructions)
+
+        then = tuple(continuation(later) for later in settings[1:])
+        return self._answer_or_fail(lambda: self._answer(skill, settings[0], instructions, answer["id"], then))
+
+    def switch(self, index: int, step: int) -> None:
+        """Shows another version of the message at `index` (`step` -1: the previous, +1: the next),
+        with the branch that followed it as it was last shown."""
+        if not 0 <= index < len(self.history):
+            raise ChatError("no such message")
+        self._discard_answer()
+        message = self.history[index]
+        self.history[:] = self.tree.path_to(self.tree.switch(message["id"], step))
+        self.focus = self.history[index]["id"]
+        self._record_shown()
+        self.last_prompt, self.first_in_view = None, 0
+
+    def versions(self) -> list[tuple[int, int, int]]:
+        """(index, k, n) for each shown message that has other versions: it is version k of n."""
+        found = []
+        for index, message in enumerate(self.history):
+            k, n = self.tree.version(message["id"])
+            if n > 1:
+                found.append((index, k, n))
+        return found
+
+    def focused_index(self) -> int | None:
+        """The history index of the message the user picked, if it is still shown."""
+        ids = [m["id"] for m in self.history]
+        return ids.index(self.focus) if self.focus in ids else None
 
     def _take_back_answer(self) -> None:
-        """Removes the last answer (stopping it), so that `answer_last` answers that message again."""
+        """Takes the last answer off the shown path, stopping it (it stays in the tree: a version),
+        so that `answer_last` answers that message again."""
         self._interrupt()
         while self.history and self.history[-1]["role"] == "assistant":
             self.history.pop()
         if not self.history:
             raise ChatError("nothing to retry yet: send a message first")
-        self._record_shown()  # the old answer stays in the store, beside the new one
+        self._record_shown()
 
-    # Undo, Clear and loading a file change the chat *before* they stop the answer in progress: its
-    # stream draws a last page as soon as the model ends, and that page must show the changed chat.
+    # Undo, Clear, switching versions and loading a file change the chat *before* they stop the answer
+    # in progress: its stream draws a last page as soon as the model ends, and that page must show the
+    # changed chat. Undo and Clear hide; nothing leaves the tree (a message sent next is a new version).
 
     def undo(self) -> str:
-        """Removes the last exchange; returns what the user had typed, to edit and resend."""
+        """Hides the last exchange; returns what the user had typed, to edit and resend."""
         while self.history and self.history[-1]["role"] == "assistant":
             self.history.pop()
         last = self.history.pop() if self.history else None
@@ -169,6 +265,12 @@ class ChatSession:
         self._discard_answer()
         self.last_prompt = self.last_stats = None
         self.first_in_view = 0
+
+    def new_conversation(self) -> None:
+        """An empty conversation of its own (the one left stays as it was, in the store if it is there)."""
+        self.record = None  # first: clearing must not empty the chat being left
+        self.clear()
+        self.tree, self.focus = ConversationTree(), None
 
     def stop(self) -> None:
         """Cancels the answer in progress, if any, and waits for the model to finish its step."""
@@ -198,9 +300,13 @@ class ChatSession:
     def skill(self, name: str | None) -> Skill:
         return self.skills.default if not name else self.skills.get(name)
 
-    def model_messages(self) -> list[dict[str, Any]]:
+    def _known_skill(self, name: str | None) -> Skill | None:
+        return self.skills.get(name) if name in self.skills.names() else None
+
+    def model_messages(self, instructions: str | None = None) -> list[dict[str, Any]]:
         """System instructions + history as the model sees it (failed exchanges left out)."""
-        messages = [{"role": "system", "content": self.instructions}] if self.instructions.strip() else []
+        instructions = self.instructions if instructions is None else instructions
+        messages = [{"role": "system", "content": instructions}] if instructions.strip() else []
         return messages + [{"role": m["role"], "content": m["content"]} for m in self._sent_history().values()]
 
     def _sent_history(self) -> dict[int, dict[str, Any]]:
@@ -228,55 +334,74 @@ class ChatSession:
     # -- saving and loading -------------------------------------------------------------------
 
     def to_messages(self) -> list[dict[str, Any]]:
-        """The conversation in the messages format, instructions first, for saving."""
+        """The shown conversation in the messages format, instructions first."""
         system = [{"role": "system", "content": self.instructions}] if self.instructions else []
         keep = ("role", "content", *EXTRA_KEYS)  # not UI notes such as errors and notices
         return system + [{k: m[k] for k in keep if k in m} for m in self.history]
 
     def load_messages(self, data: Any, source: str = "conversation") -> None:
-        messages = normalize_messages(data, source)
-        if messages and messages[0]["role"] == "system":
-            self.instructions = messages.pop(0)["content"]
-        self.history[:] = messages  # in place: the stream of the answer stopped below draws from this list
+        """Shows a conversation from a file: a messages list (one path), or this app's file with every version."""
+        from .files import read_conversation
+
+        instructions, tree, path = read_conversation(data, source)
+        if instructions is not None:
+            self.instructions = instructions
+        self.tree = tree
+        self.history[:] = path  # in place: the stream of the answer stopped below draws from this list
         self.record = None  # a loaded file is not the stored chat (the caller may `start_record` a new one)
         self._discard_answer()
         self.last_prompt = self.last_stats = None
-        self.first_in_view = 0
+        self.first_in_view, self.focus = 0, None
 
-    def open(self, record: "ChatRecord", history: list[dict[str, Any]], instructions: str, settings: GenerationSettings) -> None:
-        """Shows a stored chat (from `chat.store.record.history_of`); what happens next is written to `record`."""
+    def open(self, record: "ChatRecord", tree: ConversationTree, history: list[dict[str, Any]], instructions: str,
+             settings: GenerationSettings) -> None:
+        """Shows a stored chat (from `chat.store.record.tree_of`); what happens next is written to `record`."""
         self._discard_answer()
+        self.tree = tree
         self.history[:] = history
         self.instructions, self.settings, self.record = instructions, settings, record
         self.last_prompt = self.last_stats = None
-        self.first_in_view = 0
+        self.first_in_view, self.focus = 0, None
 
     def start_record(self, record: "ChatRecord") -> None:
-        """Writes the chat as it is (a loaded file) to a new `record`, and what happens next."""
+        """Writes the chat as it is (a loaded file: every version) to a new `record`, and what happens next."""
         self.record = record
-        parent = None
-        for message in self.history:
-            record.added(message, parent)
-            parent = message
+        for message in self.tree.ordered():
+            parent_id = self.tree.parent[message["id"]]
+            record.added(message, self.tree.messages.get(parent_id) if parent_id else None)
+        self._record_shown()
 
     # -- internals ----------------------------------------------------------------------------
 
     def _append(self, message: dict[str, Any]) -> None:
-        """Adds `message` to the chat, and to its record."""
+        """Adds `message` to the chat (after the last shown one), and to its record."""
         parent = self.history[-1] if self.history else None
+        self.tree.add(message, parent["id"] if parent else None)
         self.history.append(message)
         if self.record is not None:
             self.record.added(message, parent)
 
     def _record_shown(self) -> None:
+        self.tree.shown(self.history)
         if self.record is not None:
             self.record.shown(self.history)
 
-    def _answer(self, skill: Skill | None) -> Reply:
-        settings = self.settings.merged(skill.settings if skill else None)
-        fitted = self.engine.prepare(self.model_messages(), settings)
+    def _answer_or_fail(self, start: Callable[[], Reply]) -> Reply:
+        try:
+            return start()
+        except ChatError as error:
+            self._append({"role": "assistant", "content": "", "error": str(error)})
+            raise
+
+    def _answer(self, skill: Skill | None, settings: GenerationSettings | None = None, instructions: str | None = None,
+                reproduces: str | None = None, then: tuple[Callable[[], tuple[Generation, dict[str, Any]]], ...] = ()) -> Reply:
+        settings, drawn = provenance.with_seed(settings or self.settings.merged(skill.settings if skill else None))
+        instructions = self.instructions if instructions is None else instructions
+        fitted = self.engine.prepare(self.model_messages(instructions), settings)
         generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache)
-        answer: dict[str, Any] = {"role": "assistant", "content": ""}
+        made = provenance.part(self.engine, fitted, settings, drawn)
+        answer: dict[str, Any] = {"role": "assistant", "content": "",
+                                  "provenance": provenance.new(self.engine, skill.name if skill else None, instructions, made, reproduces)}
         if fitted.message_notice:
             answer["notice"] = f"Note: {fitted.message_notice}."
         # One notice for left-out history, kept current: where the part the model sees now begins.
@@ -284,8 +409,17 @@ class ChatSession:
         self._append(answer)
         if self.record is not None:
             self.record.settings(self.instructions, skill.name if skill else None, self.settings)
-        self.last_prompt = fitted
-        reply = Reply(self, generation, answer)
+        return self._started(Reply(self, generation, answer, made, then))
+
+    def _continuation(self, settings: GenerationSettings, drawn: bool, skill: Skill | None,
+                      instructions: str) -> tuple[Generation, dict[str, Any]]:
+        """A generation for more of the last shown answer, and its provenance part."""
+        fitted = self.engine.prepare(self.model_messages(instructions), settings, continues=True)
+        generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache)
+        return generation, provenance.part(self.engine, fitted, settings, drawn)
+
+    def _started(self, reply: Reply) -> Reply:
+        self.last_prompt = reply.fitted
         self._current = reply
         return reply
 

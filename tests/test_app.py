@@ -32,7 +32,7 @@ def test_send_streams_the_answer_in_pieces(app):
     assert len(set(answers)) >= 3, "the answer should arrive in several growing pieces"
     # grows (not always a strict prefix: a closing ` can change how earlier text is shown)
     assert all(len(later) >= len(earlier) for earlier, later in zip(answers, answers[1:]))
-    final_chat, _, status, prompt, _ = job.outputs()[-1]
+    final_chat, _, status, prompt, *_ = job.outputs()[-1]
     assert texts(final_chat)[0] == ("user", "Hello there")
     assert "tokens/s" in status and "stop: max tokens" in status
     assert prompt.endswith("<|im_start|>assistant\n") and "Hello there" in prompt
@@ -44,6 +44,19 @@ def test_retry_gives_a_new_answer_to_the_same_message(app):
     second = texts(client.predict(api_name="/retry")[0])
     assert [m for m in second if m[0] == "user"] == [("user", "Tell me a story")]
     assert len(second) == 2 and second[1][1] != first[1][1]
+    assert second[1][1].endswith("*version 2 / 2*")  # the first answer is kept, a version away
+
+
+def test_continue_extends_the_answer_and_reproduce_remakes_it(app):
+    client = new_client(app)
+    chat, *_ = client.predict("Tell me a story", api_name="/send")  # cut at max tokens (the app's settings)
+    story = texts(chat)[-1][1]
+    chat, _, status, prompt, *_, provenance = client.predict(api_name="/continue")
+    longer = texts(chat)[-1][1]
+    assert len(texts(chat)) == 2 and longer.startswith(story) and len(longer) > len(story)
+    assert prompt.endswith(story) and "Continue 1" in provenance
+    chat, *_, provenance = client.predict(api_name="/reproduce")
+    assert texts(chat)[-1][1] == longer + "\n\n*version 2 / 2*" and "identical text ✓" in provenance
 
 
 def test_undo_returns_the_typed_text_and_clear_empties(app):
@@ -58,7 +71,7 @@ def test_undo_returns_the_typed_text_and_clear_empties(app):
 
 def test_skill_is_shown_tagged_and_expanded_in_the_prompt(app):
     client = new_client(app)
-    chat, _, _, prompt, _ = client.predict("Der Hund bellt.", "🇬🇧 Translate to English", api_name="/send")
+    chat, _, _, prompt, *_ = client.predict("Der Hund bellt.", "🇬🇧 Translate to English", api_name="/send")
     assert texts(chat)[0] == ("user", "🇬🇧 Translate to English: Der Hund bellt.")
     assert "Translate" in prompt and "```\nDer Hund bellt.\n```" in prompt
 

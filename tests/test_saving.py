@@ -10,7 +10,7 @@ from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.store import record as record_module
-from chat.store.record import ChatRecord, history_of, settings_of
+from chat.store.record import ChatRecord, settings_of, tree_of
 from chat.store.store import Store, storable
 from tests.test_store import db_url, postgres  # noqa: F401 - the same real databases
 
@@ -32,7 +32,7 @@ def reopened(store: Store, session: ChatSession, engine) -> ChatSession:
     """The chat as a new tab (or a restarted app) opens it from the store."""
     chat = store.open_chat(session.record.owner, session.record.chat_id)
     fresh = ChatSession(engine, load_skills())
-    fresh.open(ChatRecord(store, session.record.owner, chat.id), history_of(chat), chat.instructions, settings_of(chat, GREEDY))
+    fresh.open(ChatRecord(store, session.record.owner, chat.id), *tree_of(chat), chat.instructions, settings_of(chat, GREEDY))
     return fresh
 
 

@@ -37,7 +37,7 @@ def test_send_keeps_typed_text_skill_and_expanded_content(session, skills):
     text = answer(reply)
     expanded = skills.get(TRANSLATE).expand("Guten Tag")
     assert expanded != "Guten Tag"
-    assert session.history == [
+    assert session.to_messages()[1:] == [
         {"role": "user", "content": expanded, "typed": "Guten Tag", "skill": TRANSLATE},
         {"role": "assistant", "content": text},
     ]
@@ -190,12 +190,12 @@ def test_saved_conversation_loads_back_the_same(session, tiny_engine, skills, tm
     path = save_conversation(tmp_path / "chat.json", session.to_messages())
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert saved[0] == {"role": "system", "content": "Be brief."}
-    assert saved[1] == session.history[0]  # typed text and skill travel with the message
+    assert saved[1] == session.to_messages()[1]  # typed text and skill travel with the message
 
     restored = ChatSession(tiny_engine, skills, settings=SETTINGS)
     restored.load_messages(load_conversation(path), path.name)
     assert restored.instructions == "Be brief."
-    assert restored.history == session.history
+    assert restored.to_messages() == session.to_messages()
     assert restored.model_messages() == session.model_messages()
     assert restored.to_messages() == session.to_messages()
     assert restored.preview("Next").prompt.text == session.preview("Next").prompt.text

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, text
@@ -66,7 +69,7 @@ def test_no_owner_reaches_anothers_chats_whatever_id_they_send(db_url):
     alices = write_chat(store, "alice", "my secret plan", "ok")
     assert store.chats("bob") == [] and store.chats("bob", search="secret") == []
     for attempt in (lambda: store.open_chat("bob", alices), lambda: store.rename("bob", alices, "mine"),
-                    lambda: store.delete("bob", alices), lambda: store.show("bob", alices, None),
+                    lambda: store.delete("bob", alices), lambda: store.show("bob", alices, []),
                     lambda: store.add_message("bob", alices, {"role": "user", "content": "x"}, None)):
         with pytest.raises(StoreError, match="no such chat"):
             attempt()
@@ -131,7 +134,7 @@ def test_the_shown_path_follows_the_chosen_version(db_url):
     first = store.add_message("alice", chat_id, {"role": "assistant", "content": "Hello!"}, asked)
     second = store.add_message("alice", chat_id, {"role": "assistant", "content": "Hey."}, asked)
     assert [m["content"] for m in store.open_chat("alice", chat_id).messages] == ["Hi", "Hey."]
-    store.show("alice", chat_id, first)
+    store.show("alice", chat_id, [asked, first])
     assert [m["id"] for m in store.open_chat("alice", chat_id).messages] == [asked, first]
     assert second  # kept: nothing is deleted to make an alternative
 
@@ -219,10 +222,10 @@ def test_a_database_from_a_newer_release_is_refused_not_damaged(db_url):
     chat_id = write_chat(store, "alice", "Hello", "Hi")
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE meta SET value = '99' WHERE key = 'schema_version'"))
-    with pytest.raises(StoreError, match="newer release of this app .schema 99; this one knows up to 1.: upgrade the app"):
+    with pytest.raises(StoreError, match="newer release of this app .schema 99; this one knows up to 2.: upgrade the app"):
         Store(db_url)
     with store.engine.begin() as connection:
-        connection.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+        connection.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
     assert [c.id for c in Store(db_url).chats("alice")] == [chat_id]
 
 
@@ -234,12 +237,12 @@ def test_a_database_from_this_release_is_upgraded_by_the_next_releases_steps(db_
         column = Column("pinned", Integer, nullable=False, server_default="0")
         connection.execute(text(f"ALTER TABLE conversations ADD COLUMN {column.name} INTEGER NOT NULL DEFAULT 0"))
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr("chat.store.store.SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema.MIGRATIONS, 1, add_pinned)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr("chat.store.store.SCHEMA_VERSION", 3)
+    monkeypatch.setitem(schema.MIGRATIONS, 2, add_pinned)
     upgraded = Store(db_url)
     with upgraded.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "2"
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "3"
         assert connection.execute(text("SELECT pinned FROM conversations")).scalar_one() == 0
     assert [c.id for c in upgraded.chats("alice")] == [chat_id]
 
@@ -264,3 +267,44 @@ def test_any_text_a_model_writes_is_stored_even_a_nul_character(db_url):
     chat = store.open_chat("alice", chat_id)
     assert chat.instructions == "tab\tand␀nul" and chat.title == "a␀b"
     assert [m["content"] for m in chat.messages] == ["a␀b", "ver␀\ufffd Ü😀"]  # (PostgreSQL text can't hold NUL)
+
+
+RELEASE_1_FILE = Path(__file__).parent / "data" / "chats-schema-1.sqlite3"  # made by release 1's code (commit 36337cc)
+
+
+def release_1_database(db_url: str) -> str:
+    """`db_url` holding what release 1 wrote to RELEASE_1_FILE: the file itself, or on PostgreSQL the same rows
+    in release 1's tables (today's, less what later releases added)."""
+    if db_url.startswith("sqlite"):
+        path = db_url.removeprefix("sqlite:///")
+        shutil.copy(RELEASE_1_FILE, path)
+        return db_url
+    Store(db_url).engine.dispose()
+    source = sqlite3.connect(RELEASE_1_FILE)
+    store = Store(db_url)
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE messages DROP COLUMN shown_at"))
+        connection.execute(text("DELETE FROM meta"))
+        for table in ("meta", "conversations", "messages"):
+            cursor = source.execute(f"SELECT * FROM {table}")
+            columns = [c[0] for c in cursor.description]
+            for row in cursor:
+                values = {c: (json.loads(v) if c in ("settings", "provenance") and v else v) for c, v in zip(columns, row)}
+                target = getattr(schema, table)
+                connection.execute(target.insert().values({c: values[c] for c in columns}))
+    store.engine.dispose()
+    return db_url
+
+
+def test_a_release_1_database_is_upgraded_with_every_chat_and_version_kept(db_url):
+    """Release 1 kept a retried answer beside the new one; release 2 shows versions and remembers the branch shown."""
+    store = Store(release_1_database(db_url))
+    (summary,) = store.chats("user:ada")
+    chat = store.open_chat("user:ada", summary.id)
+    assert [m["content"] for m in chat.messages] == ["What is 2+2?", "4", "Translate: Hallo", "Hello"]
+    assert chat.messages[2]["typed"] == "Hallo" and chat.messages[3]["status"] == MessageStatus.INTERRUPTED
+    assert sorted(m["content"] for m in chat.all_messages if m["role"] == "assistant") == ["4", "5", "Hello"]
+    assert chat.instructions == "Be brief." and chat.settings["temperature"] == 0.7
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "2"
+        assert connection.execute(text("SELECT count(*) FROM messages WHERE shown_at IS NULL")).scalar_one() == 0

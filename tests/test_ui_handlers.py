@@ -33,10 +33,11 @@ def shown(page):
 
 def test_download_then_upload_restores_the_conversation_in_a_new_tab(session, tiny_engine):
     last_page(handlers.send(session, "Der Hund bellt.", "🇬🇧 Translate to English", "Be brief."))
-    path = handlers.download(session)
+    path, markdown_path = handlers.download(session)
     saved = json.loads(open(path, encoding="utf-8").read())
-    assert saved[0] == {"role": "system", "content": "Be brief."}
-    assert saved[1]["typed"] == "Der Hund bellt." and saved[1]["skill"] == "🇬🇧 Translate to English"
+    assert saved["instructions"] == "Be brief."
+    assert saved["messages"][0]["typed"] == "Der Hund bellt." and saved["messages"][0]["skill"] == "🇬🇧 Translate to English"
+    assert "Der Hund bellt." in open(markdown_path, encoding="utf-8").read()
     other_tab = ChatSession(tiny_engine, session.skills, "other", GenerationSettings(max_new_tokens=8))
     *page, instructions = handlers.upload(other_tab, path)
     assert instructions == "Be brief."

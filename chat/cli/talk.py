@@ -24,7 +24,7 @@ from ..conversation import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
 from ..session import INTERRUPTED, ChatSession, Reply
 from ..skills import SkillBook
-from ..store.record import ChatRecord, history_of, settings_of
+from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store
 
 HELP = """Commands:
@@ -227,8 +227,7 @@ class Talk:
             self.session.start_record(ChatRecord.new(self.store, self.session.owner, self.session.instructions, self.session.settings))
 
     def new_chat(self, _: str) -> None:
-        self.session.record = None  # first: clearing must not empty the chat being left; the next message starts one
-        self.session.clear()
+        self.session.new_conversation()  # the next message starts one in the store
         self.note("New conversation.")
 
     def list_chats(self, search: str) -> None:
@@ -250,7 +249,7 @@ class Talk:
             raise ChatError(f"{'several' if matches else 'no'} saved conversations match {wanted!r}: /chats lists them"
                             if wanted else "no saved conversations yet")
         chat = store.open_chat(self.session.owner, matches[0].id)
-        self.session.open(ChatRecord(store, self.session.owner, chat.id), history_of(chat), chat.instructions,
+        self.session.open(ChatRecord(store, self.session.owner, chat.id), *tree_of(chat), chat.instructions,
                           settings_of(chat, self.session.settings))
         if chat.skill in self.session.skills.names():
             self.skill = chat.skill

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
-from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 from transformers.cache_utils import DynamicLayer
 from transformers.generation import GenerateDecoderOnlyOutput
 
 from .loader import input_device
 from ..settings import GenerationSettings
 from .criteria import CancelCriteria, stop_string_criteria
+from .sampling import draw, processors_for, seeded_generator
 
 
 # Settings a model's generation_config.json may carry that `generate` would apply and the batcher
@@ -197,10 +198,10 @@ class StepBatcher:
         scores = request.processors(cast(torch.LongTensor, ids[:, :-1]), logits.to(dtype=torch.float32, copy=True))
         if request.settings.greedy:
             token = int(torch.argmax(scores, dim=-1))
-        else:
+        else:  # as alone (see sampling.py): the same seed draws the same tokens, batched or not
             if request.generator is None and request.seed is not None:
-                request.generator = torch.Generator(device=logits.device).manual_seed(request.seed)
-            token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=request.generator))
+                request.generator = seeded_generator(request.seed, logits.device)
+            token = draw(scores, request.generator)
         request.ids.append(token)
         request.new_tokens += 1
         if request.streamer is not None:
@@ -268,8 +269,7 @@ class StepBatcher:
     def _processors(self, settings: GenerationSettings) -> LogitsProcessorList:
         """The logits processors `generate` builds for these settings, in its order: built by
         transformers itself from the same arguments, so a batched answer is sampled as one alone."""
-        config = GenerationConfig(**settings.generate_kwargs())
-        return self.model._get_logits_processor(config, device=self._device)
+        return processors_for(self.model, settings, self._device)
 
     def _criteria(self, stop_strings, criteria) -> StoppingCriteriaList:
         extra = [stop_string_criteria(self.tokenizer, tuple(stop_strings))] if stop_strings else []

@@ -17,7 +17,7 @@ from queue import Empty
 from typing import Any, Iterator, cast
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from ..context import FittedPrompt, fit_to_context
 from ..engine import Generation, SessionCache, StopReason
@@ -28,6 +28,7 @@ from .batching import StepBatcher, can_batch
 from .criteria import CancelCriteria, stop_string_criteria
 from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
+from .sampling import SeededSampling
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
@@ -115,7 +116,9 @@ class LocalGeneration(Generation):
     def _finished(self) -> None:
         # Only a complete answer: after Stop the user often retries or edits instead.
         if self._cache is not None and self.engine.warm_up and self.stats.stop_reason != StopReason.CANCELLED:
-            self.engine.warm(self._cache, [*self.fitted.messages, {"role": "assistant", "content": self.text}])
+            before = self.fitted.messages[:-1] if self.fitted.continues else self.fitted.messages
+            so_far = self.fitted.messages[-1]["content"] if self.fitted.continues else ""
+            self.engine.warm(self._cache, [*before, {"role": "assistant", "content": so_far + self.text}])
 
     def _new_ids(self) -> list[int]:
         sequences = self._output.sequences if hasattr(self._output, "sequences") else self._output
@@ -162,15 +165,16 @@ class LocalEngine:
     def new_cache(self) -> PrefixCache:
         return PrefixCache()
 
-    def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
+    def prepare(self, messages: Messages, settings: GenerationSettings, continues: bool = False) -> FittedPrompt:
         """The prompt for `messages` (last one = the new user message), fitted to the context."""
         return fit_to_context(
             messages,
-            encode=lambda m: encode(self.format, self.tokenizer, m),
+            encode=lambda m: encode(self.format, self.tokenizer, m, continue_final=continues),
             tokenize=lambda text: self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"],
             detokenize=lambda ids: self.tokenizer.decode(ids),
             context_window=self.context_window,
             max_new_tokens=settings.max_new_tokens,
+            continues=continues,
         )
 
     def render(self, messages: Messages) -> str:
@@ -212,8 +216,11 @@ class LocalEngine:
                 fitted.prompt.ids, settings, fitted.max_new_tokens, self.eos_ids, stop_strings, streamer, criteria, past_key_values
             )
         input_ids = torch.tensor([fitted.prompt.ids], device=input_device(self.model))
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
+        processors = []
+        if settings.seed is not None and not settings.greedy and settings.num_beams == 1:
+            processors.append(SeededSampling(self.model, settings, settings.seed, input_ids.device))
+        elif settings.seed is not None:
+            torch.manual_seed(settings.seed)  # beam search samples in its own way
         if stop_strings:  # the model stops at the step that completes one
             criteria = [*criteria, stop_string_criteria(self.tokenizer, tuple(stop_strings))]
         with torch.inference_mode():
@@ -226,6 +233,7 @@ class LocalEngine:
                 pad_token_id=self.pad_id,
                 return_dict_in_generate=True,
                 past_key_values=past_key_values,
+                logits_processor=LogitsProcessorList(processors),
                 **sampling_kwargs(settings, fitted.max_new_tokens),
             )
 

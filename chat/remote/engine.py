@@ -71,7 +71,7 @@ class MessagesFormat:
     stop_strings: tuple[str, ...] = ()  # the server stops at the model's end-of-turn itself
     strips_answer_space = False
 
-    def segments(self, messages: Messages) -> list[Segment]:
+    def segments(self, messages: Messages, continue_final: bool = False) -> list[Segment]:
         """The messages as sent, each under its role (a readable stand-in for the server's template)."""
         return [segment for m in messages for segment in ((f"\n── {m['role']} ──\n", False), (m["content"], True), ("\n", False))]
 
@@ -156,7 +156,7 @@ class RemoteEngine:
     def __repr__(self) -> str:  # names the server, never the key
         return f"RemoteEngine({self.base_url!r}, {self.name!r})"
 
-    def prepare(self, messages: Messages, settings: GenerationSettings) -> FittedPrompt:
+    def prepare(self, messages: Messages, settings: GenerationSettings, continues: bool = False) -> FittedPrompt:
         """Fits `messages` with an estimate of ~1 token per CHARS_PER_TOKEN characters.
 
         No token ids leave this machine: `prompt.ids` is empty and `prompt.text` is a readable
@@ -171,6 +171,7 @@ class RemoteEngine:
             detokenize="".join,
             context_window=self.context_window,
             max_new_tokens=settings.max_new_tokens,
+            continues=continues,
         )
         text = self.render(fitted.messages)
         return dataclasses.replace(fitted, prompt=Prompt(text=text, ids=[], estimated_length=fitted.prompt.length))
@@ -205,6 +206,10 @@ class RemoteEngine:
         for name, alias in self.server.aliases().items():  # e.g. llama.cpp reads repeat_penalty
             if name in extensions:
                 extensions[alias] = extensions[name]
+        if fitted.continues:
+            # More of the last (assistant) message: vLLM and this app read these fields; llama.cpp's server
+            # continues a final assistant message by itself.
+            extensions.update(continue_final_message=True, add_generation_prompt=False)
         if extensions and not self.standard_sampling:  # vLLM and llama.cpp's server read these, as does this app
             fields["extra_body"] = extensions
         return fields

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..session import INTERRUPTED
 from ..settings import GenerationSettings
+from ..tree import ConversationTree
 from .store import MessageStatus, Store, StoredChat
 
 SAVE_EVERY_S = 2.0
@@ -48,8 +49,8 @@ class ChatRecord:
                                   answer.get("error"), provenance)
 
     def shown(self, history: list[dict[str, Any]]) -> None:
-        """The chat now shows `history` (Undo, Clear and Retry cut it back; nothing is deleted)."""
-        self.store.show(self.owner, self.chat_id, history[-1].get("id") if history else None)
+        """The chat now shows `history` (a version switch, Undo, Clear, Retry; nothing is deleted)."""
+        self.store.show(self.owner, self.chat_id, [message["id"] for message in history if "id" in message])
 
     def settings(self, instructions: str, skill: str | None, settings: GenerationSettings) -> None:
         self.store.save_chat_settings(self.owner, self.chat_id, instructions, skill, asdict(settings))
@@ -61,15 +62,32 @@ def _status(message: dict[str, Any]) -> MessageStatus:
     return MessageStatus.INTERRUPTED if message.get(INTERRUPTED) else MessageStatus.COMPLETE
 
 
+def tree_of(chat: StoredChat) -> tuple[ConversationTree, list[dict[str, Any]]]:
+    """The stored chat as a session's tree and shown path: every version, interrupted answers marked
+    so, failed ones with their error; below each message, the version shown last is shown again."""
+    tree = ConversationTree()
+    latest: dict[str | None, tuple[float, str]] = {}
+    for stored in chat.all_messages:
+        parent = stored["parent_id"] if stored["parent_id"] in tree.messages else None  # (an orphan starts a branch)
+        tree.add(_session_message(stored), parent)
+        if stored["shown_at"] >= latest.get(parent, (float("-inf"), ""))[0]:
+            latest[parent] = (stored["shown_at"], stored["id"])
+    for parent, (_, child) in latest.items():
+        tree.remember(parent, child)
+    leaf = chat.shown_leaf if chat.shown_leaf in tree.messages else None
+    return tree, tree.path_to(leaf)
+
+
 def history_of(chat: StoredChat) -> list[dict[str, Any]]:
-    """The stored path as a session's history: interrupted answers marked so, failed ones with their error."""
-    history = []
-    for stored in chat.messages:
-        message = {k: v for k, v in stored.items() if k not in ("status", "provenance")}
-        if stored["status"] == MessageStatus.INTERRUPTED:
-            message[INTERRUPTED] = True
-        history.append(message)
-    return history
+    """The stored path alone, as a session's history."""
+    return [_session_message(stored) for stored in chat.messages]
+
+
+def _session_message(stored: dict[str, Any]) -> dict[str, Any]:
+    message = {k: v for k, v in stored.items() if k not in ("status", "parent_id", "shown_at")}
+    if stored["status"] == MessageStatus.INTERRUPTED:
+        message[INTERRUPTED] = True
+    return message
 
 
 def settings_of(chat: StoredChat, fallback: GenerationSettings) -> GenerationSettings:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, text
 
-SCHEMA_VERSION = 1  # this release's; a database with a larger one was made by a newer release
+SCHEMA_VERSION = 2  # this release's; a database with a larger one was made by a newer release
 ID_LENGTH = 32  # ids are 22-character URL-safe random tokens (128 bits): unguessable
 
 metadata = MetaData()
@@ -56,9 +56,20 @@ messages = Table(
     Column("provenance", JSON),  # answers: how they were made (versioned document)
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Schema 2: when it was last on the shown path. Below each message, the version shown last is the
+    # one shown again when the user steps back to that branch (None: never shown since it was made).
+    Column("shown_at", Float),
     Index("ix_messages_conversation_position", "conversation_id", "position"),
 )
 
+
+
+def _add_shown_at(connection: Connection) -> None:
+    """1 → 2: versions remember which branch was shown last (release 1's rows: their creation time)."""
+    connection.execute(text("ALTER TABLE messages ADD COLUMN shown_at FLOAT"))
+    connection.execute(text("UPDATE messages SET shown_at = created_at"))
+
+
 # Steps that bring a database from version N to N + 1, run in order inside one transaction.
-# (None yet: version 1 is the first release. A step adds tables or columns; it never changes meaning.)
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+# A step adds tables or columns; it never changes meaning.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at}

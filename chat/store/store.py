@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import StoreError
+from ..tree import new_id
 from .connection import WriteLock, reason
 from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata
 
@@ -61,6 +62,9 @@ class StoredChat:
     skill: str | None
     settings: dict[str, Any]
     messages: list[dict[str, Any]] = field(default_factory=list)  # the shown path, first to last
+    # Every version of every message (each with its `parent_id` and `shown_at`), in the order made.
+    all_messages: list[dict[str, Any]] = field(default_factory=list)
+    shown_leaf: str | None = None
 
 
 def default_location() -> Path:
@@ -97,10 +101,6 @@ def user_owner(name: str) -> str:
 def browser_owner(token: str) -> str:
     """The owner key of a browser without --auth: the random token it keeps (never shown to anyone else)."""
     return f"browser:{token}"
-
-
-def new_id() -> str:
-    return secrets.token_urlsafe(16)  # 128 random bits: ids can't be guessed or enumerated
 
 
 class Store:
@@ -202,9 +202,11 @@ class Store:
             row = connection.execute(select(conversations).where(*self._owned(owner, chat_id))).mappings().first()
             if row is None:
                 raise StoreError("no such chat (it was deleted, or belongs to someone else)")
-            rows = connection.execute(select(messages).where(messages.c.conversation_id == chat_id)).mappings().all()
+            rows = connection.execute(select(messages).where(messages.c.conversation_id == chat_id)
+                                      .order_by(messages.c.position)).mappings().all()
+        every = [_message(m) | {"parent_id": m["parent_id"], "shown_at": m["shown_at"] or m["created_at"]} for m in rows]
         return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}),
-                          _path_to(row["shown_leaf"], {m["id"]: m for m in rows}))
+                          _path_to(row["shown_leaf"], {m["id"]: m for m in rows}), every, row["shown_leaf"])
 
     def title(self, owner: str, chat_id: str) -> str:
         """The chat's title ("" for an id that isn't the owner's)."""
@@ -241,8 +243,9 @@ class Store:
 
     def add_message(self, owner: str, chat_id: str, message: dict[str, Any], parent_id: str | None,
                     status: MessageStatus = MessageStatus.COMPLETE) -> str:
-        """Adds `message` after `parent_id` and shows it (the chat's path now ends there); its id."""
-        now, message_id = time.time(), new_id()
+        """Adds `message` after `parent_id` and shows it (the chat's path now ends there); its id (the
+        message's own `id` if it has one: the session's tree gives its messages theirs)."""
+        now, message_id = time.time(), message.get("id") or new_id()
         with self._write() as connection:
             chat = connection.execute(select(conversations.c.title).where(*self._owned(owner, chat_id))).first()
             if chat is None:
@@ -252,7 +255,7 @@ class Store:
                 id=message_id, conversation_id=chat_id, parent_id=parent_id, position=position, role=message["role"],
                 content=storable(message["content"]), typed=storable(message.get("typed")), skill=message.get("skill"),
                 status=status, error=storable(message.get("error")), provenance=message.get("provenance"),
-                created_at=now, updated_at=now))
+                created_at=now, updated_at=now, shown_at=now))
             changes: dict[str, Any] = {"shown_leaf": message_id, "updated_at": now}
             if not chat.title and message["role"] == "user":
                 changes["title"] = storable(_title(message.get("typed") or message["content"]))
@@ -274,9 +277,14 @@ class Store:
             if done.rowcount:
                 connection.execute(update(conversations).where(conversations.c.id == chat_id).values(updated_at=now))
 
-    def show(self, owner: str, chat_id: str, leaf_id: str | None) -> None:
-        """The chat's shown path now ends at `leaf_id` (None: an empty chat, as after Clear)."""
-        self._change_chat(owner, chat_id, shown_leaf=leaf_id)
+    def show(self, owner: str, chat_id: str, path: list[str]) -> None:
+        """The chat now shows the messages `path` (ids, first to last; [] for an empty chat, as after
+        Clear): its last one is the shown leaf, and each is the version last shown below its parent."""
+        self._change_chat(owner, chat_id, shown_leaf=path[-1] if path else None)
+        if path:
+            with self._write() as connection:
+                connection.execute(update(messages).where(messages.c.conversation_id == chat_id, messages.c.id.in_(path))
+                                   .values(shown_at=time.time()))
 
     def mark_interrupted(self, older_than_s: float = STALE_S) -> int:
         """Answers left "streaming" by a process that died become "interrupted" for good; how many."""

@@ -18,7 +18,7 @@ import gradio as gr
 from ..errors import StoreError
 from ..session import ChatSession
 from ..settings import SETTINGS
-from ..store.record import ChatRecord, history_of, settings_of
+from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store, browser_owner, user_owner
 from . import handlers
 from .handlers import page, warn
@@ -64,8 +64,7 @@ def open_chat(store: Store, session: ChatSession, chat_id: str | None, search: s
 
 def new_chat(store: Store, session: ChatSession, saved: dict[str, str]) -> tuple:
     """An empty chat; it joins the list with its first message. (The chat shown stays as it is.)"""
-    session.record = None  # first: clearing must not empty the chat being left
-    session.clear()
+    session.new_conversation()
     return opened(store, session, dict(saved or {}))
 
 
@@ -120,7 +119,7 @@ def opened(store: Store, session: ChatSession, saved: dict[str, str], search: st
 
 def _open(store: Store, session: ChatSession, chat_id: str) -> None:
     chat = store.open_chat(session.owner, chat_id)
-    session.open(ChatRecord(store, session.owner, chat.id), history_of(chat), chat.instructions,
+    session.open(ChatRecord(store, session.owner, chat.id), *tree_of(chat), chat.instructions,
                  settings_of(chat, session.settings))
 
 

@@ -25,7 +25,9 @@ from ..conversation import is_blank, replace_broken_characters
 from ..errors import ChatError
 from ..session import RETRY_COMMAND, ChatSession, Reply
 from ..settings import SETTINGS
-from .view import chat_messages, prompt_view, status_line
+from .view import (
+    chat_messages, edited_text, history_index, prompt_view, provenance_view, status_line, versions_bar, versions_target,
+)
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
 
@@ -36,7 +38,9 @@ def warn(message: str) -> None:
     gr.Warning(html.escape(message, quote=False))
 
 
-PAGE_OUTPUTS = ("chat", "message box", "status line", "prompt view", "context line")  # what `page` returns, in order
+# What `page` returns, in order.
+PAGE_OUTPUTS = ("chat", "message box", "status line", "prompt view", "context line", "versions line", "versions bar",
+                "provenance")
 
 
 def page(session: ChatSession, message_box: Any = None, running: bool = False) -> tuple:
@@ -44,7 +48,9 @@ def page(session: ChatSession, message_box: Any = None, running: bool = False) -
     prompt_text, context_line = prompt_view(session)
     stats = None if running else session.last_stats
     box = gr.skip() if message_box is None else message_box
-    return chat_messages(session), box, status_line(stats, running), prompt_text, context_line
+    versions_line, has_versions = versions_bar(session)
+    return (chat_messages(session), box, status_line(stats, running), prompt_text, context_line, versions_line,
+            gr.update(visible=has_versions), provenance_view(session))
 
 
 def unchanged_page() -> tuple:
@@ -163,6 +169,62 @@ def stop(session: ChatSession) -> None:
     session.stop()
 
 
+@takes_settings
+def continue_answer(session: ChatSession, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
+    """Continue: more of the last answer, streamed into the same message."""
+    apply_controls(session, instructions, *values)
+    yield from _streamed(session, session.continue_answer)
+
+
+def reproduce(session: ChatSession) -> Iterator[tuple]:
+    """Reproduce: the last answer made again from its recorded model, skill, instructions, settings and seed."""
+    yield from _streamed(session, session.reproduce)
+
+
+@takes_settings
+def edit(session: ChatSession, edited: gr.EditData, instructions: str | None = None, *values: Any) -> Iterator[tuple]:
+    """The chat's edit control on a message of the user's: a new version of it, answered (the old one stays)."""
+    apply_controls(session, instructions, *values)
+    index = history_index(session, edited.index if isinstance(edited.index, int) else edited.index[0])
+    text = replace_broken_characters(str(edited.value or ""))
+
+    def edit_and_answer() -> Reply:
+        if index is None:
+            raise ChatError("only your own messages can be edited")
+        session.edit(index, edited_text(session, index, text))
+        reply = session.answer_last()
+        assert reply is not None
+        return reply
+
+    yield from _streamed(session, edit_and_answer)
+
+
+def switch_version(session: ChatSession, step: int) -> tuple:
+    """Previous version / Next version: of the message picked in the chat (or the last one with versions)."""
+    index = versions_target(session)
+    if index is not None:
+        session.switch(index, step)
+    return page(session)
+
+
+def pick(session: ChatSession, selected: gr.SelectData) -> tuple:
+    """A click on a message: the version buttons and the provenance panel now show that message's."""
+    index = history_index(session, selected.index if isinstance(selected.index, int) else selected.index[0])
+    if index is not None:
+        session.focus = session.history[index]["id"]
+    return page(session)
+
+
+def _streamed(session: ChatSession, start: Callable[[], Reply]) -> Iterator[tuple]:
+    try:
+        reply = start()
+    except ChatError as error:
+        warn(str(error))
+        yield page(session)
+        return
+    yield from _stream(session, reply)
+
+
 def undo(session: ChatSession, typed_since: str | None = None) -> tuple:
     """Removes the last exchange; its message goes back into the box, before anything typed there."""
     undone = session.undo()
@@ -182,13 +244,24 @@ def _put_back(text: str, typed_since: str | None) -> str | None:
     return f"{text}\n{typed_since}" if typed_since and not is_blank(typed_since) else text
 
 
-def download(session: ChatSession) -> str:
-    """Writes the conversation (messages format) to a file for the download button."""
+def download(session: ChatSession) -> tuple[str, str]:
+    """Writes the conversation for the download buttons: (JSON with every version, Markdown of the shown path)."""
+    from ..files import conversation_document, markdown
+
     folder = Path(tempfile.gettempdir()) / "chat-workbench-downloads"
     folder.mkdir(exist_ok=True)
-    path = folder / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}-{id(session):x}.json"
-    path.write_text(json.dumps(session.to_messages(), ensure_ascii=False, indent=2), encoding="utf-8")
-    return str(path)
+    stem = folder / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}-{id(session):x}"
+    document = conversation_document(session)
+    json_path, markdown_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+    markdown_path.write_text(markdown(session, _title_of(session)), encoding="utf-8")
+    return str(json_path), str(markdown_path)
+
+
+def _title_of(session: ChatSession) -> str:
+    first = next((m.get("typed", m["content"]) for m in session.history if m["role"] == "user"), "")
+    line = " ".join(first.split())
+    return (line[:60] + "…" if len(line) > 60 else line) or "Conversation"
 
 
 def upload(session: ChatSession, file: Any) -> tuple:

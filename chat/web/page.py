@@ -17,7 +17,7 @@ from ..errors import ChatError
 from ..store.store import Store
 from ..session import ChatSession
 from ..session_store import SessionStore, new_session_key
-from .view import NO_PROMPT_YET
+from .view import NO_ANSWER_YET, NO_PROMPT_YET
 from ..settings import SETTINGS, GenerationSettings
 from ..skills import SkillBook
 
@@ -81,7 +81,13 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         chatbot = gr.Chatbot(
             label="Chat", height=480, buttons=["copy", "copy_all"], render_markdown=True,
             sanitize_html=True, allow_tags=False, placeholder="Ask anything, or pick a **Skill** first.",
+            editable="user",  # an edit makes a new version of the message, answered; the old one stays
         )
+        # Other versions of a message (Retry, edits, Reproduce): of the message clicked in the chat, or the last one.
+        with gr.Row(visible=False, equal_height=True) as versions_row:
+            versions_line = gr.Markdown("", elem_id="versions")
+            previous_button = gr.Button("Previous version", size="sm", scale=0, min_width=140)
+            next_button = gr.Button("Next version", size="sm", scale=0, min_width=140)
         with gr.Row(equal_height=True):
             skill = gr.Dropdown(skills.names(), value=skills.default.name, label="Skill", scale=1, min_width=180)
             # With saved chats the box opens once the page knows whose chat it is (see `restore`).
@@ -93,6 +99,8 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         with gr.Row():
             stop_button = gr.Button("Stop", variant="stop", size="sm")
             retry_button = gr.Button("Retry", size="sm")
+            continue_button = gr.Button("Continue", size="sm")
+            reproduce_button = gr.Button("Reproduce", size="sm")
             undo_button = gr.Button("Undo", size="sm")
             clear_button = gr.Button("Clear", size="sm")
         status = gr.Markdown("", elem_id="status")
@@ -101,12 +109,15 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             reset_button = gr.Button("Reset to default", size="sm")
         with gr.Accordion("Settings", open=False):
             setting_inputs = _settings_controls(defaults)
+        with gr.Accordion("How this answer was made", open=False):
+            provenance = gr.Markdown(NO_ANSWER_YET, elem_id="provenance")
         with gr.Accordion("Prompt", open=False):
             context_line = gr.Markdown(NO_PROMPT_YET)
             prompt_box = gr.Textbox(label="Exact prompt of the last turn", lines=8, max_lines=30, interactive=False, buttons=["copy"], elem_id="prompt-view")
         with gr.Accordion("Conversation file", open=False):
             with gr.Row():
                 download_button = gr.DownloadButton("Download conversation (JSON)", size="sm")
+                markdown_button = gr.DownloadButton("Download as Markdown", size="sm")
                 upload_button = gr.UploadButton("Upload conversation (JSON)", file_types=[".json"], size="sm")
 
         # Messages on their way from the box to the chat, and the number of the last one taken (never shown).
@@ -115,7 +126,7 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         # never presses these: it sends in the steps below, which leave the message box to the user.
         api_send, api_retry = gr.Button(visible=False), gr.Button(visible=False)
 
-        outputs = [chatbot, message, status, prompt_box, context_line]
+        outputs = [chatbot, message, status, prompt_box, context_line, versions_line, versions_row, provenance]
         controls = [instructions_box, *setting_inputs]
         answering: dict[str, Any] = dict(outputs=[*outputs, session], concurrency_id=GENERATE, show_progress="minimal", trigger_mode="multiple")
         # No limit: taking a message waits for no model, and the page's numbers (TAKE_MESSAGE_JS) keep a
@@ -137,9 +148,19 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             retaken.success(bind_stream(handlers.answer), session, api_visibility="private", **answering),
             api_send.click(bind_stream(handlers.send), [session, message, skill, *controls], api_name="send", **answering),
             api_retry.click(bind_stream(handlers.retry), [session, *controls], api_name="retry", **answering),
+            continue_button.click(bind_stream(handlers.continue_answer), [session, *controls], api_name="continue", **answering),
+            reproduce_button.click(bind_stream(handlers.reproduce), session, api_name="reproduce", **answering),
+            chatbot.edit(bind_stream(handlers.edit), [session, *controls], api_visibility="private", **answering),
         ]
+        downloads = [download_button, markdown_button]
         for event in generating_events:
-            event.then(bind(handlers.download), session, download_button, queue=False, show_progress="hidden", api_visibility="private")
+            event.then(bind(handlers.download), session, downloads, queue=False, show_progress="hidden", api_visibility="private")
+        # Quick, like Undo: switching versions stops an answer in progress and shows the other branch at once.
+        for button, step in ((previous_button, -1), (next_button, +1)):
+            switched = button.click(bind(partial(handlers.switch_version, step=step)), session, outputs, queue=False,
+                                    cancels=generating_events, api_visibility="private")
+            switched.then(bind(handlers.download), session, downloads, queue=False, show_progress="hidden", api_visibility="private")
+        chatbot.select(bind(handlers.pick), session, outputs, queue=False, show_progress="hidden", api_visibility="private")
         # Stop, Undo and Clear skip the queue: they must act while an answer is still streaming.
         stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating_events, api_name="stop")
         undo_button.click(bind(handlers.undo), [session, message], outputs, queue=False, cancels=generating_events, api_name="undo")
@@ -150,6 +171,7 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         upload = handlers.upload if conversations is None else partial(chats.uploading, conversations)
         uploaded = upload_button.upload(partial(_bind, store, keep=True)(upload), [session, upload_button],
                                         [*outputs, instructions_box, session], api_visibility="private")
+        uploaded.then(bind(handlers.download), session, downloads, queue=False, show_progress="hidden", api_visibility="private")
         reset_button.click(bind(partial(handlers.reset_instructions, default=instructions)), session, instructions_box,
                            queue=False, api_visibility="private")
         skill.change(bind(handlers.describe_skill), [session, skill], skill_help, queue=False, show_progress="hidden", api_visibility="private")
@@ -177,10 +199,12 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             # Queued, like the messages: run outside the queue, the load wrote the tab's state back over the
             # one a message sent right after the page appeared had made, and the message vanished. (And
             # the box opens only when the load is done: see `restore`.)
-            demo.load(restore, [session, browser], [*shown, session], **taking)
+            loaded = demo.load(restore, [session, browser], [*shown, session], **taking)
             new_chat_button.click(bind(on(chats.new_chat)), [session, browser], shown, cancels=generating_events, **quick)
-            chat_list.input(bind(on(chats.open_chat)), [session, chat_list, search_box, browser], shown,
-                            cancels=generating_events, **quick)
+            chose = chat_list.input(bind(on(chats.open_chat)), [session, chat_list, search_box, browser], shown,
+                                    cancels=generating_events, **quick)
+            for event in (loaded, chose):  # the download buttons hold the chat shown
+                event.then(bind(handlers.download), session, downloads, queue=False, show_progress="hidden", api_visibility="private")
             search_box.input(bind(on(chats.chat_list)), [session, search_box], chat_list, **quick)
             title_box.submit(bind(on(chats.rename)), [session, title_box, search_box], chat_list, **quick)
             delete_button.click(bind(on(chats.delete)), [session, browser], [*shown, deleted, undo_delete_button],

@@ -19,12 +19,15 @@ START_TIMEOUT_S = 120.0  # app.py loading the tiny model and launching, on a bus
 
 
 @contextmanager
-def running_app(engine, settings: GenerationSettings | None = None, concurrency: int = 4, queue_size: int = 20, **launch):
+def running_app(engine, settings: GenerationSettings | None = None, concurrency: int = 4, queue_size: int = 20,
+                conversations=None, **launch):
     """Yields (demo, url) for the app's real UI on `engine` at 127.0.0.1 on a free port, with the
-    shipped skills and `concurrency` answers at once; `launch` goes to `demo.launch` (auth ...). Closes it afterwards."""
+    shipped skills and `concurrency` answers at once; `conversations`: a store (the sidebar of saved
+    chats); `launch` goes to `demo.launch` (auth ...). Closes it afterwards."""
     from chat.web.page import build_ui
 
-    demo = build_ui(engine, load_skills(DEFAULT_SKILLS_PATH), default_instructions(engine.format), settings or GenerationSettings())
+    demo = build_ui(engine, load_skills(DEFAULT_SKILLS_PATH), default_instructions(engine.format), settings or GenerationSettings(),
+                    conversations=conversations)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     _, url, _ = demo.launch(server_name=HOST, server_port=free_port(), prevent_thread_lock=True, quiet=True, show_error=True, **launch)
     try:

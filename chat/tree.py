@@ -1,0 +1,102 @@
+"""A conversation as a tree: every version of every message kept, one path shown.
+
+Each message points at its parent (the message it follows; None for the first). Alternatives are
+siblings: Retry adds an answer beside the old one, an edit adds a question beside the old one, and
+neither deletes anything. The chat shows the path from the first message to a leaf. Switching to
+another version shows that sibling and, below it, the branch that was last shown there, so going
+back to an old branch brings back its whole follow-up as it was.
+
+Messages are the plain message dicts of the rest of the app, each with its `id`.
+
+>>> tree = ConversationTree()
+>>> question = tree.add({"role": "user", "content": "Hi"}, None)
+>>> first = tree.add({"role": "assistant", "content": "Hello"}, question)
+>>> second = tree.add({"role": "assistant", "content": "Hey"}, question)
+>>> tree.version(second["id"])
+(2, 2)
+>>> [m["content"] for m in tree.path_to(tree.switch(second["id"], -1))]
+['Hi', 'Hello']
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Iterable
+
+Message = dict[str, Any]
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 random bits: ids can't be guessed or enumerated
+
+
+class ConversationTree:
+    def __init__(self) -> None:
+        self.messages: dict[str, Message] = {}
+        self.parent: dict[str, str | None] = {}
+        self.children: dict[str | None, list[str]] = {}  # in the order they were made
+        self._last_shown: dict[str | None, str] = {}  # parent → the child last shown below it
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def add(self, message: Message, parent_id: str | None) -> Message:
+        """Adds `message` (giving it an id if it has none) after `parent_id`; it becomes the one shown there."""
+        message.setdefault("id", new_id())
+        self.messages[message["id"]] = message
+        self.parent[message["id"]] = parent_id
+        self.children.setdefault(parent_id, []).append(message["id"])
+        self._last_shown[parent_id] = message["id"]
+        return message
+
+    def path_to(self, leaf_id: str | None) -> list[Message]:
+        """The messages from the first to `leaf_id`, following parents."""
+        path = []
+        while leaf_id is not None:
+            path.append(self.messages[leaf_id])
+            leaf_id = self.parent[leaf_id]
+        return path[::-1]
+
+    def siblings(self, message_id: str) -> list[str]:
+        """The versions of the message: it and every other message with its parent, oldest first."""
+        return self.children[self.parent[message_id]]
+
+    def version(self, message_id: str) -> tuple[int, int]:
+        """(k, n): the message is version k of n."""
+        siblings = self.siblings(message_id)
+        return siblings.index(message_id) + 1, len(siblings)
+
+    def switch(self, message_id: str, step: int) -> str:
+        """The leaf to show when the user steps `step` versions from `message_id` (its branch as last shown)."""
+        siblings = self.siblings(message_id)
+        target = siblings[max(0, min(len(siblings) - 1, siblings.index(message_id) + step))]
+        return self.leaf_below(target)
+
+    def leaf_below(self, message_id: str) -> str:
+        """Where the branch from `message_id` ends, following the versions last shown below it."""
+        while self.children.get(message_id):
+            message_id = self._last_shown.get(message_id) or self.children[message_id][-1]
+        return message_id
+
+    def shown(self, path: Iterable[Message]) -> None:
+        """The chat now shows `path`: remembered at each of its messages' parents."""
+        for message in path:
+            self._last_shown[self.parent[message["id"]]] = message["id"]
+
+    def remember(self, parent_id: str | None, child_id: str) -> None:
+        """Restores which child was last shown below `parent_id` (a chat read back from the store or a file)."""
+        if child_id in self.children.get(parent_id, []):
+            self._last_shown[parent_id] = child_id
+
+    def ordered(self) -> list[Message]:
+        """Every message, each after its parent (depth first, versions in the order they were made)."""
+        result: list[Message] = []
+        pending = list(reversed(self.children.get(None, [])))
+        while pending:
+            message_id = pending.pop()
+            result.append(self.messages[message_id])
+            pending.extend(reversed(self.children.get(message_id, [])))
+        return result
+
+    def last_shown_children(self) -> dict[str | None, str]:
+        return dict(self._last_shown)
