@@ -27,6 +27,7 @@ BENCHMARKS = {
     "concurrency-tiny": ["--model", "tiny"],
     "memory": [],
     "store": [],
+    "versions": [],
 }
 TAKES_REPEATS = {"multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store"}
 

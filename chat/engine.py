@@ -66,6 +66,7 @@ class Engine(Protocol):
     device: str  # where it runs, in words
     context_window: int  # tokens of prompt plus answer
     window_source: str  # where `context_window` comes from, in words (the model's config, the server, a flag)
+    revision: str | None  # the model's exact version where known (a Hub commit), for each answer's provenance
     format: PromptFormat  # how messages become the prompt (and which strings end a turn)
 
     # What it can do, declared (read-only: a class attribute or a property).

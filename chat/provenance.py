@@ -60,6 +60,7 @@ def new(engine: Engine, skill: str | None, instructions: str, first: dict[str, A
     document: dict[str, Any] = {
         "version": PROVENANCE_VERSION,
         "model": engine.name,
+        "revision": engine.revision,
         "backend": type(engine).__name__,
         "device": engine.device,
         "prompt_format": engine.format.name,

@@ -208,7 +208,11 @@ class ChatSession:
             return lambda: self._continuation(settings, False, skill, instructions)
 
         then = tuple(continuation(later) for later in settings[1:])
-        return self._answer_or_fail(lambda: self._answer(skill, settings[0], instructions, answer["id"], then))
+        reply = self._answer_or_fail(lambda: self._answer(skill, settings[0], instructions, answer["id"], then))
+        if parts[0].get("prompt_sha256") not in (None, reply.made["prompt_sha256"]):
+            reply.answer["notice"] = ("Note: the prompt is not the one recorded (another model, template or skill file?): "
+                                      "the text may differ.")
+        return reply
 
     def switch(self, index: int, step: int) -> None:
         """Shows another version of the message at `index` (`step` -1: the previous, +1: the next),

@@ -270,3 +270,17 @@ def test_the_api_on_a_launched_gradio_app_streams_and_checks_credentials(engine)
         assert text and usage.completion_tokens == GREEDY.max_new_tokens
     finally:
         threading.Thread(target=demo.close, daemon=True).start()  # closing waits on idle connections; don't
+
+
+def test_continue_final_message_continues_the_answer_and_anything_else_is_refused(client, engine):
+    first = ask(client, engine, "Tell me a story").choices[0].message.content
+    messages = [{"role": "user", "content": "Tell me a story"}, {"role": "assistant", "content": first}]
+    more = client.chat.completions.create(model=engine.name, messages=messages,
+                                          extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    fitted = engine.generations[-1].fitted
+    assert more.choices[0].message.content and fitted.continues
+    assert fitted.prompt.text.endswith(first)  # the model was asked for more of that answer, not a new turn
+    with pytest.raises(openai.BadRequestError, match="the last message must be the user's, not 'assistant'"):
+        client.chat.completions.create(model=engine.name, messages=messages)
+    with pytest.raises(openai.BadRequestError, match="continue_final_message needs the answer to continue last"):
+        client.chat.completions.create(model=engine.name, messages=[messages[0]], extra_body={"continue_final_message": True})

@@ -83,7 +83,7 @@ def test_an_empty_or_blank_message_gets_a_warning_and_nothing_is_sent(app, engin
     client = new_client(app)
     started = len(engine.generations)
     job = client.submit(text, api_name="/send")
-    chat, box, status, prompt, _ = job.result(timeout=60)
+    chat, box, status, prompt, *_ = job.result(timeout=60)
     assert warnings_of(job) == ["type a message first"]
     assert chat == [] and prompt == "" and status == "" and box == text  # the text stays for editing
     assert len(engine.generations) == started  # the model was not asked
@@ -118,7 +118,7 @@ def test_an_unknown_skill_is_refused_naming_the_known_ones(app):
 
 def test_a_100000_character_message_is_shown_whole_cut_to_fit_and_answered(app, engine):
     client = new_client(app)
-    chat, _, status, prompt, context_line = client.predict(LONG_MESSAGE, api_name="/send")
+    chat, _, status, prompt, context_line, *_ = client.predict(LONG_MESSAGE, api_name="/send")
     shown = texts(chat)
     assert shown[0] == ("user", LONG_MESSAGE)  # the chat shows all of it
     assert "your message was too long for the model's context and was cut short" in shown[1][1]
@@ -140,7 +140,7 @@ def test_a_100000_character_message_to_the_api_is_cut_with_a_notice_header(api, 
 @pytest.mark.parametrize("text", ODD_TEXTS.values(), ids=ODD_TEXTS.keys())
 def test_odd_characters_reach_the_model_and_the_chat_exactly_as_typed(app, text):
     client = new_client(app)
-    chat, _, status, prompt, _ = client.predict(text, api_name="/send")
+    chat, _, status, prompt, *_ = client.predict(text, api_name="/send")
     assert texts(chat)[0] == ("user", text) and texts(chat)[1][0] == "assistant" and "stop:" in status
     assert prompt.endswith(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
 

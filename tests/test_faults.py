@@ -95,14 +95,14 @@ def test_a_failure_mid_answer_shows_in_the_chat_keeps_the_message_and_retry_work
     fail_once_at(monkeypatch, engine.model, FAIL_AT, error)
     client = new_client(app)
     job = client.submit("Tell me about the sea", api_name="/send")
-    chat, _, status, _, _ = job.result(timeout=60)
+    chat, _, status, *_ = job.result(timeout=60)
     streamed = [texts(page[0])[-1][1] for page in job.outputs() if roles(page[0]) == ["user", "assistant"]]
     assert any(text and not text.startswith(ERROR_PREFIX) for text in streamed), "part of the answer streamed first"
     (_, asked), (_, shown) = texts(chat)
     assert asked == "Tell me about the sea"
     assert shown.startswith(ERROR_PREFIX) and words in shown and "press **Retry**" in shown
     assert words in warnings_of(job)
-    chat, _, status, prompt, _ = client.predict(api_name="/retry")
+    chat, _, status, prompt, *_ = client.predict(api_name="/retry")
     (_, asked), (_, answer) = texts(chat)
     assert asked == "Tell me about the sea" and answer and not answer.startswith(ERROR_PREFIX)
     assert "stop: max tokens" in status and user_turns(prompt) == 1 and words not in prompt
@@ -174,9 +174,9 @@ def test_stop_pressed_many_times_at_once_stops_the_answer_and_the_chat_goes_on(a
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: client.predict(api_name="/stop"), range(20)))
     assert wait_for(lambda: not generation.running, STOPS_WITHIN_S)
-    chat, _, status, _, _ = job.result(timeout=30)
+    chat, _, status, *_ = job.result(timeout=30)
     assert roles(chat) == ["user", "assistant"] and "stop: cancelled" in status
-    chat, _, status, prompt, _ = client.predict("Now briefly.", api_name="/send")
+    chat, _, status, prompt, *_ = client.predict("Now briefly.", api_name="/send")
     assert roles(chat) == ["user", "assistant", "user", "assistant"] and "stop: max tokens" in status
     assert user_turns(prompt) == 2 and prompt.count("<|im_start|>assistant\n") == 2  # the partial answer stays as said
 
@@ -187,11 +187,11 @@ def test_clear_while_an_answer_streams_empties_the_chat_for_good(app, engine):
     job = client.submit("Talk for a long time", max_new_tokens=LONG, api_name="/send")
     streaming(job)
     generation = engine.generations[-1]
-    chat, box, _, prompt, _ = client.predict(api_name="/clear")
+    chat, box, _, prompt, *_ = client.predict(api_name="/clear")
     assert chat == [] and box == gr.skip() and prompt == ""  # the box is the user's: Clear leaves it as it is
     assert wait_for(lambda: not generation.running, STOPS_WITHIN_S)
     assert job.result(timeout=30)[0] == []  # the stopped stream's last page doesn't bring the answer back
-    chat, _, _, prompt, _ = client.predict("A fresh start", api_name="/send")
+    chat, _, _, prompt, *_ = client.predict("A fresh start", api_name="/send")
     assert texts(chat)[0] == ("user", "A fresh start") and roles(chat) == ["user", "assistant"]
     assert user_turns(prompt) == 1 and "earlier" not in prompt
 
@@ -204,7 +204,7 @@ def test_after_clear_during_an_answer_the_status_line_shows_no_stale_figures(app
         client.predict(api_name="/clear")
         job.result(timeout=30)
         assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S)
-        _, _, status, _, _ = client.predict(api_name="/retry")  # "nothing to retry yet", drawn afresh
+        _, _, status, _, *_ = client.predict(api_name="/retry")  # "nothing to retry yet", drawn afresh
         assert status == "", f"the emptied chat's status line shows {status!r}"
 
 
@@ -213,10 +213,10 @@ def test_undo_while_an_answer_streams_gives_the_text_back_and_removes_the_exchan
     client.predict("Keep this one", api_name="/send")
     job = client.submit("Take this back", max_new_tokens=LONG, api_name="/send")
     streaming(job)
-    chat, box, _, _, _ = client.predict(api_name="/undo")
+    chat, box, _, _, *_ = client.predict(api_name="/undo")
     assert box == "Take this back" and texts(chat)[0] == ("user", "Keep this one") and roles(chat) == ["user", "assistant"]
     assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S)
-    chat, _, _, prompt, _ = client.predict("Instead this", api_name="/send")
+    chat, _, _, prompt, *_ = client.predict("Instead this", api_name="/send")
     assert [text for role, text in texts(chat) if role == "user"] == ["Keep this one", "Instead this"]
     assert user_turns(prompt) == 2 and "Take this back" not in prompt
 
@@ -229,7 +229,7 @@ def test_two_sends_at_once_from_one_tab_keep_question_and_answer_together(app):
         jobs = [client.submit(f"twin {i}", max_new_tokens=4, api_name="/send") for i in range(2)]
         for job in jobs:
             job.result(timeout=60)
-        chat, _, _, prompt, _ = client.predict("after the twins", max_new_tokens=4, api_name="/send")
+        chat, _, _, prompt, *_ = client.predict("after the twins", max_new_tokens=4, api_name="/send")
         assert roles(chat) == ["user", "assistant"] * 3 and user_turns(prompt) == 3
 
 
@@ -247,7 +247,7 @@ def test_a_storm_of_buttons_leaves_a_consistent_chat_and_no_worker(app, engine):
     for job in jobs:
         job.result(timeout=120)  # each request completes: no error, no hang
     assert wait_for(lambda: not generation_workers(), STOPS_WITHIN_S * 2)
-    chat, _, status, prompt, _ = client.predict("final check", api_name="/send")
+    chat, _, status, prompt, *_ = client.predict("final check", api_name="/send")
     shape = " ".join(roles(chat))
     assert re.fullmatch(r"user( assistant)+( user( assistant)+)*", shape), f"not question-then-answers: {shape}"
     asked = [text for role, text in texts(chat) if role == "user"]

@@ -47,6 +47,17 @@ def session_on(engine, settings=GREEDY, skills=TEST_SKILLS) -> ChatSession:
     return ChatSession(engine, skills, "Be nice.", settings)
 
 
+def test_continue_through_a_remote_server_extends_the_answer_as_the_local_engine_does(server, backend):
+    local = session_on(backend.engine)
+    cut = "".join(local.send("Tell me a story"))
+    more = "".join(local.continue_answer())
+    session = session_on(remote(server, backend))
+    assert "".join(session.send("Tell me a story")) == cut
+    assert "".join(session.continue_answer()) == more != ""  # the server continued the same answer
+    assert session.history[-1]["content"] == cut + more and len(session.history) == 2
+    assert backend.generations[-1].fitted.continues
+
+
 def test_a_remote_session_gets_the_servers_answer_and_its_token_counts(server, backend):
     expected = session_on(backend.engine).send("Hello")
     expected_text = "".join(expected)

@@ -58,5 +58,5 @@ def test_the_page_has_a_control_for_every_setting_and_programs_set_them_by_name(
     client = new_client(url)
     parameters = [p["parameter_name"] for p in client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/send"]["parameters"]]
     assert parameters[-len(SETTINGS):] == NAMES
-    _, _, status, _, _ = client.predict("Hi", min_p=0.5, temperature=1.0, max_new_tokens=3, api_name="/send")
+    _, _, status, _, *_ = client.predict("Hi", min_p=0.5, temperature=1.0, max_new_tokens=3, api_name="/send")
     assert "3 tokens" in status and engine.generations[-1].settings.min_p == 0.5

@@ -81,7 +81,7 @@ def test_each_piped_line_is_a_message_and_mistakes_do_not_stop_the_rest(tmp_path
     assert run.returncode == 1  # a script learns that something went wrong
 
 
-def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tiny_chat_dir, expected):
+def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tiny_chat_dir, tiny_engine, expected):
     history = [{"role": "user", "content": "Hello", "typed": "Hello", "skill": "💬 Chat"},
                {"role": "assistant", "content": "Hi! How can I help?"}]
     (tmp_path / "from_app.json").write_text(json.dumps([{"role": "system", "content": "Be kind."}, *history]), encoding="utf-8")
@@ -93,11 +93,26 @@ def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tin
     assert run.stdout.decode() == f"{more}\n{more}\n{translated}\n"  # /retry answers the same message again
     stderr = run.stderr.decode()
     assert "Loaded 2 messages from from_app.json" in stderr and "Saved 6 messages to chat.json" in stderr
-    saved = load_conversation(tmp_path / "chat.json")  # the web app's loader
-    assert saved[:3] == [{"role": "system", "content": "Be kind."}, *history]
-    assert saved[3]["typed"] == "Tell me more." and saved[4] == {"role": "assistant", "content": more}
-    assert saved[5]["typed"] == "Guten Tag" and saved[5]["skill"] == "🔄 Translate to German"
-    assert saved[6] == {"role": "assistant", "content": translated}
+    saved = ChatSession(tiny_engine, load_skills())
+    saved.load_messages(load_conversation(tmp_path / "chat.json"), "chat.json")  # the web app's loader
+    messages = saved.to_messages()
+    assert messages[:3] == [{"role": "system", "content": "Be kind."}, *history]
+    assert messages[3]["typed"] == "Tell me more." and messages[4] == {"role": "assistant", "content": more}
+    assert messages[5]["typed"] == "Guten Tag" and messages[5]["skill"] == "🔄 Translate to German"
+    assert messages[6] == {"role": "assistant", "content": translated}
+    assert len(saved.tree) == 7 and saved.versions() == [(3, 2, 2)]  # the retried answer is kept, a version away
+
+
+def test_versions_continue_and_reproduce_in_a_pipe(tmp_path, tiny_chat_dir):
+    lines = "Tell me a story\n/retry\n/versions\n/prev\n/next 4\n/continue\n/reproduce\n/versions\n"
+    run = piped(tmp_path, tiny_chat_dir, lines, "--max-new-tokens", "4", "--temperature", "1")
+    # The story, a retried one, the versions, the story shown again by /prev, more of it, then all of it
+    # again from its record (each part with its own seed), as a third version.
+    shape = (r"(?s)(?P<story>.+)\n.+\n2\. assistant: version 2 of 2: .*\nassistant: (?P=story)\n(?P<more>.+)\n"
+             r"(?P=story)(?P=more)\n2\. assistant: version 3 of 3: .*\n")
+    assert re.fullmatch(shape, run.stdout.decode()), run.stdout.decode()
+    stderr = run.stderr.decode()
+    assert "Message 2 (assistant), version 1 of 2:" in stderr and "error: message 4 has no other versions" in stderr
 
 
 @pytest.mark.parametrize(
@@ -213,7 +228,7 @@ def test_an_interactive_session_streams_answers_and_runs_every_command(tmp_path,
     term.expect("New conversation.\n(.*\n)*Loaded 2 messages from chat.json\nuser: Hello\nassistant: ")
     term.type("/quit\n")
     assert term.close() == 0
-    assert load_conversation(tmp_path / "chat.json")[0] == {"role": "system", "content": "Be brief."}
+    assert load_conversation(tmp_path / "chat.json")["instructions"] == "Be brief."
 
 
 @pytest.mark.parametrize("sigint_ignored", [False, True], ids=["from a shell", "started with SIGINT ignored"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.helpers.browser import WAIT_MS, answers, open_section, open_tab, ques
 from tests.helpers.engines import make_engine
 
 pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,10 @@ def test_retry_twice_then_step_back_to_the_first_answer_and_forward_again(page):
     assert last_answer(page) == texts[0] and answers(page).count() == 1
     step(page, "Next version", "2 / 3")
     assert last_answer(page) == texts[1]
+    open_section(page, "How this answer was made")
+    page.locator("#provenance").get_by_text("Answer 1").first.wait_for(timeout=WAIT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "versions.png"), full_page=True)
 
 
 def test_an_edited_first_message_is_answered_and_the_old_branch_comes_back_whole(page):

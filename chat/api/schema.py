@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Mapping, NoReturn
 
 from openai.types import CompletionUsage, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr, ValidationError, \
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr, ValidationError, model_validator, \
     ValidationInfo, create_model
 from pydantic_core import PydanticCustomError
 
@@ -69,7 +69,8 @@ def api_error(error: ValidationError) -> ApiError:
     mistyped fields.
     """
     first = min(error.errors(include_url=False), key=lambda problem: problem["type"] not in REPORTED_FIRST)
-    param, kind = str(first["loc"][-1]), first["type"]
+    # (A check of the whole request, such as which message comes last, has no field: it concerns the messages.)
+    param, kind = str(first["loc"][-1]) if first["loc"] else "messages", first["type"]
     if kind == "extra_forbidden":
         return ApiError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
     if kind == "missing":
@@ -104,8 +105,8 @@ def _chat_messages(value: list[Any] | None) -> list[dict[str, str]]:
         _refuse("invalid_value", str(error))
     if not messages:
         _refuse("invalid_value", "messages must not be empty")
-    if messages[-1]["role"] != "user":
-        _refuse("invalid_value", f"the last message must be the user's, not {messages[-1]['role']!r}")
+    if messages[-1]["role"] == "system":
+        _refuse("invalid_value", "the last message must be the user's, not 'system'")
     if is_blank(messages[-1]["content"]):  # as the page's "type a message first": nothing to answer
         _refuse("invalid_value", "the last message is empty: send the text to answer")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -142,6 +143,21 @@ class ChatRequest(BaseModel):
     stop: Annotated[tuple[str, ...], BeforeValidator(_stop_strings)] = ()
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
+    # vLLM's extension (the page's Continue through another instance): more of the last (assistant) message.
+    continue_final_message: StrictBool | None = None
+    add_generation_prompt: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _last_message_fits_the_request(self) -> "ChatRequest":
+        last = self.messages[-1]["role"] if self.messages else "user"
+        if self.continue_final_message and last != "assistant":
+            _refuse("invalid_value", f"continue_final_message needs the answer to continue last, not a {last!r} message")
+        if not self.continue_final_message and last != "user":
+            _refuse("invalid_value", f"the last message must be the user's, not {last!r} "
+                    "(continue_final_message: true continues an answer)")
+        if self.continue_final_message and self.add_generation_prompt:
+            _refuse("invalid_value", "continue_final_message and add_generation_prompt can't both be true")
+        return self
 
     @property
     def include_usage(self) -> bool:

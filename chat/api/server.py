@@ -115,7 +115,7 @@ class ChatApi:
         except ApiError as error:
             return error_response(error)
         try:
-            fitted = await asyncio.to_thread(self.engine.prepare, messages, settings)
+            fitted = await asyncio.to_thread(self.engine.prepare, messages, settings, bool(chat.continue_final_message))
             pump = Pump(self.engine.generate(fitted, settings, stops), on_done=self._slots.release)
         except ChatError as error:  # e.g. the instructions alone overflow the context
             self._slots.release()
@@ -137,7 +137,7 @@ class ChatApi:
             raise ApiError(400, str(error), code="invalid_value") from None
         assert chat.messages is not None  # the request model refuses a request without them
         messages = [dict(m) for m in chat.messages]
-        if skill is not None:  # only the new message: earlier turns were expanded when they were sent
+        if skill is not None and not chat.continue_final_message:  # only the new message: earlier turns were expanded when sent
             messages[-1]["content"] = skill.expand(messages[-1]["content"])
         if messages[0]["role"] != "system" and self.instructions.strip():  # the client's own system message wins
             messages.insert(0, {"role": "system", "content": self.instructions})

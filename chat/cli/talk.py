@@ -24,20 +24,26 @@ from ..conversation import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
 from ..session import INTERRUPTED, ChatSession, Reply
 from ..skills import SkillBook
+from ..files import conversation_document
 from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store
 
 HELP = """Commands:
   /skill NAME    use a skill for the next messages (a number or part of the name will do)
   /skills        list the skills
-  /retry         a new answer to your last message
-  /undo          remove the last exchange (your message comes back to edit)
-  /clear         empty this conversation
+  /retry         a new answer to your last message (the old one stays: a version)
+  /continue      more of the last answer, where it stopped (its token limit, or Ctrl+C)
+  /reproduce     the last answer again, from its recorded settings and seed (same model: same text)
+  /versions      the messages that have other versions (Retry, /reproduce, the web page's edits)
+  /prev [N]      show the previous version of message N (default: the last with versions), and what followed it
+  /next [N]      … the next version
+  /undo          hide the last exchange (your message comes back to edit; kept as a version)
+  /clear         empty this conversation (what it held is kept as versions)
   /new           start a new conversation (the last one stays in /chats)
   /chats [TEXT]  your saved conversations, newest first (TEXT: only those mentioning it)
   /open ID       continue a saved conversation (an ID from /chats; its first letters will do)
   /system TEXT   set the system instructions (/system alone shows them, /system none removes them)
-  /save FILE     save the conversation as JSON (the web app loads it too)
+  /save FILE     save the conversation as JSON, every version (the web app loads it too)
   /load FILE     load a conversation saved here or in the web app
   /help          this list
   /quit          leave (Ctrl+D does too)
@@ -116,6 +122,8 @@ class Talk:
         self.can_prefill = False  # the line reader can put text on the input line
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "/skill": self.use_skill, "/skills": self.list_skills, "/retry": self.retry, "/undo": self.undo,
+            "/continue": self.continue_answer, "/reproduce": self.reproduce, "/versions": self.versions,
+            "/prev": lambda number: self.switch(number, -1), "/next": lambda number: self.switch(number, +1),
             "/clear": self.clear, "/system": self.system, "/save": self.save, "/load": self.load,
             "/new": self.new_chat, "/chats": self.list_chats, "/open": self.open_chat,
             "/help": self.help, "/quit": self.quit, "/exit": self.quit,
@@ -272,6 +280,33 @@ class Talk:
         else:
             self.note(f"Removed: {typed}")
 
+    def continue_answer(self, _: str) -> None:
+        self.stream(self.session.continue_answer())
+
+    def reproduce(self, _: str) -> None:
+        self.stream(self.session.reproduce())
+
+    def versions(self, _: str) -> None:
+        found = self.session.versions()
+        if not found:
+            self.show("No message has other versions yet (/retry makes one).")
+        for index, k, n in found:
+            message = self.session.history[index]
+            self.show(f"{index + 1}. {_speaker(message)}: version {k} of {n}: {_start(message)}")
+
+    def switch(self, number: str, step: int) -> None:
+        found = [index for index, _, _ in self.session.versions()]
+        if not found:
+            raise ChatError("no message has other versions yet (/retry makes one)")
+        if number and not (number.isdigit() and int(number) - 1 in found):
+            raise ChatError(f"message {number} has no other versions: /versions lists those that do")
+        index = int(number) - 1 if number else found[-1]
+        self.session.switch(index, step)
+        k, n = self.session.tree.version(self.session.history[index]["id"])
+        self.note(f"Message {index + 1} ({_speaker(self.session.history[index])}), version {k} of {n}:")
+        for message in self.session.history[index:]:
+            self.show(f"{_speaker(message)}: {message.get('typed', message['content'])}")
+
     def clear(self, _: str) -> None:
         self.session.clear()
         self.note("New conversation.")
@@ -287,7 +322,7 @@ class Talk:
         if not path:
             raise ChatError("/save needs a file name, e.g. /save chat.json")
         try:
-            saved = save_conversation(path, self.session.to_messages())
+            saved = save_conversation(path, conversation_document(self.session))
         except OSError as error:
             raise ChatError(f"can't save to {path}: {error.strerror or error}") from None
         self.note(f"Saved {len(self.session.history)} messages to {saved}")
@@ -317,6 +352,15 @@ class Talk:
     def note(self, text: str) -> None:
         """Confirmations and notices: stdout in a terminal, stderr in a pipe (stdout = answers)."""
         print(text, file=self.out if self.interactive else self.err, flush=True)
+
+
+def _speaker(message: dict) -> str:
+    return "you" if message["role"] == "user" else "assistant"
+
+
+def _start(message: dict, chars: int = 60) -> str:
+    line = " ".join(message.get("typed", message["content"]).split())
+    return line if len(line) <= chars else line[: chars - 1] + "…"
 
 
 def _line_reader() -> tuple[Callable[[str, str], str], bool]:

@@ -152,6 +152,7 @@ class LocalEngine:
         self.format = prompt_format
         self.context_window = _context_window(self.model, self.tokenizer)
         self.window_source = "the model's configuration"
+        self.revision = getattr(getattr(self.model, "config", None), "_commit_hash", None)  # set for Hub downloads
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.caches = CachePool()  # every session's last-turn KV cache, bounded over all sessions
         self.warm_up = True  # after an answer, prefill the history for the next turn in the background

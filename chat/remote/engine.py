@@ -93,6 +93,7 @@ class RemoteEngine:
         if context_window is not None and context_window < 2:
             raise ChatError(f"--context-window must be at least 2 tokens, got {context_window}")
         self.name, self.device = model, f"remote server {self.base_url}"
+        self.revision: str | None = None  # the server does not say
         self.asked_window = context_window  # --context-window, if given
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
         self.window_source = "--context-window" if context_window else f"assumed: the server did not say; --context-window sets it"

@@ -106,7 +106,8 @@ def provenance_view(session: ChatSession) -> str:
     if not document or not any("settings" in part for part in document.get("parts", [])):
         return f"**{_name(session, index)}**: no record of how it was made (it comes from a file or an earlier release)."
     lines = [f"**{_name(session, index)}** · {shown_text(summary(document))}", ""]
-    lines += [f"- **Model:** {shown_text(document.get('model', '?'))} ({document.get('backend', '?')}, {shown_text(document.get('device', '?'))}, "
+    revision = f" @ {document['revision'][:12]}" if document.get("revision") else ""
+    lines += [f"- **Model:** {shown_text(document.get('model', '?'))}{revision} ({document.get('backend', '?')}, {shown_text(document.get('device', '?'))}, "
               f"prompt format {document.get('prompt_format', '?')}, context {document.get('context_window', 0):,} tokens)",
               f"- **Skill:** {shown_text(document.get('skill') or 'none')}",
               f"- **Instructions:** {shown_text(_one_line(document.get('instructions', '')) or '(none)')}"]

@@ -84,7 +84,7 @@ def chat_at_once(url: str, sessions: int, turns: int, client_options: dict | Non
 def _turn(client: Client, index: int, tag: str, sent: list[str], run: str, sessions: int) -> str | None:
     """One Send; None if the page came back right, else what was wrong."""
     try:
-        chat, _, status, prompt, _ = client.submit(f"note {tag}", api_name="/send").result(timeout=TURN_TIMEOUT_S)
+        chat, _, status, prompt, *_ = client.submit(f"note {tag}", api_name="/send").result(timeout=TURN_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 - a refused or failed turn is a failure to report
         return f"session {index}, {tag}: {type(error).__name__}: {error}"
     shown = texts(chat)
