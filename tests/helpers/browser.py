@@ -71,8 +71,21 @@ def wait_done(page, timeout_ms: int = 60_000) -> None:
 
 
 def open_section(page, label: str) -> None:
-    """Clicks the page's collapsible section titled `label` (Settings, Prompt, Instructions ...): open if closed, closed if open."""
-    page.get_by_text(label, exact=True).first.click()
+    """Clicks the header of the page's collapsible section titled `label` (Settings, Prompt, Instructions ...):
+    open if closed, closed if open. A section it opens is ready to type in when it returns.
+
+    The header itself, not the first text `label` on the page: while the page is still rendering, the
+    footer's own "Settings" button can be the only one there, and clicking it opens Gradio's settings.
+    Gradio renders a closed section's controls when it first opens, and once they are there (an animation
+    frame later, at most two) sets them to their initial values again: a value typed in between is lost
+    (Max new tokens 4,000 went back to the app's 150). So: wait for the controls, then for two frames.
+    """
+    header = page.locator(".label-wrap").filter(has=page.get_by_text(label, exact=True))
+    opening = "open" not in (header.get_attribute("class") or "").split()
+    header.click()
+    if opening:
+        header.locator("xpath=..").locator("[data-testid=accordion-content] > * > *").first.wait_for()
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
 def shown_prompt(page) -> str:
