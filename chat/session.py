@@ -6,13 +6,14 @@ the terminal chat and tests drive the same methods: send, retry, undo, clear, st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import provenance
 from .context import FittedPrompt
-from .conversation import EXTRA_KEYS, is_blank, normalize_messages
-from .engine import Engine, Generation, Stats, StopReason
+from .conversation import EXTRA_KEYS, is_blank
+from .engine import Engine, Generation, Stats
 from .errors import ChatError
+from .reply import INTERRUPTED, Reply
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
 from .tree import ConversationTree
@@ -21,71 +22,6 @@ if TYPE_CHECKING:  # (the store imports this module)
     from .store.record import ChatRecord
 
 RETRY_COMMAND = "/retry"
-INTERRUPTED = "interrupted"  # an answer's mark: stopped before it ended (a UI note; not saved)
-
-
-class Reply:
-    """An answer streaming into the session's history. Iterate for text deltas.
-
-    An answer may be made of parts: Reproduce of an answer that was continued runs its first part
-    and then each continuation (`then`), into the same bubble.
-    """
-
-    def __init__(self, session: "ChatSession", generation: Generation, answer: dict[str, Any], made: dict[str, Any],
-                 then: tuple[Callable[[], tuple[Generation, dict[str, Any]]], ...] = ()):
-        self.session, self.generation, self.answer, self.made = session, generation, answer, made
-        self.record = session.record  # the chat this answer belongs to, even if the tab opens another meanwhile
-        self.finished = False
-        self._then = list(then)
-        self._cancelled = False
-
-    @property
-    def stats(self) -> Stats:
-        return self.generation.stats
-
-    @property
-    def fitted(self) -> FittedPrompt:
-        return self.generation.fitted
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        self.generation.cancel()
-
-    def __iter__(self) -> Iterator[str]:
-        return self.stream()
-
-    def stream(self) -> Generator[str, None, None]:
-        """The answer's text deltas; closing the generator early stops the model."""
-        try:
-            record = self.record
-            while True:
-                for delta in self.generation:
-                    self.answer["content"] += delta
-                    if record is not None:
-                        record.streaming(self.answer)  # (every few seconds, not per token)
-                    yield delta
-                if not self.answer["content"].strip() and self.stats.stop_reason is not StopReason.CANCELLED:
-                    raise self.generation.empty_answer_error()  # never a blank bubble
-                if not self._then or self._cancelled or self.stats.stop_reason is StopReason.CANCELLED:
-                    break
-                provenance.finish_part(self.made, self.stats)
-                self.generation, self.made = self._then.pop(0)()  # the next part, into the same bubble
-                self.answer["provenance"]["parts"].append(self.made)
-            self.finished = True
-        except ChatError as error:
-            self.answer["error"] = str(error)  # shown in the chat; the user's message stays for Retry
-            raise
-        finally:
-            if not self.finished and "error" not in self.answer:
-                self.generation.close()  # the reader went away (Stop, closed tab): stop the model too
-                self.generation.stats.stop_reason = StopReason.CANCELLED
-                self.answer[INTERRUPTED] = True
-            if self.generation.stats.stop_reason is StopReason.CANCELLED:
-                self.answer[INTERRUPTED] = True  # stopped before its end (what came is kept)
-            provenance.finish_part(self.made, self.stats)
-            if self.record is not None and "id" in self.answer:
-                self.record.ended(self.answer, self.answer.get("provenance"))
-            self.session._done(self)
 
 
 class ChatSession:
