@@ -78,11 +78,6 @@ def tree_of(chat: StoredChat) -> tuple[ConversationTree, list[dict[str, Any]]]:
     return tree, tree.path_to(leaf)
 
 
-def history_of(chat: StoredChat) -> list[dict[str, Any]]:
-    """The stored path alone, as a session's history."""
-    return [_session_message(stored) for stored in chat.messages]
-
-
 def _session_message(stored: dict[str, Any]) -> dict[str, Any]:
     message = {k: v for k, v in stored.items() if k not in ("status", "parent_id", "shown_at")}
     if stored["status"] == MessageStatus.INTERRUPTED:

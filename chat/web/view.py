@@ -73,12 +73,10 @@ def edited_text(session: ChatSession, index: int, edited: str) -> str:
 def versions_bar(session: ChatSession) -> tuple[str, bool]:
     """(the line above Previous version / Next version, whether to show them): for the message the user
     picked, or else the last one shown with other versions."""
-    versions = {index: (k, n) for index, k, n in session.versions()}
-    if not versions:
+    index = versions_target(session)
+    if index is None:
         return "", False
-    focused = session.focused_index()
-    index = focused if focused in versions else max(versions)
-    k, n = versions[index]
+    k, n = session.tree.version(session.history[index]["id"])
     return f"**{_name(session, index)}** · version **{k} / {n}** (click a message in the chat to pick another)", True
 
 
