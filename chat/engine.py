@@ -21,6 +21,7 @@ from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat
 from .settings import GenerationSettings
 from .stopping import REPLACEMENT_CHARACTER, StopStringFilter
+from .tokens import TokenLog, TokenStep, fit_to_text
 
 
 class StopReason(StrEnum):
@@ -95,8 +96,9 @@ class Engine(Protocol):
         ...
 
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
-                 cache: SessionCache | None = None) -> "Generation":
-        """Starts the answer (in the background); iterate the result for its text."""
+                 cache: SessionCache | None = None, tokens: bool = False) -> "Generation":
+        """Starts the answer (in the background); iterate the result for its text. `tokens`: record each
+        token's probabilities and alternatives too (`Generation.tokens`; see chat/tokens.py)."""
         ...
 
     def new_cache(self) -> SessionCache | None:
@@ -120,6 +122,7 @@ class Generation(ABC):
     def __init__(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]):
         self.fitted, self.settings = fitted, settings
         self.text = ""
+        self.tokens: TokenLog | None = None  # when recorded: the answer's tokens, once it has ended
         self.stats = Stats(prompt_tokens=fitted.prompt.length, estimated=fitted.prompt.estimated_length is not None)
         self._filter = StopStringFilter(stop_strings)
         self._cancel = threading.Event()
@@ -163,7 +166,20 @@ class Generation(ABC):
         if self._error is not None:
             raise self._as_chat_error(self._error)
         self._finish_stats()
+        self.tokens = self._token_log(complete_only=False)
         self._finished()
+
+    def tokens_so_far(self) -> list[TokenStep]:
+        """While the answer streams: the recorded tokens whose text has reached the reader so far."""
+        log = self._token_log(complete_only=True)
+        return log.steps if log is not None else []
+
+    def _token_log(self, complete_only: bool) -> TokenLog | None:
+        recorded = self._recorded_tokens()
+        if recorded is None:
+            return None
+        steps = fit_to_text(recorded.steps, self.text, strip_start=not self.fitted.continues, complete_only=complete_only)
+        return TokenLog(steps, recorded.distributions, recorded.note)
 
     def _emit(self, text: str) -> Iterator[str]:
         if not self.text and not self.fitted.continues:  # "Assistant: Hi" in a transcript, " Hi" from some servers: the answer is "Hi"
@@ -210,6 +226,11 @@ class Generation(ABC):
     @abstractmethod
     def _hit_token_limit(self) -> bool:
         """The answer ended because it reached its token limit (not the model's own end)."""
+
+    def _recorded_tokens(self) -> TokenLog | None:
+        """The tokens recorded so far, with their texts (None: not asked for). Their texts join to the
+        text produced, before the reader lost a leading space or cut a stop string off."""
+        return None
 
     def _stopped_at_string(self) -> bool:
         """A stop string ended the answer before this reader saw it (a server that applied it)."""

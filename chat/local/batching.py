@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+from transformers import DynamicCache, StoppingCriteriaList
 from transformers.cache_utils import DynamicLayer
 from transformers.generation import GenerateDecoderOnlyOutput
 
 from .loader import input_device
 from ..settings import GenerationSettings
 from .criteria import CancelCriteria, stop_string_criteria
-from .sampling import draw, processors_for, seeded_generator
+from .sampling import TokenPicker, TokenRecorder
 
 
 # Settings a model's generation_config.json may carry that `generate` would apply and the batcher
@@ -62,12 +62,10 @@ class Request:
     settings: GenerationSettings
     max_new_tokens: int
     eos_ids: frozenset[int]
-    processors: LogitsProcessorList
+    picker: TokenPicker  # its processors, its own random generator, its token recorder (if asked)
     criteria: StoppingCriteriaList
     streamer: Any
     past: Any  # the session's prefix cache (or None): keys and values of the first prompt tokens
-    seed: int | None  # seeded sampling, independent of other requests
-    generator: torch.Generator | None = None  # made on the logits' device at the first token
     new_tokens: int = 0
     cache: Any = None  # this row's own cache before it joins the batch
     result: Any = None
@@ -97,13 +95,13 @@ class StepBatcher:
 
     def run(
         self, ids: list[int], settings: GenerationSettings, max_new_tokens: int, eos_ids: frozenset[int],
-        stop_strings, streamer, criteria, past: Any = None,
+        stop_strings, streamer, criteria, past: Any = None, recorder: TokenRecorder | None = None,
     ) -> Any:
         """Blocks until the answer is complete; returns what `generate(return_dict_in_generate=True)` returns."""
         request = Request(
-            ids=list(ids), settings=settings, max_new_tokens=max_new_tokens, eos_ids=eos_ids, processors=self._processors(settings),
+            ids=list(ids), settings=settings, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+            picker=TokenPicker(self.model, settings, self._device, len(ids), recorder),
             criteria=self._criteria(stop_strings, criteria), streamer=streamer, past=past,
-            seed=settings.seed if not settings.greedy else None,
         )
         with self._wake:
             self._waiting.append(request)
@@ -195,19 +193,13 @@ class StepBatcher:
     def _advance(self, request: Request, logits: torch.Tensor) -> bool:
         """Picks the next token as `generate` would, streams it; True when the answer is complete."""
         ids = cast(torch.LongTensor, torch.tensor([request.ids + [0]], device=logits.device))  # room for the new token: one tensor per step
-        scores = request.processors(cast(torch.LongTensor, ids[:, :-1]), logits.to(dtype=torch.float32, copy=True))
-        if request.settings.greedy:
-            token = int(torch.argmax(scores, dim=-1))
-        else:  # as alone (see sampling.py): the same seed draws the same tokens, batched or not
-            if request.generator is None and request.seed is not None:
-                request.generator = seeded_generator(request.seed, logits.device)
-            token = draw(scores, request.generator)
+        token = request.picker.pick(cast(torch.LongTensor, ids[:, :-1]), logits)  # as alone: the same seed, the same tokens
         request.ids.append(token)
         request.new_tokens += 1
         if request.streamer is not None:
             request.streamer.put(torch.tensor([token]))
         ids[0, -1] = token
-        stop = bool(request.criteria(ids, scores).any())  # every criterion runs: the clock counts each step
+        stop = bool(request.criteria(ids, logits).any())  # every criterion runs: the clock counts each step
         return stop or token in request.eos_ids or request.new_tokens >= request.max_new_tokens
 
     # -- the batch cache ------------------------------------------------------------------------
@@ -265,11 +257,6 @@ class StepBatcher:
         request.done.set()
 
     # -- per request ----------------------------------------------------------------------------
-
-    def _processors(self, settings: GenerationSettings) -> LogitsProcessorList:
-        """The logits processors `generate` builds for these settings, in its order: built by
-        transformers itself from the same arguments, so a batched answer is sampled as one alone."""
-        return processors_for(self.model, settings, self._device)
 
     def _criteria(self, stop_strings, criteria) -> StoppingCriteriaList:
         extra = [stop_string_criteria(self.tokenizer, tuple(stop_strings))] if stop_strings else []

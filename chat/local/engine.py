@@ -24,11 +24,12 @@ from ..engine import Generation, SessionCache, StopReason
 from ..errors import ChatError, GenerationError
 from ..formats import Messages, PromptFormat, encode, render
 from ..settings import GenerationSettings
+from ..tokens import TokenLog, TokenStep, TokenTexts
 from .batching import StepBatcher, can_batch
 from .criteria import CancelCriteria, stop_string_criteria
 from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
-from .sampling import SeededSampling
+from .sampling import GENERATE_PICKS, PickedByPicker, TokenPicker, TokenRecorder
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
@@ -57,9 +58,13 @@ class LocalGeneration(Generation):
     CLOSE_WAIT_S = 10.0  # the worker ends after the model's current step
 
     def __init__(self, engine: "LocalEngine", fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
-                 cache: PrefixCache | None = None):
+                 cache: PrefixCache | None = None, tokens: bool = False):
         super().__init__(fitted, settings, stop_strings)
         self.engine = engine
+        # Beam search keeps several candidates: no one distribution per token to show.
+        self._recorder = TokenRecorder() if tokens and settings.num_beams == 1 else None
+        self._texts = TokenTexts(engine.decode_answer)
+        self._alternative_texts: dict[int, tuple[str, bool]] = {}
         # Beam search runs several rows at once: it neither uses nor replaces the session's cache.
         self._cache = cache if settings.num_beams == 1 else None
         self._clock = Clock()
@@ -77,7 +82,8 @@ class LocalGeneration(Generation):
                 past, self.stats.cached_tokens = self.engine.caches.take(self._cache, self.fitted.prompt.ids)
             criteria = [self._clock, CancelCriteria(self._cancel)]
             self._output = self.engine.run_generate(
-                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, past_key_values=past
+                self.fitted, self.settings, self._filter.stop_strings, self._streamer, criteria, past_key_values=past,
+                recorder=self._recorder,
             )
         except BaseException as error:  # reaches the reader; never dies silently in the thread
             self._error = error
@@ -103,6 +109,26 @@ class LocalGeneration(Generation):
             if chunk is self._streamer.stop_signal:
                 return
             yield chunk
+
+    def _recorded_tokens(self) -> TokenLog | None:
+        if self._recorder is None:
+            return None
+        steps = self._recorder.snapshot()
+        texts = self._texts.feed([step.id for step in steps[len(self._texts.ids):]], final=not self.running)
+        named = [TokenStep(step.id, text, step.dists) for step, text in zip(steps, texts)]
+        for index, step in enumerate(named):
+            for dist in step.dists.values():
+                for alternative in dist.top:
+                    if not alternative.text:
+                        alternative.text, alternative.special = self._alternative_text(alternative.id, index)
+        return TokenLog(named, self._recorder.distributions or ())
+
+    def _alternative_text(self, token: int, index: int) -> tuple[str, bool]:
+        """What `token` would have added in place of the answer's token `index` (its name, if special)."""
+        if token in self.engine.special_ids:
+            return self.engine.tokenizer.decode([token]), True
+        before = self._texts.ids[max(0, index - 8) : index]
+        return self.engine.decode_answer([*before, token])[len(self.engine.decode_answer(before)):], False
 
     def _give_back_cache(self) -> None:
         """Hands the keys and values of this turn back to the session (nothing after a failure)."""
@@ -154,6 +180,7 @@ class LocalEngine:
         self.window_source = "the model's configuration"
         self.revision = getattr(getattr(self.model, "config", None), "_commit_hash", None)  # set for Hub downloads
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.special_ids = frozenset(self.tokenizer.all_special_ids) | self.eos_ids
         self.caches = CachePool()  # every session's last-turn KV cache, bounded over all sessions
         self.warm_up = True  # after an answer, prefill the history for the next turn in the background
         # Answers generated at the same time share each model step (models with plain attention caches).
@@ -183,7 +210,7 @@ class LocalEngine:
 
     def generate(
         self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
-        cache: SessionCache | None = None,
+        cache: SessionCache | None = None, tokens: bool = False,
     ) -> LocalGeneration:
         """Starts generating in a worker thread; iterate the result for text.
 
@@ -191,7 +218,11 @@ class LocalEngine:
         in it is not computed again, and the cache then holds this turn for the next one.
         """
         stops = tuple(dict.fromkeys(self.format.stop_strings + tuple(extra_stop_strings)))
-        return LocalGeneration(self, fitted, settings, stops, cache if isinstance(cache, PrefixCache) else None)
+        return LocalGeneration(self, fitted, settings, stops, cache if isinstance(cache, PrefixCache) else None, tokens)
+
+    def decode_answer(self, ids: list[int]) -> str:
+        """Token ids → the answer's text, exactly as the streamer decodes it."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def warm(self, cache: PrefixCache, messages: Messages) -> threading.Thread | None:
         """Prefills, in the background, the next turn's prompt up to where the user's next message
@@ -204,7 +235,8 @@ class LocalEngine:
         return probes[0][: common_prefix_length(*probes)]
 
     def run_generate(
-        self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings, streamer, criteria, past_key_values: Any = None
+        self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings, streamer, criteria, past_key_values: Any = None,
+        recorder: TokenRecorder | None = None,
     ) -> Any:
         """The blocking `model.generate` call of one request (runs in its worker thread).
 
@@ -214,12 +246,14 @@ class LocalEngine:
         """
         if self.batcher is not None and settings.num_beams == 1:
             return self.batcher.run(
-                fitted.prompt.ids, settings, fitted.max_new_tokens, self.eos_ids, stop_strings, streamer, criteria, past_key_values
+                fitted.prompt.ids, settings, fitted.max_new_tokens, self.eos_ids, stop_strings, streamer, criteria, past_key_values,
+                recorder,
             )
         input_ids = torch.tensor([fitted.prompt.ids], device=input_device(self.model))
-        processors = []
-        if settings.seed is not None and not settings.greedy and settings.num_beams == 1:
-            processors.append(SeededSampling(self.model, settings, settings.seed, input_ids.device))
+        processors, kwargs = [], sampling_kwargs(settings, fitted.max_new_tokens)
+        if settings.num_beams == 1:  # as the batcher picks (sampling.py): then `generate` takes the token picked
+            processors.append(PickedByPicker(TokenPicker(self.model, settings, input_ids.device, len(fitted.prompt.ids), recorder)))
+            kwargs.update(GENERATE_PICKS)
         elif settings.seed is not None:
             torch.manual_seed(settings.seed)  # beam search samples in its own way
         if stop_strings:  # the model stops at the step that completes one
@@ -235,7 +269,7 @@ class LocalEngine:
                 return_dict_in_generate=True,
                 past_key_values=past_key_values,
                 logits_processor=LogitsProcessorList(processors),
-                **sampling_kwargs(settings, fitted.max_new_tokens),
+                **kwargs,
             )
 
     @property
