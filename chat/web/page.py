@@ -77,7 +77,11 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         # A key per tab; the store holds the session. The callback is a plain function, not the bound
         # method `store.drop`: Gradio deep-copies the page config (State props included) on every page
         # load, and deep-copying a bound method copies its object: the store, every session, the model.
-        session = gr.State(new_session_key, delete_callback=lambda key: store.drop(key))
+        # The key is made by the tab's first event, in the tab's own copy of this dict (`_tab_key`). Not a
+        # callable value (`gr.State(new_session_key)`): Gradio calls that for the first event that reads it
+        # and again in a page-load event of its own, whose key then replaces the first; a message sent before
+        # that load was done went to a session the tab then forgot, and was never answered.
+        session = gr.State({}, delete_callback=lambda tab: store.drop(tab.get("key")))
         chatbot = gr.Chatbot(
             label="Chat", height=480, buttons=["copy", "copy_all"], render_markdown=True,
             sanitize_html=True, allow_tags=False, placeholder="Ask anything, or pick a **Skill** first.",
@@ -185,10 +189,10 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             def on(handler: Callable) -> Callable:  # each sidebar handler takes the store first
                 return partial(handler, conversations)
 
-            def restore(key: str, saved: dict, request: gr.Request) -> tuple:
+            def restore(key: dict, saved: dict, request: gr.Request) -> tuple:
                 """Whose chats, and the chat to show; only then does the message box open: a message sent
                 earlier could be taken before the page knew where to save it (and would not be saved)."""
-                with store.turn(key) as tab:
+                with store.turn(_tab_key(key)) as tab:
                     try:
                         restored = chats.restore(conversations, tab, saved, request, everyone)
                     except ChatError as error:  # the database went away: chat on, unsaved, and say so
@@ -216,16 +220,21 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
     return demo
 
 
+def _tab_key(tab: dict) -> str:
+    """The key of the tab's session: made by the tab's first event and kept in its State's dict."""
+    return tab.setdefault("key", new_session_key())  # one call: two first events at once get one key
+
+
 def _bind(store: SessionStore, handler: Callable, keep: bool = False) -> Callable:
-    """`handler(session, …)` → a Gradio handler taking the tab's session key instead.
+    """`handler(session, …)` → a Gradio handler taking the tab's State (its session key) instead.
 
     `keep`: the event also writes the key back to its State. Gradio deletes a closed tab's
     State (calling `store.drop`) only if an event wrote it; a State only ever read stays forever.
     """
 
     @wraps(handler)  # keeps the parameter names: gradio_client shows them
-    def bound(key: str, *args: Any, **kwargs: Any) -> Any:
-        with store.turn(key) as session:
+    def bound(key: dict, *args: Any, **kwargs: Any) -> Any:
+        with store.turn(_tab_key(key)) as session:
             result = handler(session, *args, **kwargs)
         return (*result, key) if keep else result
 
@@ -240,8 +249,8 @@ def _bind_stream(store: SessionStore, handler: Callable) -> Callable:
     """
 
     @wraps(handler)
-    def bound(key: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        with store.turn(key) as session:
+    def bound(key: dict, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with store.turn(_tab_key(key)) as session:
             pages = handler(session, *args, **kwargs)
             first = next(pages, None)
         try:
