@@ -33,6 +33,7 @@ class Reply:
         self.finished = False
         self._then = list(then)
         self._cancelled = False
+        self._before = answer["content"]  # the answer's text before this part (a Continue goes on from it)
 
     @property
     def stats(self) -> Stats:
@@ -64,6 +65,8 @@ class Reply:
                 if not self._then or self._cancelled or self.stats.stop_reason is StopReason.CANCELLED:
                     break
                 provenance.finish_part(self.made, self.stats)
+                self._keep_tokens()
+                self._before = self.answer["content"]
                 self.generation, self.made = self._then.pop(0)()  # the next part, into the same bubble
                 self.answer["provenance"]["parts"].append(self.made)
             self.finished = True
@@ -80,4 +83,15 @@ class Reply:
             provenance.finish_part(self.made, self.stats)
             if self.record is not None and "id" in self.answer:
                 self.record.ended(self.answer, self.answer.get("provenance"))
+            self._keep_tokens()
             self.session._done(self)
+
+    def _keep_tokens(self) -> None:
+        """The part's token data (if it was recorded, and the part ended), after the answer's earlier parts'."""
+        part = self.generation.tokens
+        if part is None or "error" in self.answer:
+            return
+        earlier = self.session.tokens_of(self.answer) if self._before else None
+        if self._before and (earlier is None or earlier.text != self._before):
+            return  # the answer's beginning has no token data (made with the token view off): no half a view
+        self.session.keep_tokens(self.answer, earlier.extended(part) if earlier is not None else part)

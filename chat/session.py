@@ -16,6 +16,7 @@ from .errors import ChatError
 from .reply import INTERRUPTED, Reply
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
+from .tokens import Alternative, TokenLog, TokenStep
 from .tree import ConversationTree
 
 if TYPE_CHECKING:  # (the store imports this module)
@@ -44,6 +45,9 @@ class ChatSession:
         self.record: ChatRecord | None = None  # where the conversation is written as it happens (None: nowhere)
         self.owner = ""  # whose chats these are, as the store knows them (set by the page or the terminal)
         self.focus: str | None = None  # the id of the message the user picked (its versions, its provenance)
+        self.record_tokens = False  # answers record their tokens' probabilities (the token view is open)
+        self.token_pick: tuple[str, int] | None = None  # (answer id, token position) picked in the token view
+        self.token_logs: dict[str, TokenLog] = {}  # answer id → its token data (read from the store when first asked)
         self._current: Reply | None = None
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
 
@@ -132,11 +136,17 @@ class ChatSession:
         answer = self.history[-1] if self.history else None
         document = (answer or {}).get("provenance") or {}
         parts = [part for part in document.get("parts", []) if "settings" in part]
-        if answer is None or answer["role"] != "assistant" or not parts:
+        if answer is None or answer["role"] != "assistant" or not parts or not document.get("parts"):
             raise ChatError("nothing to reproduce: the last answer has no record of how it was made")
         skill = self._known_skill(document.get("skill"))
         instructions = document.get("instructions", self.instructions)
         settings = [provenance.settings_of(part, self.settings) for part in parts]
+        fork = document["parts"][0].get("fork")
+        if fork is not None:  # it began with a token the user chose: so does its reproduction
+            reply = self._fork(len(self.history) - 1, fork, skill, instructions, [(s, False) for s in settings])
+            assert reply is not None
+            reply.answer["provenance"]["reproduces"] = answer["id"]
+            return reply
         self._take_back_answer()
         self.stop()
 
@@ -149,6 +159,66 @@ class ChatSession:
             reply.answer["notice"] = ("Note: the prompt is not the one recorded (another model, template or skill file?): "
                                       "the text may differ.")
         return reply
+
+    def take_token(self, index: int, position: int, choice: Alternative) -> Reply | None:
+        """A new version of the answer at `index` that goes on from another token: the same tokens up to
+        `position`, then `choice` (one of that token's alternatives), then the model continues.
+        None when the choice ends the answer (the end-of-turn token): the new version is complete."""
+        old = self.history[index] if 0 <= index < len(self.history) else None
+        log = self.tokens_of(old) if old is not None and old["role"] == "assistant" else None
+        if old is None or log is None or not 0 <= position < len(log.steps):
+            raise ChatError("that answer has no token data to choose from")
+        taken = log.steps[position]
+        chosen = TokenStep(choice.id, "" if choice.special else choice.text, taken.dists)  # the same distributions
+        kept = TokenLog([*log.steps[:position], chosen], log.distributions)
+        text = kept.text if position else kept.text.lstrip()
+        fork = {"from": old["id"], "token": position, "instead_of": taken.text, "chosen": choice.text, "special": choice.special,
+                "logprob": choice.logprob, "text": text}
+        document = old.get("provenance") or {}
+        skill = self._known_skill(document.get("skill"))
+        settings = provenance.with_seed(self.settings.merged(skill.settings if skill else None))
+        return self._fork(index, fork, skill, document.get("instructions", self.instructions), [settings],
+                          kept if text == kept.text else None)
+
+    def _fork(self, index: int, fork: dict[str, Any], skill: Skill | None, instructions: str,
+              settings: list[tuple[GenerationSettings, bool]], log: TokenLog | None = None) -> Reply | None:
+        """A new version of the answer at `index` that begins with `fork["text"]`, continued by the model
+        with each of `settings` in turn (none when the fork ended the answer)."""
+        self._discard_answer()
+        self.history[:] = self.history[:index]
+        answer: dict[str, Any] = {"role": "assistant", "content": fork["text"],
+                                  "provenance": provenance.new(self.engine, skill.name if skill else None, instructions, {"fork": fork})}
+        self._append(answer)
+        self.focus = answer["id"]
+        if log is not None:
+            self.keep_tokens(answer, log)
+        if fork["special"] or not fork["text"].strip() or not settings:
+            if self.record is not None:
+                self.record.ended(answer, answer["provenance"])
+            return None
+
+        def continuation(given: tuple[GenerationSettings, bool]) -> Callable[[], tuple[Generation, dict[str, Any]]]:
+            return lambda: self._continuation(given[0], given[1], skill, instructions)
+
+        generation, made = continuation(settings[0])()
+        answer["provenance"]["parts"].append(made)
+        return self._started(Reply(self, generation, answer, made, tuple(continuation(later) for later in settings[1:])))
+
+    def tokens_of(self, message: dict[str, Any]) -> TokenLog | None:
+        """The answer's token data, if it was recorded (from the store the first time it is asked for)."""
+        message_id = message.get("id")
+        if message_id is None:
+            return None
+        if message_id not in self.token_logs and self.record is not None:
+            stored = self.record.stored_tokens(message_id)
+            if stored is not None:
+                self.token_logs[message_id] = stored
+        return self.token_logs.get(message_id)
+
+    def keep_tokens(self, answer: dict[str, Any], log: TokenLog) -> None:
+        self.token_logs[answer["id"]] = log
+        if self.record is not None:
+            self.record.tokens(answer, log)
 
     def switch(self, index: int, step: int) -> None:
         """Shows another version of the message at `index` (`step` -1: the previous, +1: the next),
@@ -210,7 +280,7 @@ class ChatSession:
         """An empty conversation of its own (the one left stays as it was, in the store if it is there)."""
         self.record = None  # first: clearing must not empty the chat being left
         self.clear()
-        self.tree, self.focus = ConversationTree(), None
+        self.tree, self.focus, self.token_logs = ConversationTree(), None, {}
 
     def stop(self) -> None:
         """Cancels the answer in progress, if any, and waits for the model to finish its step."""
@@ -291,7 +361,7 @@ class ChatSession:
         self.record = None  # a loaded file is not the stored chat (the caller may `start_record` a new one)
         self._discard_answer()
         self.last_prompt = self.last_stats = None
-        self.first_in_view, self.focus = 0, None
+        self.first_in_view, self.focus, self.token_logs = 0, None, {}
 
     def open(self, record: "ChatRecord", tree: ConversationTree, history: list[dict[str, Any]], instructions: str,
              settings: GenerationSettings) -> None:
@@ -301,7 +371,7 @@ class ChatSession:
         self.history[:] = history
         self.instructions, self.settings, self.record = instructions, settings, record
         self.last_prompt = self.last_stats = None
-        self.first_in_view, self.focus = 0, None
+        self.first_in_view, self.focus, self.token_logs = 0, None, {}
 
     def start_record(self, record: "ChatRecord") -> None:
         """Writes the chat as it is (a loaded file: every version) to a new `record`, and what happens next."""
@@ -338,7 +408,7 @@ class ChatSession:
         settings, drawn = provenance.with_seed(settings or self.settings.merged(skill.settings if skill else None))
         instructions = self.instructions if instructions is None else instructions
         fitted = self.engine.prepare(self.model_messages(instructions), settings)
-        generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache)
+        generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache, tokens=self.record_tokens)
         made = provenance.part(self.engine, fitted, settings, drawn)
         answer: dict[str, Any] = {"role": "assistant", "content": "",
                                   "provenance": provenance.new(self.engine, skill.name if skill else None, instructions, made, reproduces)}
@@ -355,7 +425,7 @@ class ChatSession:
                       instructions: str) -> tuple[Generation, dict[str, Any]]:
         """A generation for more of the last shown answer, and its provenance part."""
         fitted = self.engine.prepare(self.model_messages(instructions), settings, continues=True)
-        generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache)
+        generation = self.engine.generate(fitted, settings, skill.stop if skill else (), cache=self.kv_cache, tokens=self.record_tokens)
         return generation, provenance.part(self.engine, fitted, settings, drawn)
 
     def _started(self, reply: Reply) -> Reply:

@@ -168,6 +168,22 @@ def token_texts(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> l
     return texts
 
 
+def _by_prefixes(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> list[str]:
+    """Each token's text from the decoded prefixes (slow: for a decoder the lookback can't follow)."""
+    texts, done = [], ""
+    for index in range(len(ids)):
+        upto = decode(ids[: index + 1])
+        if upto.endswith(INCOMPLETE) and index + 1 < len(ids):
+            texts.append("")
+            continue
+        common = 0
+        while common < min(len(done), len(upto)) and done[common] == upto[common]:
+            common += 1
+        texts.append(upto[common:])  # (a decoder that rewrote earlier text: only what is new)
+        done = upto
+    return texts
+
+
 def fit_to_text(steps: list[TokenStep], text: str, strip_start: bool, complete_only: bool = False) -> list[TokenStep]:
     """The steps whose texts make up `text`: the answer as shown, which may have lost its leading
     space and be cut before a stop string. Tokens after its end are left out; the one it ends inside
@@ -178,10 +194,13 @@ def fit_to_text(steps: list[TokenStep], text: str, strip_start: bool, complete_o
     if whole[offset : offset + len(text)] != text:
         return [] if complete_only else steps
     end, position, fitted = offset + len(text), 0, []
+    # After the end: a stop string (its tokens are left out), or the bytes of a character the answer
+    # never completed, which the reader drops (those tokens stay, adding no text).
+    unfinished = not complete_only and whole[end:].strip(INCOMPLETE) == ""
     for step in steps:
         start, stop = position, position + len(step.text)
         position = stop
-        if (start >= end and (step.text or start > end)) or (complete_only and stop > end):
+        if (start >= end and (step.text or start > end) and not unfinished) or (complete_only and stop > end):
             break
         piece = whole[max(start, offset) : min(stop, end)]
         fitted.append(TokenStep(step.id, piece, step.dists))

@@ -222,10 +222,10 @@ def test_a_database_from_a_newer_release_is_refused_not_damaged(db_url):
     chat_id = write_chat(store, "alice", "Hello", "Hi")
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE meta SET value = '99' WHERE key = 'schema_version'"))
-    with pytest.raises(StoreError, match="newer release of this app .schema 99; this one knows up to 2.: upgrade the app"):
+    with pytest.raises(StoreError, match=f"newer release of this app .schema 99; this one knows up to {schema.SCHEMA_VERSION}.: upgrade the app"):
         Store(db_url)
     with store.engine.begin() as connection:
-        connection.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
+        connection.execute(text(f"UPDATE meta SET value = '{schema.SCHEMA_VERSION}' WHERE key = 'schema_version'"))
     assert [c.id for c in Store(db_url).chats("alice")] == [chat_id]
 
 
@@ -237,12 +237,13 @@ def test_a_database_from_this_release_is_upgraded_by_the_next_releases_steps(db_
         column = Column("pinned", Integer, nullable=False, server_default="0")
         connection.execute(text(f"ALTER TABLE conversations ADD COLUMN {column.name} INTEGER NOT NULL DEFAULT 0"))
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr("chat.store.store.SCHEMA_VERSION", 3)
-    monkeypatch.setitem(schema.MIGRATIONS, 2, add_pinned)
+    today = schema.SCHEMA_VERSION
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", today + 1)
+    monkeypatch.setattr("chat.store.store.SCHEMA_VERSION", today + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, today, add_pinned)
     upgraded = Store(db_url)
     with upgraded.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "3"
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == str(today + 1)
         assert connection.execute(text("SELECT pinned FROM conversations")).scalar_one() == 0
     assert [c.id for c in upgraded.chats("alice")] == [chat_id]
 
@@ -283,7 +284,8 @@ def release_1_database(db_url: str) -> str:
     source = sqlite3.connect(RELEASE_1_FILE)
     store = Store(db_url)
     with store.engine.begin() as connection:
-        connection.execute(text("ALTER TABLE messages DROP COLUMN shown_at"))
+        connection.execute(text("DROP TABLE token_data"))  # (release 3's)
+        connection.execute(text("ALTER TABLE messages DROP COLUMN shown_at"))  # (release 2's)
         connection.execute(text("DELETE FROM meta"))
         for table in ("meta", "conversations", "messages"):
             cursor = source.execute(f"SELECT * FROM {table}")
@@ -306,5 +308,10 @@ def test_a_release_1_database_is_upgraded_with_every_chat_and_version_kept(db_ur
     assert sorted(m["content"] for m in chat.all_messages if m["role"] == "assistant") == ["4", "5", "Hello"]
     assert chat.instructions == "Be brief." and chat.settings["temperature"] == 0.7
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "2"
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "3"
         assert connection.execute(text("SELECT count(*) FROM messages WHERE shown_at IS NULL")).scalar_one() == 0
+    # Release 3 keeps answers' token data: the upgraded database takes it.
+    answer = next(m for m in chat.messages if m["content"] == "4")
+    store.save_tokens("user:ada", chat.id, answer["id"], b"token data")
+    assert store.tokens("user:ada", chat.id, answer["id"]) == b"token data"
+    assert store.tokens("user:eve", chat.id, answer["id"]) is None

@@ -144,3 +144,87 @@ def test_a_log_survives_its_stored_form(alone):
     log = generation.tokens
     again = TokenLog.from_bytes(log.to_bytes())
     assert again == log
+
+
+# -- in a session: Continue, another token, Reproduce, the store ---------------------------------------
+
+
+def recording_session(engine, settings: GenerationSettings | None = None):
+    from chat.session import ChatSession
+    from chat.skills import load_skills
+
+    session = ChatSession(engine, load_skills(), "Be brief.", settings or GenerationSettings(temperature=1.0, max_new_tokens=10))
+    session.record_tokens = True
+    return session
+
+
+def test_an_answer_and_its_continuation_keep_tokens_that_join_to_its_text(chatty_engine):
+    session = recording_session(chatty_engine)
+    "".join(session.send("Hello"))
+    answer = session.history[-1]
+    first = session.tokens_of(answer)
+    assert first is not None and len(first) == 10 and first.text == answer["content"]
+    "".join(session.continue_answer())
+    both = session.tokens_of(answer)
+    assert len(both) == 20 and both.text == answer["content"]
+    assert both.steps[:10] == first.steps
+
+
+def test_no_token_data_when_the_view_is_closed(tiny_engine):
+    session = recording_session(tiny_engine)
+    session.record_tokens = False
+    "".join(session.send("Hello"))
+    assert session.tokens_of(session.history[-1]) is None
+
+
+def test_another_token_makes_a_version_that_goes_on_from_it_and_reproduces(chatty_engine):
+    session = recording_session(chatty_engine)
+    "".join(session.send("Hello"))
+    old = session.history[-1]
+    log = session.tokens_of(old)
+    position = 4
+    choice = next(a for a in log.steps[position].dists[MODEL].top if a.id != log.steps[position].id and not a.special)
+    reply = session.take_token(1, position, choice)
+    text = "".join(reply)
+    new = session.history[-1]
+    prefix = "".join(step.text for step in log.steps[:position]) + choice.text
+    assert new["content"] == prefix + text and new["id"] != old["id"]
+    assert session.versions() == [(1, 2, 2)]  # a version beside the old answer, which stays
+    kept = session.tokens_of(new)
+    assert [s.id for s in kept.steps[: position + 1]] == [s.id for s in log.steps[:position]] + [choice.id]
+    assert kept.text == new["content"]
+    fork = new["provenance"]["parts"][0]["fork"]
+    assert fork["from"] == old["id"] and fork["token"] == position and fork["chosen"] == choice.text
+    again = "".join(session.reproduce())
+    assert session.history[-1]["content"] == new["content"] and again == text  # same fork, same seed: same text
+    session.switch(1, -2)
+    assert session.history[-1]["content"] == old["content"]
+
+
+def test_choosing_the_end_of_turn_ends_the_new_version_there(tiny_engine):
+    session = recording_session(tiny_engine, GenerationSettings(temperature=0, max_new_tokens=8))
+    "".join(session.send("Hello"))
+    log = session.tokens_of(session.history[-1])
+    end = tiny_engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    from chat.tokens import Alternative
+
+    assert session.take_token(1, 2, Alternative(end, "<|im_end|>", -3.0, special=True)) is None
+    assert session.history[-1]["content"] == "".join(step.text for step in log.steps[:2]).lstrip()
+    assert not session.busy
+
+
+def test_token_data_comes_back_from_the_store_for_its_owner_only(tiny_engine, tmp_path):
+    from chat.store.record import ChatRecord, settings_of, tree_of
+    from chat.store.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'chats.sqlite3'}")
+    session = recording_session(tiny_engine)
+    session.record = ChatRecord.new(store, "alice", session.instructions, session.settings)
+    "".join(session.send("Hello"))
+    answer = session.history[-1]
+    recorded = session.tokens_of(answer)
+    chat = store.open_chat("alice", session.record.chat_id)
+    again = recording_session(tiny_engine)
+    again.open(ChatRecord(store, "alice", chat.id), *tree_of(chat), chat.instructions, settings_of(chat, GenerationSettings()))
+    assert again.tokens_of(again.history[-1]) == recorded
+    assert store.tokens("mallory", chat.id, answer["id"]) is None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from queue import Empty
-from typing import Any, Iterator, cast
+from typing import Any, Iterator, Sequence, cast
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -64,7 +64,7 @@ class LocalGeneration(Generation):
         # Beam search keeps several candidates: no one distribution per token to show.
         self._recorder = TokenRecorder() if tokens and settings.num_beams == 1 else None
         self._texts = TokenTexts(engine.decode_answer)
-        self._alternative_texts: dict[int, tuple[str, bool]] = {}
+        self._named = 0  # steps whose alternatives have their texts
         # Beam search runs several rows at once: it neither uses nor replaces the session's cache.
         self._cache = cache if settings.num_beams == 1 else None
         self._clock = Clock()
@@ -114,13 +114,14 @@ class LocalGeneration(Generation):
         if self._recorder is None:
             return None
         steps = self._recorder.snapshot()
-        texts = self._texts.feed([step.id for step in steps[len(self._texts.ids):]], final=not self.running)
+        texts = self._texts.feed([cast(int, step.id) for step in steps[len(self._texts.ids):]], final=not self.running)
         named = [TokenStep(step.id, text, step.dists) for step, text in zip(steps, texts)]
-        for index, step in enumerate(named):
-            for dist in step.dists.values():
+        for index in range(self._named, len(named)):  # each step's alternatives are named once
+            for dist in named[index].dists.values():
                 for alternative in dist.top:
                     if not alternative.text:
-                        alternative.text, alternative.special = self._alternative_text(alternative.id, index)
+                        alternative.text, alternative.special = self._alternative_text(cast(int, alternative.id), index)
+        self._named = len(named)
         return TokenLog(named, self._recorder.distributions or ())
 
     def _alternative_text(self, token: int, index: int) -> tuple[str, bool]:
@@ -220,7 +221,7 @@ class LocalEngine:
         stops = tuple(dict.fromkeys(self.format.stop_strings + tuple(extra_stop_strings)))
         return LocalGeneration(self, fitted, settings, stops, cache if isinstance(cache, PrefixCache) else None, tokens)
 
-    def decode_answer(self, ids: list[int]) -> str:
+    def decode_answer(self, ids: Sequence[int]) -> str:
         """Token ids → the answer's text, exactly as the streamer decodes it."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 

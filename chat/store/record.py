@@ -14,6 +14,7 @@ from typing import Any
 
 from ..session import INTERRUPTED
 from ..settings import GenerationSettings
+from ..tokens import TokenLog
 from ..tree import ConversationTree
 from .store import MessageStatus, Store, StoredChat
 
@@ -47,6 +48,14 @@ class ChatRecord:
         self._saved_at.pop(answer["id"], None)
         self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], _status(answer),
                                   answer.get("error"), provenance)
+
+    def tokens(self, answer: dict[str, Any], log: TokenLog) -> None:
+        """The answer's token data (written once it has ended)."""
+        self.store.save_tokens(self.owner, self.chat_id, answer["id"], log.to_bytes())
+
+    def stored_tokens(self, message_id: str) -> TokenLog | None:
+        data = self.store.tokens(self.owner, self.chat_id, message_id)
+        return TokenLog.from_bytes(data) if data is not None else None
 
     def shown(self, history: list[dict[str, Any]]) -> None:
         """The chat now shows `history` (a version switch, Undo, Clear, Retry; nothing is deleted)."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
 
-SCHEMA_VERSION = 2  # this release's; a database with a larger one was made by a newer release
+SCHEMA_VERSION = 3  # this release's; a database with a larger one was made by a newer release
 ID_LENGTH = 32  # ids are 22-character URL-safe random tokens (128 bits): unguessable
 
 metadata = MetaData()
@@ -62,6 +62,15 @@ messages = Table(
     Index("ix_messages_conversation_position", "conversation_id", "position"),
 )
 
+# Schema 3: an answer's token data (chat/tokens.py), when it was recorded: larger than its text, so a
+# table of its own, read only when the token view opens (never with the chat).
+token_data = Table(
+    "token_data", metadata,
+    Column("message_id", String(ID_LENGTH), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("conversation_id", String(ID_LENGTH), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    Column("data", LargeBinary, nullable=False),  # TokenLog.to_bytes(): compressed, versioned JSON
+    Column("created_at", Float, nullable=False),
+)
 
 
 def _add_shown_at(connection: Connection) -> None:
@@ -70,6 +79,11 @@ def _add_shown_at(connection: Connection) -> None:
     connection.execute(text("UPDATE messages SET shown_at = created_at"))
 
 
+def _add_token_data(connection: Connection) -> None:
+    """2 → 3: answers may keep their token data (none was recorded before)."""
+    token_data.create(connection)
+
+
 # Steps that bring a database from version N to N + 1, run in order inside one transaction.
 # A step adds tables or columns; it never changes meaning.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data}

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from ..errors import StoreError
 from ..tree import new_id
 from .connection import WriteLock, reason
-from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata
+from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, token_data
 
 APP_DIR = "chat-workbench"  # under the user data dir (platformdirs)
 DEFAULT_FILE = "chats.sqlite3"
@@ -236,6 +236,7 @@ class Store:
         cutoff = time.time() - older_than_s
         with self._write() as connection:
             gone = select(conversations.c.id).where(conversations.c.deleted_at < cutoff)
+            connection.execute(delete(token_data).where(token_data.c.conversation_id.in_(gone)))
             connection.execute(delete(messages).where(messages.c.conversation_id.in_(gone)))
             connection.execute(delete(conversations).where(conversations.c.deleted_at < cutoff))
 
@@ -285,6 +286,27 @@ class Store:
             with self._write() as connection:
                 connection.execute(update(messages).where(messages.c.conversation_id == chat_id, messages.c.id.in_(path))
                                    .values(shown_at=time.time()))
+
+    def save_tokens(self, owner: str, chat_id: str, message_id: str, data: bytes) -> None:
+        """An answer's token data (replacing any it had: a Continue adds to it)."""
+        from sqlalchemy import delete
+
+        with self._write() as connection:
+            owned = connection.execute(select(messages.c.id).where(
+                messages.c.id == message_id, messages.c.conversation_id == chat_id,
+                messages.c.conversation_id.in_(select(conversations.c.id).where(*self._owned(owner, chat_id))))).first()
+            if owned is None:
+                raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+            connection.execute(delete(token_data).where(token_data.c.message_id == message_id))
+            connection.execute(insert(token_data).values(message_id=message_id, conversation_id=chat_id, data=data,
+                                                         created_at=time.time()))
+
+    def tokens(self, owner: str, chat_id: str, message_id: str) -> bytes | None:
+        """An answer's token data, if it was recorded (None too for a chat that isn't the owner's)."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(token_data.c.data).where(
+                token_data.c.message_id == message_id, token_data.c.conversation_id == chat_id,
+                token_data.c.conversation_id.in_(select(conversations.c.id).where(*self._owned(owner, chat_id))))).scalar()
 
     def mark_interrupted(self, older_than_s: float = STALE_S) -> int:
         """Answers left "streaming" by a process that died become "interrupted" for good; how many."""

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from . import chats, handlers
+from . import chats, handlers, token_panel
 from ..engine import Engine
 from ..errors import ChatError
 from ..store.store import Store
@@ -113,6 +113,7 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             reset_button = gr.Button("Reset to default", size="sm")
         with gr.Accordion("Settings", open=False):
             setting_inputs = _settings_controls(defaults)
+        tokens = token_panel.Panel.build()
         with gr.Accordion("How this answer was made", open=False):
             provenance = gr.Markdown(NO_ANSWER_YET, elem_id="provenance")
         with gr.Accordion("Prompt", open=False):
@@ -156,6 +157,8 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             reproduce_button.click(bind_stream(handlers.reproduce), session, api_name="reproduce", **answering),
             chatbot.edit(bind_stream(handlers.edit), [session, *controls], api_visibility="private", **answering),
         ]
+        generating_events.append(tokens.wire(bind, bind_stream, session, controls, answering))
+        tokens.redraw_after(generating_events, bind, session)
         downloads = [download_button, markdown_button]
         for event in generating_events:
             event.then(bind(handlers.download), session, downloads, queue=False, show_progress="hidden", api_visibility="private")
@@ -164,7 +167,9 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             switched = button.click(bind(partial(handlers.switch_version, step=step)), session, outputs, queue=False,
                                     cancels=generating_events, api_visibility="private")
             switched.then(bind(handlers.download), session, downloads, queue=False, show_progress="hidden", api_visibility="private")
-        chatbot.select(bind(handlers.pick), session, outputs, queue=False, show_progress="hidden", api_visibility="private")
+            tokens.redraw_after([switched], bind, session)
+        picked = chatbot.select(bind(handlers.pick), session, outputs, queue=False, show_progress="hidden", api_visibility="private")
+        tokens.redraw_after([picked], bind, session)
         # Stop, Undo and Clear skip the queue: they must act while an answer is still streaming.
         stop_button.click(bind(handlers.stop), session, None, queue=False, cancels=generating_events, api_name="stop")
         undo_button.click(bind(handlers.undo), [session, message], outputs, queue=False, cancels=generating_events, api_name="undo")

@@ -7,6 +7,7 @@ renders the same way.
 from __future__ import annotations
 
 import html
+import math
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..engine import Stats
 from ..provenance import summary
 from ..markup import escape_html_outside_code as shown_text
 from ..session import INTERRUPTED, ChatSession
+from ..tokens import percent
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"
@@ -101,7 +103,7 @@ def provenance_view(session: ChatSession) -> str:
     if index is None:
         return NO_ANSWER_YET
     document = session.history[index].get("provenance")
-    if not document or not any("settings" in part for part in document.get("parts", [])):
+    if not document or not any("settings" in part or "fork" in part for part in document.get("parts", [])):
         return f"**{_name(session, index)}**: no record of how it was made (it comes from a file or an earlier release)."
     lines = [f"**{_name(session, index)}** · {shown_text(summary(document))}", ""]
     revision = f" @ {document['revision'][:12]}" if document.get("revision") else ""
@@ -115,9 +117,11 @@ def provenance_view(session: ChatSession) -> str:
         same = session.tree.messages[reproduces]["content"] == session.history[index]["content"]
         lines.append(f"- **Reproduces version {k}:** {'identical text ✓' if same else 'the text differs'}")
     for number, part in enumerate(document.get("parts", []), start=1):
+        if "fork" in part:
+            lines.append(f"- **Began with a token you chose:** {fork_line(session, part['fork'])}")
         if "settings" not in part:
             continue
-        title = "Answer" if number == 1 else f"Continue {number - 1}"
+        title = "Answer" if number == 1 else ("Continued by the model" if "fork" in document["parts"][0] and number == 2 else f"Continue {number - 1}")
         settings = ", ".join(f"{name} {value}" for name, value in part["settings"].items() if value is not None)
         stats = part.get("stats") or {}
         seed = "none (greedy)" if part.get("seed") is None else f"{part['seed']}{' (drawn at random)' if part.get('seed_drawn') else ''}"
@@ -131,6 +135,15 @@ def provenance_view(session: ChatSession) -> str:
                   + (f", {stats['tokens_per_second']:.1f} tokens/s" if stats.get("tokens_per_second") else ""),
                   "", _fenced(part.get("prompt", ""))]
     return "\n".join(lines)
+
+
+def fork_line(session: ChatSession, fork: dict[str, Any]) -> str:
+    """Where a version that took another token came from, in words."""
+    k = session.tree.version(fork["from"])[0] if fork.get("from") in session.tree.messages else None
+    source = f"version {k}" if k else "an earlier version"
+    chosen = f"«{shown_text(fork['chosen'])}»" + (" (end of the answer)" if fork.get("special") else "")
+    return (f"token {fork['token'] + 1} of {source}: {chosen} ({percent(math.exp(fork['logprob']))}) "
+            f"instead of «{shown_text(fork['instead_of'])}»")
 
 
 def _one_line(text: str) -> str:
