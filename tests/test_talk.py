@@ -273,3 +273,20 @@ def test_the_terminal_says_once_per_trim_what_the_model_no_longer_sees(tmp_path)
     assert counts and counts == sorted(set(counts))  # each trim told once, the count growing
     assert len(counts) <= turns // 3  # not at every turn: a trim makes room for several
     assert session.out_of_view == counts[-1]
+
+
+def test_tokens_in_a_pipe_show_each_token_of_the_last_answer_with_its_alternatives(tmp_path, tiny_chat_dir, tiny_engine):
+    lines = "Hello\n/tokens\nHello again\n/tokens\n/tokens sampled\n/tokens off\n/tokens bogus\n"
+    run = piped(tmp_path, tiny_chat_dir, lines, "--repetition-penalty", "1")
+    out, err = run.stdout.decode(), run.stderr.decode()
+    assert "The last answer's tokens were not recorded. The next answers record them" in err  # the first /tokens
+    header = re.search(r"(\d+) tokens; probabilities: the model's own", out)
+    assert header, out
+    rows = re.findall(r"^ +(\d+)  (.{14})  +([\d.<]+%) +([\d.]+)   (.+)$", out, flags=re.M)
+    count = int(header.group(1))
+    assert [int(r[0]) for r in rows[:count]] == list(range(1, count + 1))
+    # Greedy without a penalty: each token is the likeliest, so the first one listed there is itself.
+    for _, _, probability, _, others in rows[:count]:
+        assert others.split(" · ")[0].rsplit(" ", 1)[1] == probability
+    assert "tokens; probabilities: after temperature, top-k, top-p and min-p" in out  # /tokens sampled
+    assert "Tokens are no longer recorded." in err and "unknown /tokens option 'bogus'" in err

@@ -25,6 +25,8 @@ from ..errors import ChatError, GenerationError, SkillError
 from ..session import INTERRUPTED, ChatSession, Reply
 from ..skills import SkillBook
 from ..files import conversation_document
+from ..tokens import MODEL
+from .token_lines import USAGE, chosen_distribution, token_lines
 from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store
 
@@ -37,6 +39,9 @@ HELP = """Commands:
   /versions      the messages that have other versions (Retry, /reproduce, the web page's edits)
   /prev [N]      show the previous version of message N (default: the last with versions), and what followed it
   /next [N]      … the next version
+  /tokens        the last answer's tokens: each one's probability and the likeliest others there
+                 (/tokens on: record them for the next answers, off: stop; model, penalized or sampled:
+                 which probabilities: the model's own, after the repetition penalty, or drawn from)
   /undo          hide the last exchange (your message comes back to edit; kept as a version)
   /clear         empty this conversation (what it held is kept as versions)
   /new           start a new conversation (the last one stays in /chats)
@@ -118,11 +123,13 @@ class Talk:
         self.skill = session.skills.default.name
         self.failed = False  # a piped run that met an error exits with 1
         self.out_of_view = 0  # the oldest messages the model no longer sees, as last told
+        self.token_distribution = MODEL  # which probabilities /tokens shows
         self.prefill = ""  # text put back on the input line (after /undo)
         self.can_prefill = False  # the line reader can put text on the input line
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "/skill": self.use_skill, "/skills": self.list_skills, "/retry": self.retry, "/undo": self.undo,
             "/continue": self.continue_answer, "/reproduce": self.reproduce, "/versions": self.versions,
+            "/tokens": self.tokens,
             "/prev": lambda number: self.switch(number, -1), "/next": lambda number: self.switch(number, +1),
             "/clear": self.clear, "/system": self.system, "/save": self.save, "/load": self.load,
             "/new": self.new_chat, "/chats": self.list_chats, "/open": self.open_chat,
@@ -285,6 +292,25 @@ class Talk:
 
     def reproduce(self, _: str) -> None:
         self.stream(self.session.reproduce())
+
+    def tokens(self, word: str) -> None:
+        word = word.strip().casefold()
+        if word in ("on", "off"):
+            self.session.record_tokens = word == "on"
+            self.note("Answers now record their tokens (a few percent slower)." if word == "on" else "Tokens are no longer recorded.")
+            return
+        if word and chosen_distribution(word) is None:
+            raise ChatError(f"unknown /tokens option {word!r}: {USAGE}")
+        self.token_distribution = word or self.token_distribution
+        answers = [m for m in self.session.history if m["role"] == "assistant"]
+        log = self.session.tokens_of(answers[-1]) if answers else None
+        if log is None:
+            self.session.record_tokens = True
+            self.note("The last answer's tokens were not recorded. The next answers record them (a few percent slower): "
+                      "/tokens again after one; /tokens off stops.")
+            return
+        for line in token_lines(log, self.token_distribution):
+            self.show(line)
 
     def versions(self, _: str) -> None:
         found = self.session.versions()
