@@ -19,6 +19,7 @@ from typing import Iterator, Protocol
 from .context import FittedPrompt
 from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat
+from .prompt_tokens import PromptTokens
 from .settings import GenerationSettings
 from .stopping import REPLACEMENT_CHARACTER, StopStringFilter
 from .tokens import TokenLog, TokenStep, fit_to_text
@@ -93,6 +94,12 @@ class Engine(Protocol):
 
     def render(self, messages: Messages) -> str:
         """The prompt text for `messages`, as the Prompt view shows it."""
+        ...
+
+    def prompt_tokens(self, fitted: FittedPrompt, typed: str | None = None) -> PromptTokens | None:
+        """`prepare`'s prompt token by token, each in its part (instructions, history, your text ...), for
+        the Prompt view; `typed`: what the user typed of the last user message, before a skill wrapped it.
+        None where a server tokenizes the prompt itself (`exact_prompt` False)."""
         ...
 
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),

@@ -60,11 +60,16 @@ def encode(prompt_format: PromptFormat, tokenizer: Any, messages: Messages, cont
     """The prompt text and its token ids, with message text never turned into control tokens."""
     segments = prompt_format.segments(messages, continue_final)
     text = "".join(part for part, _ in segments)
-    add_special = prompt_format.name == "transcript"  # a template writes its own BOS; a transcript doesn't
+    add_special = adds_special_tokens(prompt_format)
     ids = _encode_whole_if_safe(tokenizer, segments, text, add_special)
     if ids is None:
         ids = _encode_by_segment(tokenizer, segments, add_special)
     return Prompt(text=text, ids=ids)
+
+
+def adds_special_tokens(prompt_format: PromptFormat) -> bool:
+    """Whether the tokenizer adds its special tokens (a BOS): a template writes its own; a transcript doesn't."""
+    return prompt_format.name == "transcript"
 
 
 class ChatTemplateFormat:
@@ -181,7 +186,8 @@ def _split_at_contents(text: str, contents: list[str]) -> list[Segment]:
     return [s for s in segments if s[0]]
 
 
-def _control_token_ids(tokenizer: Any) -> set[int]:
+def control_token_ids(tokenizer: Any) -> set[int]:
+    """The ids of the tokenizer's control tokens: its special tokens and added tokens marked special."""
     ids = set(getattr(tokenizer, "all_special_ids", []) or [])
     for token_id, token in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
         if getattr(token, "special", False):
@@ -200,7 +206,7 @@ def _encode_whole_if_safe(tokenizer: Any, segments: list[Segment], text: str, ad
         if is_message:
             spans.append((start, start + len(part)))
         start += len(part)
-    control = _control_token_ids(tokenizer)
+    control = control_token_ids(tokenizer)
     for token_id, (begin, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
         if token_id in control and end > begin and any(b < end and begin < e for b, e in spans):
             return None

@@ -73,3 +73,16 @@ def test_a_closed_panel_records_nothing_and_says_so(page):
     open_section(page, "Tokens: how sure the model was")
     page.wait_for_function("() => (document.querySelector('#token-view')?.innerText || '').includes('closed')", timeout=WAIT_MS)
     assert chips(page).count() == 0
+
+
+def test_the_prompt_shows_as_tokens_with_its_parts(page):
+    send(page, "Hello there")
+    wait_done(page)
+    open_section(page, "Prompt")
+    page.get_by_label("Show as tokens: each piece and id, coloured by part").check()
+    page.locator("#prompt-tokens .pt-tok").first.wait_for(timeout=WAIT_MS)
+    view = page.locator("#prompt-tokens").inner_text()
+    for part in ("instructions", "your text", "generation prompt"):
+        assert part in view
+    specials = page.locator("#prompt-tokens .pt-tokens .pt-tok.special")  # (not the legend's sample)
+    assert specials.count() >= 4 and "<|im_start|>" in specials.first.inner_text()

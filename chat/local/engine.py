@@ -23,8 +23,9 @@ from ..context import FittedPrompt, fit_to_context
 from ..engine import Generation, SessionCache, StopReason
 from ..errors import ChatError, GenerationError
 from ..formats import Messages, PromptFormat, encode, render
+from ..prompt_tokens import PromptTokens, read_prompt
 from ..settings import GenerationSettings
-from ..tokens import TokenLog, TokenStep, TokenTexts
+from ..tokens import LOOKBACK, TokenLog, TokenStep, TokenTexts
 from .batching import StepBatcher, can_batch
 from .criteria import CancelCriteria, stop_string_criteria
 from .kvcache import CachePool, PrefixCache, common_prefix_length
@@ -117,19 +118,23 @@ class LocalGeneration(Generation):
         texts = self._texts.feed([cast(int, step.id) for step in steps[len(self._texts.ids):]], final=not self.running)
         named = [TokenStep(step.id, text, step.dists) for step, text in zip(steps, texts)]
         for index in range(self._named, len(named)):  # each step's alternatives are named once
-            for dist in named[index].dists.values():
-                for alternative in dist.top:
-                    if not alternative.text:
-                        alternative.text, alternative.special = self._alternative_text(cast(int, alternative.id), index)
+            self._name_alternatives(named[index], index)
         self._named = len(named)
         return TokenLog(named, self._recorder.distributions or ())
 
-    def _alternative_text(self, token: int, index: int) -> tuple[str, bool]:
-        """What `token` would have added in place of the answer's token `index` (its name, if special)."""
-        if token in self.engine.special_ids:
-            return self.engine.tokenizer.decode([token]), True
-        before = self._texts.ids[max(0, index - 8) : index]
-        return self.engine.decode_answer([*before, token])[len(self.engine.decode_answer(before)):], False
+    def _name_alternatives(self, step: TokenStep, index: int) -> None:
+        """What each alternative would have added in place of the answer's token `index` (a special
+        token: its name), decoded after the tokens before it, as the answer's own tokens are."""
+        before = self._texts.ids[max(0, index - LOOKBACK) : index]
+        known = self.engine.decode_answer(before)
+        names: dict[int, tuple[str, bool]] = {}
+        for dist in step.dists.values():
+            for alternative in dist.top:
+                token = cast(int, alternative.id)
+                if token not in names:
+                    names[token] = ((self.engine.tokenizer.decode([token]), True) if token in self.engine.special_ids
+                                    else (self.engine.decode_answer([*before, token])[len(known):], False))
+                alternative.text, alternative.special = names[token]
 
     def _give_back_cache(self) -> None:
         """Hands the keys and values of this turn back to the session (nothing after a failure)."""
@@ -208,6 +213,10 @@ class LocalEngine:
 
     def render(self, messages: Messages) -> str:
         return render(self.format, messages)
+
+    def prompt_tokens(self, fitted: FittedPrompt, typed: str | None = None) -> PromptTokens:
+        """`fitted`'s prompt token by token, each in its part (see chat/prompt_tokens.py)."""
+        return read_prompt(fitted, self.format, self.tokenizer, typed)
 
     def generate(
         self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..conversation import normalize_messages
 from ..errors import ChatError, ConversationError
-from ..formats import Messages, PromptFormat, _control_token_ids, encode
+from ..formats import Messages, PromptFormat, control_token_ids, encode
 
 EVAL_MARKER = "_EVAL_"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -219,7 +219,7 @@ def turn_end_ids(prompt_format: PromptFormat, tokenizer: Any) -> list[int]:
             text = ""
         if marker in text:
             after = tokenizer(text.split(marker, 1)[1], add_special_tokens=False)["input_ids"]
-            if after and after[0] in _control_token_ids(tokenizer):
+            if after and after[0] in control_token_ids(tokenizer):
                 return [after[0]]
     if tokenizer.eos_token_id is None:
         raise TrainingDataError("this tokenizer has no end-of-sequence token, so the model could not learn to stop")
