@@ -228,3 +228,15 @@ def test_token_data_comes_back_from_the_store_for_its_owner_only(tiny_engine, tm
     again.open(ChatRecord(store, "alice", chat.id), *tree_of(chat), chat.instructions, settings_of(chat, GenerationSettings()))
     assert again.tokens_of(again.history[-1]) == recorded
     assert store.tokens("mallory", chat.id, answer["id"]) is None
+
+
+def test_the_token_view_escapes_what_the_model_wrote():
+    from chat.tokens import Alternative, Distribution, TokenStep
+    from chat.web.token_view import chips, details
+
+    evil = "<img src=x onerror=alert(1)>"
+    dist = Distribution(-0.1, 0.5, [Alternative(1, evil, -0.1), Alternative(2, "<script>", -2.5)])
+    log = TokenLog([TokenStep(1, evil, {MODEL: dist, PENALIZED: dist, SAMPLED: dist})])
+    shown = chips(log, MODEL, picked=0) + details(log, 0, MODEL)
+    assert "<img" not in shown and "<script>" not in shown
+    assert "&lt;img" in shown and "&lt;script&gt;" in shown

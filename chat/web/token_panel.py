@@ -43,9 +43,8 @@ class Panel:
                                     elem_id="token-distribution")
             shown = gr.HTML(f"<p>{CLOSED}</p>", elem_id="token-view", js_on_load=CLICK_SCRIPT, css_template=CSS)
             picked = gr.HTML("", elem_id="token-details", css_template=CSS)
-            with gr.Row(equal_height=True):
-                alternatives = gr.Radio([], label="Take another token here", elem_id="token-alternatives", scale=4)
-                button = gr.Button("Continue from this token", size="sm", interactive=False, scale=1, min_width=160)
+            alternatives = gr.Radio([], label="Take another token here", elem_id="token-alternatives")
+            button = gr.Button("Continue from this token", size="sm", interactive=False)
         return cls(accordion, distribution, shown, picked, alternatives, button)
 
     @property

@@ -91,7 +91,8 @@ def details(log: TokenLog, position: int, name: str) -> str:
     lines = [f"<p><b>Token {position + 1}: «{html.escape(text)}»</b> · {html.escape(under)}<br>"
              f"Entropy {dist.entropy:.2f} nats: as unsure as a fair choice among {sure:,.1f} tokens.</p>",
              f'<div class="bars" role="table" aria-label="Alternatives to token {position + 1}">']
-    others = [other for other in log.distributions if other != name]
+    # Beside each alternative, its probability under the distribution that differs most from this one.
+    others = [other for other in (SAMPLED, MODEL) if other != name and other in log.distributions]
     for alternative in dist.top[:SHOWN_ALTERNATIVES]:
         chosen = alternative.id == step.id if step.id is not None else alternative.text == step.text
         cls = ' class="chosen"' if chosen else ""
