@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # (the store imports this module)
     from .store.record import ChatRecord
 
 RETRY_COMMAND = "/retry"
+TOKEN_LOGS_KEPT = 16  # answers' token data held in memory per session, where the store keeps all (a few MB each)
 
 
 class ChatSession:
@@ -216,9 +217,12 @@ class ChatSession:
         return self.token_logs.get(message_id)
 
     def keep_tokens(self, answer: dict[str, Any], log: TokenLog) -> None:
-        self.token_logs[answer["id"]] = log
+        self.token_logs.pop(answer["id"], None)
+        self.token_logs[answer["id"]] = log  # (newest last)
         if self.record is not None:
             self.record.tokens(answer, log)
+            while len(self.token_logs) > TOKEN_LOGS_KEPT:  # the store has them: memory keeps the latest
+                self.token_logs.pop(next(iter(self.token_logs)))
 
     def switch(self, index: int, step: int) -> None:
         """Shows another version of the message at `index` (`step` -1: the previous, +1: the next),
