@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 TOKEN_DATA_VERSION = 1
 TOP = 20  # alternatives kept per token: the /v1 API's `top_logprobs` limit
+RULED_OUT = -9999.0  # OpenAI's logprob for a token that can't be picked (JSON has no -inf)
 MODEL, PENALIZED, SAMPLED, SERVER = "model", "penalized", "sampled", "server"
 DISTRIBUTIONS = (MODEL, PENALIZED, SAMPLED)
 DESCRIPTIONS = {

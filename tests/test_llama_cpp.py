@@ -16,6 +16,7 @@ from chat.remote.engine import RemoteEngine
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
+from chat.tokens import SERVER, TOP
 from chat.web.view import chat_messages
 from tests.helpers.llama_server import ALIAS, LlamaServer, require_llama_cpp
 
@@ -109,6 +110,22 @@ def test_two_users_at_once_both_get_their_whole_answers(llama_server):
     for thread in threads:
         thread.join(120)
     assert [together.get(0), together.get(1)] == alone
+
+
+def test_the_servers_token_probabilities_make_up_the_answer(llama_server):
+    """llama-cpp-python returns the model's own logprobs (with each token's text alone, as it then streams it)."""
+    engine, _ = connected(llama_server)
+    fitted = engine.prepare([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+    generation = engine.generate(fitted, GREEDY, tokens=True)
+    text = "".join(generation)
+    log = generation.tokens
+    assert text.strip() and log.note is None and log.distributions == (SERVER,)
+    assert log.text == text and len(log) >= len(text.split())
+    for step in log.steps:
+        dist = step.dists[SERVER]
+        assert step.id is None and dist.logprob <= 0 and 0 < len(dist.top) <= TOP
+        assert [a.logprob for a in dist.top] == sorted((a.logprob for a in dist.top), reverse=True)
+    assert max(len(step.dists[SERVER].top) for step in log.steps) == TOP  # it was asked for 20
 
 
 def test_the_repetition_penalty_reaches_llama_cpp_as_repeat_penalty(llama_server):

@@ -17,8 +17,9 @@ from chat.remote.engine import RemoteEngine, add_backend_arguments
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import Skill, SkillBook
+from chat.tokens import PENALIZED, SERVER
 from chat.web.view import chat_messages
-from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api, serve_failure
+from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api, serve_api_refusing_logprobs, serve_failure
 from tests.helpers.engines import RecordingEngine, finished, make_engine
 from tests.helpers.ports import free_port, silent_port
 from tests.helpers.waiting import wait_for
@@ -95,6 +96,45 @@ def test_sampling_settings_reach_the_server(server, backend):
     "".join(session_on(remote(server, backend, standard_sampling=True), settings).send("Hello"))
     received, defaults = backend.generations[-1].settings, GenerationSettings()
     assert (received.top_k, received.min_p, received.repetition_penalty) == (defaults.top_k, defaults.min_p, defaults.repetition_penalty)
+
+
+def answer_with_tokens(engine, settings=GREEDY):
+    """(text, token log) of an answer to "Hello"; checks on the way that the tokens keep up with the text."""
+    generation = engine.generate(engine.prepare([{"role": "user", "content": "Hello"}], settings), settings, tokens=True)
+    for _ in generation:
+        assert generation.text.startswith("".join(step.text for step in generation.tokens_so_far()))
+    return generation.text, generation.tokens
+
+
+def test_a_remote_answers_tokens_are_the_servers_as_the_local_engine_records_them(server, backend):
+    text, local = answer_with_tokens(backend.engine)
+    remote_text, log = answer_with_tokens(remote(server, backend))
+    assert remote_text == text != "" and log.text == text
+    assert log.distributions == (SERVER,) and log.note is None
+    # This app's API reports the distribution after the repetition penalty (and no token without text).
+    expected = [step for step in local.steps if step.text]
+    assert [step.text for step in log.steps] == [step.text for step in expected]
+    for step, local_step in zip(log.steps, expected):
+        got, wanted = step.dists[SERVER], local_step.dists[PENALIZED]
+        assert step.id is None and all(alternative.id is None for alternative in got.top)
+        assert got.logprob == pytest.approx(wanted.logprob, abs=1e-5)
+        assert [a.text for a in got.top] == [a.text for a in wanted.top]
+        assert [a.logprob for a in got.top] == pytest.approx([a.logprob for a in wanted.top], abs=1e-5)
+
+
+def test_a_server_that_returns_no_token_probabilities_is_named_in_the_logs_note(backend):
+    with serve_api(backend, defaults=GenerationSettings(num_beams=2)) as beams:  # beam search records none
+        text, log = answer_with_tokens(remote(beams, backend))
+    assert text and log.steps == []
+    assert log.note == f"the model server at {beams.url}/v1 (model {backend.name!r}) did not return token " \
+                       "probabilities for this answer"
+
+
+def test_a_server_that_refuses_logprobs_is_asked_again_without_them(backend):
+    with serve_api_refusing_logprobs(backend, defaults=GenerationSettings(temperature=0)) as refusing:
+        text, log = answer_with_tokens(remote(refusing, backend))
+    assert text == answer_with_tokens(backend.engine)[0] != ""
+    assert log.steps == [] and "refused to send token probabilities (logprobs is not supported with this model)" in log.note
 
 
 def test_skills_expand_here_and_their_stop_strings_cut_the_answer(server, backend):

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, Mapping, NoReturn
 
 from openai.types import CompletionUsage, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr, ValidationError, model_validator, \
-    ValidationInfo, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, \
+    model_validator, ValidationInfo, create_model
 from pydantic_core import PydanticCustomError
 
 from ..conversation import is_blank, normalize_messages
@@ -27,6 +27,7 @@ from ..errors import ConversationError, SettingsError
 from ..settings import SETTINGS, GenerationSettings, Setting
 from ..remote.servers import OWN_MODELS_OWNER  # how clients (this app among them) recognise it
 from ..skills import Skill, SkillBook
+from ..tokens import TOP
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB of JSON is far more than any chat fits in a context window
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; vLLM more. 16 covers every real use
@@ -41,7 +42,7 @@ IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "parallel_tool_ca
 # Accepted only at their neutral value: anything else asks for what this server can't do,
 # and quietly ignoring it would hand back an answer the client did not ask for.
 NEUTRAL_VALUES: dict[str, Any] = {
-    "n": 1, "logprobs": False, "top_logprobs": 0, "frequency_penalty": 0, "presence_penalty": 0,
+    "n": 1, "frequency_penalty": 0, "presence_penalty": 0,
     "logit_bias": {}, "tools": [], "tool_choice": "none", "functions": [], "response_format": {"type": "text"},
 }
 REPORTED_FIRST = ("extra_forbidden", "unsupported_value")  # see `api_error`
@@ -123,6 +124,19 @@ def _stop_strings(value: Any) -> tuple[str, ...]:
     return tuple(stops)
 
 
+def _top_logprobs(value: Any) -> Any:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOP):
+        _refuse("invalid_value", f"top_logprobs must be an integer from 0 to {TOP}")
+    return value
+
+
+def _needs_logprobs(value: int | None, info: ValidationInfo) -> int | None:
+    # OpenAI's rule. 0 asks for nothing, and was accepted before logprobs were (as vLLM accepts it).
+    if value and not info.data.get("logprobs"):
+        _refuse("invalid_value", "top_logprobs needs logprobs: true (the alternatives come with each token's logprob)")
+    return value
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI keeps adding options here; none changes the answer
 
@@ -146,6 +160,9 @@ class ChatRequest(BaseModel):
     # vLLM's extension (the page's Continue through another instance): more of the last (assistant) message.
     continue_final_message: StrictBool | None = None
     add_generation_prompt: StrictBool | None = None
+    # Each token of the answer with its logprob, and with `top_logprobs` of its likeliest alternatives (logprobs.py).
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[StrictInt | None, BeforeValidator(_top_logprobs), AfterValidator(_needs_logprobs)] = None
 
     @model_validator(mode="after")
     def _last_message_fits_the_request(self) -> "ChatRequest":
@@ -291,19 +308,22 @@ def _finish_reason(stats: Stats) -> Any:
     return FINISH_REASONS.get(stats.stop_reason, "stop") if stats.stop_reason else "stop"
 
 
-def completion(cid: str, model: str, text: str, stats: Stats) -> ChatCompletion:
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": _finish_reason(stats)}
+def completion(cid: str, model: str, text: str, stats: Stats, logprobs: dict[str, Any] | None = None) -> ChatCompletion:
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+              "finish_reason": _finish_reason(stats)}
     return ChatCompletion.model_validate({"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
                                           "choices": [choice], "usage": usage(stats)})
 
 
 def chunk(cid: str, model: str, delta: dict[str, str] | None = None, finish: Stats | None = None,
-          stats_usage: Stats | None = None) -> ChatCompletionChunk:
-    """One SSE chunk: a text delta, the closing finish_reason, or (choices empty) the usage."""
+          stats_usage: Stats | None = None, logprobs: dict[str, Any] | None = None) -> ChatCompletionChunk:
+    """One SSE chunk: a text delta, the closing finish_reason, or (choices empty) the usage; `logprobs`:
+    those of the tokens whose text it brings."""
     if stats_usage is not None:
         return ChatCompletionChunk(id=cid, object="chat.completion.chunk", created=int(time.time()), model=model,
                                    choices=[], usage=usage(stats_usage))
-    choice = {"index": 0, "delta": delta or {}, "finish_reason": _finish_reason(finish) if finish is not None else None}
+    choice = {"index": 0, "delta": delta or {}, "finish_reason": _finish_reason(finish) if finish is not None else None,
+              **({"logprobs": logprobs} if logprobs is not None else {})}
     return ChatCompletionChunk.model_validate({"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
                                                "model": model, "choices": [choice]})
 

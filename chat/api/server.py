@@ -22,6 +22,7 @@ import binascii
 import hmac
 import json
 import threading
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from pydantic import BaseModel
@@ -29,11 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import schema
+from .logprobs import TokenFeed, choice_logprobs, whole_answer
 from .schema import ApiError, ChatRequest
 from ..engine import Engine, Generation
 from ..errors import ChatError, GenerationError, SettingsError
 from ..settings import GenerationSettings
 from ..skills import Skill, SkillBook
+from ..tokens import TokenStep
 
 QUEUE_WAIT_S = 30.0  # a request waits this long for a free slot, then gets 429
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
@@ -116,7 +119,8 @@ class ChatApi:
             return error_response(error)
         try:
             fitted = await asyncio.to_thread(self.engine.prepare, messages, settings, bool(chat.continue_final_message))
-            pump = Pump(self.engine.generate(fitted, settings, stops), on_done=self._slots.release)
+            generation = self.engine.generate(fitted, settings, stops, tokens=bool(chat.logprobs))
+            pump = Pump(generation, on_done=self._slots.release, tokens=bool(chat.logprobs and chat.stream))
         except ChatError as error:  # e.g. the instructions alone overflow the context
             self._slots.release()
             return error_response(ApiError(400, str(error), "messages", "invalid_prompt"))
@@ -158,14 +162,15 @@ class ChatApi:
         try:
             yield _event(schema.chunk(cid, model, {"role": "assistant", "content": ""}))
             try:
-                async for delta in pump.deltas():
-                    yield _event(schema.chunk(cid, model, {"content": delta}))
+                async for piece in pump.pieces():
+                    yield _event(schema.chunk(cid, model, {"content": piece.text}, logprobs=_logprobs(chat, piece.tokens)))
             except ChatError as error:  # mid-stream: the status is sent already, so an error event
                 yield _event(ApiError(500, str(error), kind="server_error", code="generation_failed").body())
                 yield "data: [DONE]\n\n"
                 return
             stats = pump.generation.stats
-            yield _event(schema.chunk(cid, model, finish=stats))
+            rest = pump.feed.rest() if pump.feed is not None else []  # tokens whose text came before they were complete
+            yield _event(schema.chunk(cid, model, finish=stats, logprobs=_logprobs(chat, rest) if rest else None))
             if chat.include_usage:
                 yield _event(schema.chunk(cid, model, stats_usage=stats))
             yield "data: [DONE]\n\n"
@@ -175,17 +180,30 @@ class ChatApi:
     async def _whole(self, pump: "Pump", chat: ChatRequest, request: Request, headers: dict[str, str]) -> Response:
         parts: list[str] = []
         try:
-            async for delta in pump.deltas(request):
-                parts.append(delta)
+            async for piece in pump.pieces(request):
+                parts.append(piece.text)
         except ChatError as error:
             return error_response(ApiError(500, str(error), kind="server_error", code="generation_failed"))
         finally:
             pump.stop()
-        body = schema.completion(schema.completion_id(), chat.model, "".join(parts), pump.generation.stats)
+        logprobs = whole_answer(pump.generation.tokens, chat.top_logprobs or 0) if chat.logprobs else None
+        body = schema.completion(schema.completion_id(), chat.model, "".join(parts), pump.generation.stats, logprobs)
         return JSONResponse(_json(body), headers=headers)
 
 
+def _logprobs(chat: ChatRequest, steps: list[TokenStep]) -> dict[str, Any] | None:
+    return choice_logprobs(steps, chat.top_logprobs or 0) if chat.logprobs else None
+
+
 _END = object()
+
+
+@dataclass
+class Piece:
+    """A text delta, and the tokens whose text has now all reached the client (when they are streamed)."""
+
+    text: str
+    tokens: list[TokenStep] = field(default_factory=list)
 
 
 class Pump:
@@ -193,10 +211,13 @@ class Pump:
 
     The thread, not the HTTP response, owns the generation: it always ends it (at its natural
     end or at Stop) and then frees the request's slot, even if the response never started.
+    `tokens`: each piece carries its tokens, read by this thread, which alone sees the text and the
+    tokens in step.
     """
 
-    def __init__(self, generation: Generation, on_done: Callable[[], None]):
+    def __init__(self, generation: Generation, on_done: Callable[[], None], tokens: bool = False):
         self.generation, self._on_done = generation, on_done
+        self.feed = TokenFeed(generation) if tokens else None
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self.finished = False
@@ -207,8 +228,8 @@ class Pump:
         if not self.finished:
             self.generation.cancel()
 
-    async def deltas(self, request: Request | None = None) -> AsyncIterator[str]:
-        """Text deltas; with `request`, stops when the client disconnects."""
+    async def pieces(self, request: Request | None = None) -> AsyncIterator[Piece]:
+        """Text deltas (with their tokens); with `request`, stops when the client disconnects."""
         getter: asyncio.Future | None = None
         try:
             while True:
@@ -233,7 +254,7 @@ class Pump:
         item: Any = _END
         try:
             for delta in self.generation:
-                self._call(self._queue.put_nowait, delta)
+                self._call(self._queue.put_nowait, Piece(delta, self.feed.new() if self.feed is not None else []))
         except ChatError as error:
             item = error
         except Exception as error:  # noqa: BLE001 - reaches the client as an error, never kills the thread silently

@@ -24,8 +24,10 @@ from ..engine import Generation, SessionCache, StopReason
 from ..errors import ChatError, GenerationError
 from ..formats import Messages, Prompt, PromptFormat, Segment, render
 from ..settings import GenerationSettings
-from .errors import API_KEY_ENV, explain
+from ..tokens import TokenLog
+from .errors import API_KEY_ENV, explain, refused_field
 from .servers import UNKNOWN, ServerInfo, probe
+from .tokens import ASK, ServerTokens
 
 BACKENDS = ("local", "openai")
 NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one
@@ -183,16 +185,21 @@ class RemoteEngine:
         body = render(self.format, messages)
         return f"{header}(about {estimate_tokens(messages)} tokens by estimate)\n{body}"
 
+    def prompt_tokens(self, fitted: FittedPrompt, typed: str | None = None) -> None:
+        return None  # the server tokenizes the messages itself: this app never sees the prompt's tokens
+
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
-                 cache: SessionCache | None = None) -> "RemoteGeneration":
-        """Starts streaming the answer in a worker thread; iterate the result for text."""
-        return RemoteGeneration(self, fitted, settings, tuple(dict.fromkeys(s for s in extra_stop_strings if s)))
+                 cache: SessionCache | None = None, tokens: bool = False) -> "RemoteGeneration":
+        """Starts streaming the answer in a worker thread; iterate the result for text. `tokens`: ask the
+        server for each token's logprob and alternatives too (see tokens.py)."""
+        return RemoteGeneration(self, fitted, settings, tuple(dict.fromkeys(s for s in extra_stop_strings if s)), tokens)
 
     def new_cache(self) -> None:
         return None  # the server keeps its own prefix cache
 
-    def request(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]) -> dict[str, Any]:
-        """The keyword arguments of `chat.completions.create` for one answer."""
+    def request(self, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
+                tokens: bool = False) -> dict[str, Any]:
+        """The keyword arguments of `chat.completions.create` for one answer (`tokens`: with its logprobs)."""
         fields: dict[str, Any] = {
             "model": self.name,
             "messages": [{"role": m["role"], "content": m["content"]} for m in fitted.messages],
@@ -203,6 +210,8 @@ class RemoteEngine:
         fields.update(standard, max_tokens=fitted.max_new_tokens)
         if stop_strings:  # all of them are also applied here as the text arrives
             fields["stop"] = list(stop_strings[:SERVER_STOP_LIMIT])
+        if tokens:  # OpenAI's own fields: sent even with --standard-sampling
+            fields.update(ASK)
         extensions = {name: value for name, value in settings.api_fields().items() if name not in standard}
         for name, alias in self.server.aliases().items():  # e.g. llama.cpp reads repeat_penalty
             if name in extensions:
@@ -235,9 +244,12 @@ class RemoteGeneration(Generation):
     # the read timeout, and Stop must not wait for that.
     CLOSE_WAIT_S = 1.0
 
-    def __init__(self, engine: RemoteEngine, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...]):
+    def __init__(self, engine: RemoteEngine, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
+                 tokens: bool = False):
         super().__init__(fitted, settings, stop_strings)
         self.engine = engine
+        kind = "" if engine.server.kind == "unknown" else f", {engine.server.kind}"
+        self._tokens = ServerTokens(f"the model server at {engine.base_url} (model {engine.name!r}{kind})") if tokens else None
         self._queue: Queue = Queue()
         self._first: float | None = None
         self._last: float | None = None
@@ -264,7 +276,7 @@ class RemoteGeneration(Generation):
 
     def _run(self) -> None:
         try:
-            stream = self.engine.client.chat.completions.create(**self.engine.request(self.fitted, self.settings, self._filter.stop_strings))
+            stream = self._open_stream()
             with stream:  # leaving it closes the connection: that is how the server learns of a Stop
                 for chunk in stream:
                     if self._cancel.is_set():
@@ -272,11 +284,29 @@ class RemoteGeneration(Generation):
                     self._take(chunk)
             if not self._cancel.is_set() and self._finish_reason is None:
                 self._error = self._unfinished_error()
+            elif self._tokens is not None and not self._cancel.is_set():
+                self._tokens.end()
         except Exception as error:  # noqa: BLE001 - every failure reaches the reader, worded once
             if not self._cancel.is_set():
                 self._error = explain(error, self.engine)
         finally:
             self._queue.put(_END)
+
+    def _open_stream(self) -> Any:
+        request = self.engine.request(self.fitted, self.settings, self._filter.stop_strings, tokens=self._tokens is not None)
+        try:
+            return self.engine.client.chat.completions.create(**request)
+        except openai.BadRequestError as error:
+            # A server that can't give logprobs (OpenAI's reasoning models) and says so by naming the
+            # field: the answer matters more than its token data. Any other refusal is reported.
+            refused = refused_field(error, tuple(ASK))
+            if self._tokens is None or refused is None:
+                raise
+            self._tokens.refused = refused
+            return self.engine.client.chat.completions.create(**{k: v for k, v in request.items() if k not in ASK})
+
+    def _recorded_tokens(self) -> TokenLog | None:
+        return self._tokens.log() if self._tokens is not None else None
 
     def _unfinished_error(self) -> GenerationError:
         """The stream ended without saying why: the server failed inside the answer (its log says why)."""
@@ -304,6 +334,8 @@ class RemoteGeneration(Generation):
             self._usage = chunk.usage
         for choice in chunk.choices or ():
             content = getattr(choice.delta, "content", None) if choice.delta else None
+            if self._tokens is not None:  # before its text reaches the reader, who looks for its tokens
+                self._tokens.take(content or "", getattr(choice, "logprobs", None))
             if content:
                 now = time.perf_counter()
                 self._first, self._last = self._first or now, now

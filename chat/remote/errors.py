@@ -35,6 +35,14 @@ def explain(error: BaseException, engine: RemoteEngine) -> GenerationError:
     return GenerationError(f"talking to {where} failed: {type(error).__name__}: {_one_line(str(error))}")
 
 
+def refused_field(error: BaseException, names: tuple[str, ...]) -> str | None:
+    """The server's words when `error` is its 400 naming one of `names` as the field it refused (OpenAI's
+    errors name it as `param`), else None: then nothing says that field was the trouble."""
+    if isinstance(error, openai.BadRequestError) and error.param in names:
+        return _server_detail(error)
+    return None
+
+
 def _status_message(error: Any, where: str, engine: RemoteEngine) -> str:
     status, detail = error.status_code, _server_detail(error)
     if status == 401:

@@ -2,7 +2,8 @@
 
 `serve_api` runs this app's /v1 API (the real `mount_api`) under uvicorn in a thread, on a port
 the OS picks. `serve_failure` exists only because no real server misbehaves on cue: it answers
-every request with an HTTP error (for one that never answers, see `ports.silent_port`).
+every request with an HTTP error (for one that never answers, see `ports.silent_port`);
+`serve_api_refusing_logprobs`, because no model that refuses them (OpenAI's reasoning models) runs here.
 """
 
 from __future__ import annotations
@@ -71,6 +72,24 @@ def serve_api(engine: Any, skills=TEST_SKILLS, port: int = 0, **options: Any) ->
     app = FastAPI()
     mount_api(app, engine=engine, skills=skills, **options)
     with Server(app, port) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_api_refusing_logprobs(engine: Any, **options: Any) -> Iterator[Server]:
+    """This app's API, but a request with `logprobs` gets the 400 naming the field that OpenAI's
+    reasoning models answer (and this app did before it had logprobs)."""
+    app = FastAPI()
+
+    async def refuse_or_answer(request: Request) -> Any:
+        if (await request.json()).get("logprobs"):  # (the body stays readable for the API)
+            return JSONResponse({"error": {"message": "logprobs is not supported with this model", "type": "invalid_request_error",
+                                           "param": "logprobs", "code": "unsupported_parameter"}}, 400)
+        return await api.chat_completions(request)
+
+    app.add_route("/v1/chat/completions", refuse_or_answer, methods=["POST"])  # before the API's own route
+    api = mount_api(app, engine=engine, skills=TEST_SKILLS, **options)
+    with Server(app) as server:
         yield server
 
 
