@@ -28,8 +28,9 @@ BENCHMARKS = {
     "memory": [],
     "store": [],
     "versions": [],
+    "tokens": [],
 }
-TAKES_REPEATS = {"multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store"}
+TAKES_REPEATS = {"multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store", "tokens"}
 
 
 def main() -> int:
