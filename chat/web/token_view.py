@@ -97,7 +97,7 @@ def details(log: TokenLog, position: int, name: str) -> str:
         chosen = alternative.id == step.id if step.id is not None else alternative.text == step.text
         cls = ' class="chosen"' if chosen else ""
         width = max(0.0, alternative.probability) * 100
-        other_values = " ".join(f"{_probability_in(step, other, alternative)} {_short(other)}" for other in others[:1])
+        other_values = " ".join(f"{_short(other)}: {_probability_in(step, other, alternative)}" for other in others[:1])
         label = visible(alternative.text) + (" (special)" if alternative.special else "")
         lines.append(f'<span class="piece"{cls}>{html.escape(label)}</span><div class="bar" style="width:{width:.1f}%"></div>'
                      f'<span{cls}>{percent(alternative.probability)}</span><span>{html.escape(other_values)}</span>')
@@ -110,8 +110,13 @@ def _short(name: str) -> str:
 
 
 def _probability_in(step: TokenStep, name: str, alternative) -> str:
-    match = next((a for a in step.dists[name].top if (a.id, a.text) == (alternative.id, alternative.text)), None)
-    return percent(match.probability) if match is not None else "—"
+    top = step.dists[name].top
+    match = next((a for a in top if (a.id, a.text) == (alternative.id, alternative.text)), None)
+    if match is not None and match.logprob > -math.inf:
+        return percent(match.probability)
+    if match is not None or any(a.logprob == -math.inf for a in top):  # fewer possible tokens than listed: not one of them
+        return "ruled out"
+    return "—"  # (not among the likeliest there)
 
 
 def alternative_choices(log: TokenLog, position: int, name: str) -> list[tuple[str, int]]:
