@@ -240,3 +240,12 @@ def test_the_token_view_escapes_what_the_model_wrote():
     shown = chips(log, MODEL, picked=0) + details(log, 0, MODEL)
     assert "<img" not in shown and "<script>" not in shown
     assert "&lt;img" in shown and "&lt;script&gt;" in shown
+
+
+def test_the_panel_says_why_a_beam_search_answer_has_no_tokens(tiny_engine):
+    from chat.web.token_panel import BEAMS, view
+
+    session = recording_session(tiny_engine, GenerationSettings(temperature=0, num_beams=2, max_new_tokens=6))
+    "".join(session.send("Hello"))
+    assert session.tokens_of(session.history[-1]) is None
+    assert BEAMS.split("**")[0] in view(session, MODEL)[0]

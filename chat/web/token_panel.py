@@ -23,6 +23,8 @@ CLOSED = "Open this panel before an answer to see its tokens: answers record the
 NOT_RECORDED = ("This answer was made while this panel was closed, so its tokens were not recorded: "
                 "**Retry**, **Reproduce** or send a message to see them.")
 NO_ANSWER = "No answer yet: send a message, and its tokens appear here with how likely the model found each."
+BEAMS = ("This answer was made by beam search, which keeps several candidate answers at once: there is no one "
+         "probability per token to show. Set **Beams** to 1 for the token view.")
 PICK_A_TOKEN = "Click a token to see what else the model considered there."
 
 
@@ -81,7 +83,7 @@ def view(session: ChatSession, name: str) -> tuple:
     index = target(session)
     log = session.tokens_of(session.history[index]) if index is not None else None
     if index is None or log is None:
-        note = NO_ANSWER if index is None else NOT_RECORDED
+        note = NO_ANSWER if index is None else (BEAMS if _by_beam_search(session.history[index]) else NOT_RECORDED)
         return f"<p>{_markdown_bold(note)}</p>", "", gr.update(choices=[], value=None), gr.update(interactive=False)
     picked = session.token_pick[1] if session.token_pick and session.token_pick[0] == session.history[index]["id"] else None
     if picked is not None and picked >= len(log.steps):
@@ -91,6 +93,11 @@ def view(session: ChatSession, name: str) -> tuple:
     choices = alternative_choices(log, picked, name)
     return (chips(log, name, picked), details(log, picked, name), gr.update(choices=choices, value=None),
             gr.update(interactive=bool(choices)))
+
+
+def _by_beam_search(answer: dict[str, Any]) -> bool:
+    parts = (answer.get("provenance") or {}).get("parts") or [{}]
+    return any((part.get("settings") or {}).get("num_beams", 1) > 1 for part in parts)
 
 
 def opened(session: ChatSession, name: str) -> tuple:
