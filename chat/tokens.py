@@ -226,19 +226,9 @@ def visible(text: str) -> str:
     return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
 
 
-def described(log: TokenLog, name: str) -> str:
-    return DESCRIPTIONS.get(name, name)
-
-
-def alternatives_table(step: TokenStep, names: Iterable[str], count: int = 5) -> list[tuple[str, list[str]]]:
-    """Rows (token, probability under each of `names`) for the step's likeliest tokens (under the first name)."""
-    names = list(names)
-    first = step.dists[names[0]]
-    rows = []
-    for alternative in first.top[:count]:
-        cells = []
-        for name in names:
-            match = next((a for a in step.dists[name].top if (a.id, a.text) == (alternative.id, alternative.text)), None)
-            cells.append(percent(match.probability) if match else "—")
-        rows.append((visible(alternative.text), cells))
-    return rows
+def label(step: TokenStep, name: str) -> str:
+    """A chosen token as a learner reads it: its text made visible, or, for a control token that adds
+    no text (the end of the turn), its name as the step's alternatives give it."""
+    if step.text:
+        return visible(step.text)
+    return next((a.text for a in step.dists[name].top if a.id == step.id and a.id is not None), "∅")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..tokens import DESCRIPTIONS, DISTRIBUTIONS, SERVER, TokenLog, percent, visible
+from ..tokens import DESCRIPTIONS, DISTRIBUTIONS, SERVER, TokenLog, label, percent, visible
 
 ALTERNATIVES = 5
 USAGE = "/tokens [on | off | model | penalized | sampled]"
@@ -16,14 +16,10 @@ def token_lines(log: TokenLog, name: str) -> list[str]:
     lines = [f"{len(log.steps)} tokens; probabilities: {DESCRIPTIONS[name]}", "    #  token            prob  entropy  likeliest there"]
     for number, step in enumerate(log.steps, start=1):
         dist = step.dists[name]
-        text = visible(step.text) if step.text else _name_of(step, name)
+        text = label(step, name)
         others = " · ".join(f"{visible(a.text)} {percent(a.probability)}" for a in dist.top[:ALTERNATIVES])
         lines.append(f"{number:>5}  {_cell(text, 14)}  {percent(dist.probability):>6}  {dist.entropy:>6.2f}   {others}")
     return lines
-
-
-def _name_of(step, name: str) -> str:
-    return next((a.text for a in step.dists[name].top if a.id == step.id and a.id is not None), "∅")
 
 
 def _cell(text: str, width: int) -> str:

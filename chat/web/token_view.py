@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from ..tokens import DESCRIPTIONS, MODEL, SAMPLED, TokenLog, TokenStep, percent, visible
+from ..tokens import DESCRIPTIONS, MODEL, SAMPLED, TokenLog, TokenStep, label, percent, visible
 
 SHOWN_ALTERNATIVES = 8
 DISTRIBUTION_CHOICES = [("The model's own", MODEL), ("After the repetition penalty", "penalized"),
@@ -52,22 +52,14 @@ def chips(log: TokenLog, name: str, picked: int | None = None) -> str:
     parts = []
     for position, step in enumerate(log.steps):
         dist = step.dists[name]
-        special = not step.text
-        text = visible(step.text) if step.text else html.escape(_special_name(step, name))
-        classes = "tok" + (" special" if special else "") + (" picked" if position == picked else "")
+        classes = "tok" + ("" if step.text else " special") + (" picked" if position == picked else "")
         title = f"{percent(dist.probability)} · " + ", ".join(f"{visible(a.text)} {percent(a.probability)}" for a in dist.top[:5])
         parts.append(f'<button type="button" class="{classes}" data-token="{position}" style="background:{shade(dist.probability)}" '
-                     f'title="{html.escape(title)}">{html.escape(text) if step.text else text}</button>')
+                     f'title="{html.escape(title)}">{html.escape(label(step, name))}</button>')
     return (f'<div class="legend">Shaded by {html.escape(DESCRIPTIONS[name])}: '
             '<span style="background:hsla(120,85%,45%,0.35)">sure</span> → '
             '<span style="background:hsla(0,85%,45%,0.35)">surprised</span>. Click a token for its alternatives.</div>'
             f'<div class="summary">{summary(log, name)}</div><div class="tokens">{"".join(parts)}</div>')
-
-
-def _special_name(step: TokenStep, name: str) -> str:
-    """A token that adds no text (the end of the turn): its name, as the alternatives list it."""
-    match = next((a.text for a in step.dists[name].top if a.id == step.id and a.id is not None), None)
-    return match or "∅"
 
 
 def summary(log: TokenLog, name: str) -> str:
@@ -76,7 +68,7 @@ def summary(log: TokenLog, name: str) -> str:
     position = min(range(len(probabilities)), key=probabilities.__getitem__)
     least = log.steps[position]
     return (f"{len(log.steps)} tokens · average probability {percent(sum(probabilities) / len(probabilities))} · "
-            f"least expected: token {position + 1} «{html.escape(visible(least.text) if least.text else _special_name(least, name))}» "
+            f"least expected: token {position + 1} «{html.escape(label(least, name))}» "
             f"({percent(probabilities[position])})")
 
 
@@ -85,7 +77,7 @@ def details(log: TokenLog, position: int, name: str) -> str:
     step = log.steps[position]
     name = log.shown(name)
     dist = step.dists[name]
-    text = visible(step.text) if step.text else _special_name(step, name)
+    text = label(step, name)
     under = " · ".join(f"{percent(step.dists[other].probability)} {_short(other)}" for other in log.distributions)
     sure = math.exp(dist.entropy)  # perplexity: as unsure as a fair choice among this many tokens
     lines = [f"<p><b>Token {position + 1}: «{html.escape(text)}»</b> · {html.escape(under)}<br>"
@@ -98,8 +90,8 @@ def details(log: TokenLog, position: int, name: str) -> str:
         cls = ' class="chosen"' if chosen else ""
         width = max(0.0, alternative.probability) * 100
         other_values = " ".join(f"{_short(other)}: {_probability_in(step, other, alternative)}" for other in others[:1])
-        label = visible(alternative.text) + (" (special)" if alternative.special else "")
-        lines.append(f'<span class="piece"{cls}>{html.escape(label)}</span><div class="bar" style="width:{width:.1f}%"></div>'
+        shown_as = visible(alternative.text) + (" (special)" if alternative.special else "")
+        lines.append(f'<span class="piece"{cls}>{html.escape(shown_as)}</span><div class="bar" style="width:{width:.1f}%"></div>'
                      f'<span{cls}>{percent(alternative.probability)}</span><span>{html.escape(other_values)}</span>')
     lines.append("</div>")
     return "".join(lines)
