@@ -101,12 +101,14 @@ class TokenPicker:
 
     def pick(self, input_ids: torch.LongTensor, logits: torch.Tensor) -> int:
         """The next token after `input_ids` (one row), given the model's `logits` for it."""
-        logits = logits.to(dtype=torch.float32, copy=True)
-        penalized = self.penalties(input_ids, logits.clone()) if self.penalties else logits
+        logits = logits.float()  # (no copy when it is float32 already: the caller has no further use for it)
+        # A processor may change its scores in place: copies only where the stage before it is recorded.
+        recording = self.recorder is not None
+        penalized = self.penalties(input_ids, logits.clone() if recording else logits) if self.penalties else logits
         if self.greedy:
             sampled, token = penalized, int(torch.argmax(penalized, dim=-1))
         else:
-            sampled = self.warpers(input_ids, penalized.clone() if self.recorder else penalized)
+            sampled = self.warpers(input_ids, penalized.clone() if recording else penalized)
             if self.generator is None and self.seed is not None:
                 self.generator = seeded_generator(self.seed, logits.device)
             token = draw(sampled, self.generator)
