@@ -66,6 +66,13 @@ def test_pick_an_alternative_token_and_a_new_version_goes_on_from_it(page):
     assert now[:3] == shown[:3] and now[3].replace("␣", " ").replace("⏎", "\n") == alternative
     page.screenshot(path=str(ARTIFACTS / "token-view.png"), full_page=True)
 
+    # A reload: the chat comes back from the store, and so do the shown version's tokens.
+    page.reload()
+    page.wait_for_function("() => !document.querySelector('#message textarea')?.disabled", timeout=WAIT_MS)
+    open_section(page, "Tokens: how sure the model was")
+    chips(page).nth(4).wait_for(timeout=WAIT_MS)
+    assert [chips(page).nth(i).inner_text() for i in range(4)] == now
+
 
 def test_a_closed_panel_records_nothing_and_says_so(page):
     send(page, "Hi there")
