@@ -50,6 +50,7 @@ class ChatSession:
         self.token_pick: tuple[str, int] | None = None  # (answer id, token position) picked in the token view
         self.token_logs: dict[str, TokenLog] = {}  # answer id → its token data (read from the store when first asked)
         self._current: Reply | None = None
+        self._owed = False  # a message was taken and `answer_last` has not run for it yet
         self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
 
     # -- the conversation ---------------------------------------------------------------
@@ -78,6 +79,7 @@ class ChatSession:
         """
         if text.strip() == RETRY_COMMAND:
             self._take_back_answer()
+            self._owed = True
             return
         if is_blank(text):
             raise ChatError("type a message first")
@@ -86,6 +88,12 @@ class ChatSession:
         if self.history and self.history[-1]["role"] == "user":
             self._append({"role": "assistant", "content": "", INTERRUPTED: True})
         self._append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
+        self._owed = True
+
+    @property
+    def awaiting_answer(self) -> bool:
+        """A message was taken (`post`) and its answer has not started yet: `answer_last` comes next."""
+        return self._owed and bool(self.history) and self.history[-1]["role"] == "user"
 
     def answer_last(self) -> Reply | None:
         """Starts the answer to the last message if it is the user's; None if it needs none.
@@ -93,6 +101,7 @@ class ChatSession:
         A start that fails (e.g. the instructions fill the context) is kept in the chat as a failed
         answer, like a failure while generating: the message stays, for Retry.
         """
+        self._owed = False
         if not self.history or self.history[-1]["role"] != "user":
             return None
         self.stop()  # an answer told to stop by `post` ends first: one model run per session

@@ -112,6 +112,24 @@ def test_messages_whose_requests_overtake_each_other_are_taken_in_the_order_sent
     assert "stop:" in page[2] and page[1] == gr.skip()  # the last message answered; the box left alone
 
 
+def test_an_answers_last_page_drawn_after_the_next_message_was_taken_says_an_answer_comes(session):
+    """A message sent as the answer before it ends: that answer's stream draws its last page after the new
+    message was taken. The page must say the new message's answer is coming, not show the ended answer's
+    figures under an unanswered question (the browser waited for "stop:" and found one answer, not two)."""
+    ended = session._done
+
+    def ended_then_next_message_taken(reply):
+        ended(reply)
+        handlers.post(session, outbox((1, "And of Germany?")))
+
+    session._done = ended_then_next_message_taken
+    page = last_page(handlers.send(session, "What is the capital of France?"))
+    assert [text for role, text in shown(page) if role == "user"][-1] == "And of Germany?"
+    assert "generating" in page[2] and "stop:" not in page[2]
+    page = last_page(handlers.answer(session))
+    assert [role for role, _ in shown(page)] == ["user", "assistant", "user", "assistant"] and "stop:" in page[2]
+
+
 def test_a_refused_message_goes_back_into_the_box_before_what_was_typed_since(session):
     *page, taken = handlers.post(session, outbox((1, "Hi")), "", "No such skill")
     assert page[1] == "Hi" and session.history == [] and taken == 1

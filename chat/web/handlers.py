@@ -46,6 +46,9 @@ PAGE_OUTPUTS = ("chat", "message box", "status line", "prompt view", "context li
 def page(session: ChatSession, message_box: Any = None, running: bool = False) -> tuple:
     """The page drawn from the session; the message box is left as the user has it unless given."""
     prompt_text, context_line = prompt_view(session)
+    # A message taken whose answer has not begun: an answer comes, whichever event draws this page (the last
+    # page of the answer it stopped may be drawn after it was taken, and must not show that answer as the end).
+    running = running or session.awaiting_answer
     stats = None if running else session.last_stats
     box = gr.skip() if message_box is None else message_box
     versions_line, has_versions = versions_bar(session)
@@ -120,8 +123,7 @@ def post(session: ChatSession, outbox: str, typed_since: str | None = None, skil
             if not _taken(session, replace_broken_characters(text), skill):
                 refused.append(text)
     box = _put_back("\n".join(text for text in refused if not is_blank(text)), typed_since)
-    waiting = bool(session.history) and session.history[-1]["role"] == "user"  # `answer` comes next
-    return (*page(session, box, running=waiting), session.last_taken)
+    return (*page(session, box), session.last_taken)
 
 
 def _numbered(outbox: str) -> list[tuple[int, str]]:
@@ -134,7 +136,8 @@ def _numbered(outbox: str) -> list[tuple[int, str]]:
 def take_back_answer(session: ChatSession, *controls: Any) -> tuple:
     """The page's Retry: the last answer stops and goes; `answer` then answers that message again."""
     apply_controls(session, *controls)
-    return page(session, running=_taken(session, RETRY_COMMAND))
+    _taken(session, RETRY_COMMAND)
+    return page(session)
 
 
 def _taken(session: ChatSession, text: str, skill: str | None = None) -> bool:
