@@ -134,6 +134,9 @@ def test_kill_9_in_the_middle_of_an_answer_loses_neither_the_message_nor_what_wa
     with app(endless, db, "--max-new-tokens", "32768", port=port) as running, tab(context, running.url) as page:
         send(page, "Tell me everything")
         assert wait_for(lambda: len(streamed()) > 0, 60), "the answer was never written while it streamed"
+        # The browser learnt which chat it shows with the message, before the answer began (not after: then a
+        # kill -9 soon after the answer's first words found the browser not knowing it, and the restart showed none).
+        assert listed(page) == ["Tell me everything"]
         running.process.kill()  # kill -9
         running.process.wait(10)
     kept = streamed()

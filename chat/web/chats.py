@@ -133,10 +133,12 @@ def _last_skill(session: ChatSession) -> Any:
     return skill if skill in session.skills.names() else gr.skip()
 
 
-def posting(store: Store, session: ChatSession, *args: Any) -> tuple:
-    """The page's Enter or Send (handlers.post), the chat kept in the store from its first message."""
+def posting(store: Store, session: ChatSession, search: str, saved: dict[str, str], *args: Any) -> tuple:
+    """The page's Enter or Send (handlers.post), the chat kept in the store from its first message; with the
+    message, the list (a new chat joins it) and the chat this browser shows. In the same page as the message:
+    the browser then knows its chat before the answer begins (a crash mid-answer finds it after a restart)."""
     keep(store, session)
-    return handlers.post(session, *args)
+    return (*handlers.post(session, *args), *listing(store, session, search, saved))
 
 
 def uploading(store: Store, session: ChatSession, file: Any) -> tuple:

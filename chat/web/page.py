@@ -146,8 +146,11 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         # "multiple": Gradio's default ("once") would drop a message sent while the last answer streams.
         sent = gr.on([message.submit, send_button.click], None, [message, taken], [message, outbox], js=TAKE_MESSAGE_JS,
                      queue=False, trigger_mode="multiple", show_progress="hidden", api_visibility="private")
-        post = handlers.post if conversations is None else partial(chats.posting, conversations)
-        posted = sent.then(bind(post), [session, outbox, message, skill, *controls], [*outputs, taken], **taking)
+        if conversations is None:
+            posted = sent.then(bind(handlers.post), [session, outbox, message, skill, *controls], [*outputs, taken], **taking)
+        else:
+            posted = sent.then(bind(partial(chats.posting, conversations)), [session, search_box, browser, outbox, message, skill, *controls],
+                               [*outputs, taken, chat_list, title_box, browser], **taking)
         posted.failure(None, [message, taken], message, js=PUT_BACK_JS, queue=False, show_progress="hidden", api_visibility="private")
         retaken = retry_button.click(bind(handlers.take_back_answer), [session, *controls], outputs, **taking)
         generating_events = [
@@ -228,7 +231,6 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
                                 cancels=generating_events, **quick)
             undo_delete_button.click(bind(on(chats.undo_delete)), [session, deleted, browser], [*shown, deleted, undo_delete_button], **quick)
             listed = dict(inputs=[session, search_box, browser], outputs=[chat_list, title_box, browser], **taking)
-            posted.success(bind(on(chats.listing)), **listed)
             uploaded.then(bind(on(chats.listing)), **listed)
     return demo
 
