@@ -9,9 +9,9 @@ from chat.errors import GenerationError
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from chat.store import record as record_module
 from chat.store.record import ChatRecord, settings_of, tree_of
 from chat.store.store import Store, storable
+from tests.helpers.engines import make_engine, repeating
 from tests.test_store import db_url, postgres  # noqa: F401 - the same real databases
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=8)
@@ -95,19 +95,21 @@ def test_a_failed_answer_is_kept_with_its_error(db_url, tiny_engine, monkeypatch
     assert question["content"] == "Hello" and "simulated device failure" in answer["error"]
 
 
-def test_an_answer_is_written_while_it_streams_every_few_seconds_not_per_token(db_url, chatty_engine, monkeypatch):  # noqa: F811
+def test_an_answer_is_written_while_it_streams_every_few_seconds_not_per_token(db_url, tiny_chat_dir, monkeypatch):  # noqa: F811
+    engine = repeating(make_engine(tiny_chat_dir, endless=True))  # "a a a …": a piece per token, on any CPU
     store = Store(db_url)
     writes = []
     original = store.update_message
     monkeypatch.setattr(store, "update_message", lambda *args, **kwargs: (writes.append(args[3]), original(*args, **kwargs)))
-    monkeypatch.setattr(record_module, "SAVE_EVERY_S", 0.0)  # every token: then the store holds each step
-    session = recorded_session(chatty_engine, store, settings=GREEDY.replace(max_new_tokens=12))
+    session = ChatSession(engine, load_skills(), "Be brief.", GREEDY.replace(max_new_tokens=12))
+    session.record = ChatRecord.new(store, "alice", session.instructions, session.settings,
+                                    save_every_s=0.0)  # every token: then the store holds each step
     deltas = iter(session.send("Hello"))
     first = next(deltas)
     assert store.open_chat("alice", session.record.chat_id).messages[-1]["content"] == first  # on disk mid-answer
     "".join(deltas)
     every_token = len(writes)
     writes.clear()
-    monkeypatch.setattr(record_module, "SAVE_EVERY_S", 3600.0)
+    session.record.save_every_s = 3600.0
     "".join(session.send("Again"))
     assert len(writes) == 2 < every_token  # the first piece, then the end

@@ -22,13 +22,15 @@ SAVE_EVERY_S = 2.0
 
 
 class ChatRecord:
-    def __init__(self, store: Store, owner: str, chat_id: str):
+    def __init__(self, store: Store, owner: str, chat_id: str, save_every_s: float = SAVE_EVERY_S):
         self.store, self.owner, self.chat_id = store, owner, chat_id
+        self.save_every_s = save_every_s  # how often a streaming answer's text is written
         self._saved_at: dict[str, float] = {}  # answer id → when its text was last written
 
     @classmethod
-    def new(cls, store: Store, owner: str, instructions: str, settings: GenerationSettings) -> "ChatRecord":
-        return cls(store, owner, store.new_chat(owner, instructions=instructions, settings=asdict(settings)))
+    def new(cls, store: Store, owner: str, instructions: str, settings: GenerationSettings,
+            save_every_s: float = SAVE_EVERY_S) -> "ChatRecord":
+        return cls(store, owner, store.new_chat(owner, instructions=instructions, settings=asdict(settings)), save_every_s)
 
     def added(self, message: dict[str, Any], parent: dict[str, Any] | None) -> None:
         """`message` joined the chat after `parent`: written now, and given its id."""
@@ -37,9 +39,9 @@ class ChatRecord:
         message["id"] = self.store.add_message(self.owner, self.chat_id, message, parent.get("id") if parent else None, status)
 
     def streaming(self, answer: dict[str, Any]) -> None:
-        """The answer's text so far, written at most every SAVE_EVERY_S."""
-        now = time.monotonic()
-        if now - self._saved_at.get(answer["id"], 0.0) >= SAVE_EVERY_S:
+        """The answer's text so far: its first piece at once, then at most every `save_every_s`."""
+        now, last = time.monotonic(), self._saved_at.get(answer["id"])
+        if last is None or now - last >= self.save_every_s:  # (the clock may start near 0: no default time)
             self._saved_at[answer["id"]] = now
             self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], MessageStatus.STREAMING)
 

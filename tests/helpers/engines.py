@@ -38,6 +38,21 @@ def make_engine(folder: Path | str | None, prompt_format: str = "auto", batching
     return engine_on(load_quietly(folder, **load_options), prompt_format, batching, endless)
 
 
+def repeating(engine, word: str = " a"):
+    """`engine`, whose model says `word` again and again whatever it is asked, on every CPU: its output layer
+    is pushed far towards that one token. An answer of many pieces (the streamer passes text on word by
+    word), for tests that need one: what a random model says, and where its text breaks, differs between
+    CPUs. Give it an engine of its own (`make_engine`): the hook stays on its model."""
+    [token] = engine.tokenizer(word, add_special_tokens=False)["input_ids"]
+
+    def towards_word(module, inputs, logits):
+        logits[..., token] += 1e4
+        return logits
+
+    engine.model.lm_head.register_forward_hook(towards_word)
+    return engine
+
+
 class RecordingEngine:
     """The real engine, remembering each generation it starts (to see the server's side of a Stop)."""
 

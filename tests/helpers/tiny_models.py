@@ -6,12 +6,17 @@ exercise the real loading, formatting, generation and streaming code in millisec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Shaking out tests that depend on what a random model says: `TINY_MODEL_SEED=1 scripts/test` runs the
+# whole suite on other random weights. Another CPU (AMX against AVX-512, say) changes a random model's
+# words the same way, by rounding; a test that passes on one seed and fails on another asserts chance.
+SEED_VARIABLE = "TINY_MODEL_SEED"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
     "Hello, how are you today? I am fine, thank you very much.",
@@ -46,11 +51,11 @@ def build_tokenizer(chat_template: bool = True):
     return tokenizer
 
 
-def build_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 64, context: int = 512):
+def build_model(tokenizer, seed: int | None = None, layers: int = 2, hidden: int = 64, context: int = 512):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
+    torch.manual_seed(int(os.environ.get(SEED_VARIABLE, "0")) if seed is None else seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
