@@ -39,7 +39,7 @@ def questions() -> list[str]:
 @contextlib.contextmanager
 def fewest_drops() -> Iterator[None]:
     """The rule before hysteresis: every turn keeps as much history as fits (no replayed cut)."""
-    with mock.patch("chat.context._window_start", lambda *args: 0):
+    with mock.patch("chat.context_window._window_start", lambda *args: 0):
         yield
 
 

@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """Prints the exact prompt the model would receive; its token count goes to stderr."""
-    from .conversation import load_conversation
+    from .files import load_conversation
     from .session import ChatSession
 
     engine = build_engine(args, say=lambda line: print(line, file=sys.stderr))

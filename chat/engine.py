@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Iterator, Protocol
 
-from .context import FittedPrompt
+from .context_window import FittedPrompt
 from .errors import ChatError, GenerationError
 from .formats import Messages, PromptFormat
 from .prompt_tokens import PromptTokens
 from .settings import GenerationSettings
 from .stopping import REPLACEMENT_CHARACTER, StopStringFilter
-from .tokens import TokenLog, TokenStep, fit_to_text
+from .answer_tokens import TokenLog, TokenStep, fit_to_text
 
 
 class StopReason(StrEnum):
@@ -105,7 +105,7 @@ class Engine(Protocol):
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
                  cache: SessionCache | None = None, tokens: bool = False) -> "Generation":
         """Starts the answer (in the background); iterate the result for its text. `tokens`: record each
-        token's probabilities and alternatives too (`Generation.tokens`; see chat/tokens.py)."""
+        token's probabilities and alternatives too (`Generation.tokens`; see chat/answer_tokens.py)."""
         ...
 
     def new_cache(self) -> SessionCache | None:

@@ -9,10 +9,12 @@ reading and handing in.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
-from .conversation import EXTRA_KEYS, normalize_messages
+from .messages import EXTRA_KEYS, normalize_messages
 from .errors import ConversationError
 from .provenance import summary
 from .session import INTERRUPTED, ChatSession
@@ -20,6 +22,7 @@ from .tree import ConversationTree
 
 FORMAT_NAME = "chat-workbench conversation"
 FORMAT_VERSION = 2  # 1 was the plain messages list
+MAX_FILE_BYTES = 20 * 1024 * 1024
 KEPT_KEYS = ("role", "content", *EXTRA_KEYS, "error", "provenance")
 
 
@@ -120,3 +123,28 @@ def markdown(session: ChatSession, title: str = "Conversation") -> str:
 
 def _quoted(text: str) -> str:
     return "\n".join(f"> {line}" for line in text.splitlines())
+
+
+def load_conversation(path: str | Path) -> Any:
+    """A conversation file's content, checked: this app's file with every version (see files.py), or a
+    messages list. Raises `ConversationError` naming the file and the problem."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConversationError(f"{path.name}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConversationError(f"{path.name}: can't read the file ({error})") from None
+    except json.JSONDecodeError as error:
+        raise ConversationError(f"{path.name}: not JSON (line {error.lineno}: {error.msg})") from None
+    if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
+        read_conversation(data, path.name)  # checked here, so that the error names the file
+        return data
+    return normalize_messages(data, path.name)
+
+
+def save_conversation(path: str | Path, conversation: list[dict[str, Any]] | dict[str, Any]) -> Path:
+    """Writes a messages list, or this app's file (`files.conversation_document`)."""
+    path = Path(path)
+    path.write_text(json.dumps(conversation, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .context import TRIM_NOTICE, FittedPrompt
+from .context_window import TRIM_NOTICE, FittedPrompt
 from .formats import Messages, PromptFormat, Segment, adds_special_tokens, control_token_ids
-from .tokens import token_texts, visible
+from .answer_tokens import token_texts, visible
 
 if TYPE_CHECKING:
     from .session import ChatSession

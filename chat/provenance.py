@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from .context import FittedPrompt
+from .context_window import FittedPrompt
 from .engine import Engine, Stats
 from .settings import SETTINGS, GenerationSettings
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
 from . import provenance
-from .context import FittedPrompt
+from .context_window import FittedPrompt
 from .engine import Generation, Stats, StopReason
 from .errors import ChatError
 

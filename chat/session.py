@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import provenance
-from .context import FittedPrompt
-from .conversation import EXTRA_KEYS, is_blank
+from .context_window import FittedPrompt
+from .messages import EXTRA_KEYS, is_blank
 from .engine import Engine, Generation, Stats
 from .errors import ChatError
 from .reply import INTERRUPTED, Reply
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
-from .tokens import Alternative, TokenLog, TokenStep
+from .answer_tokens import Alternative, TokenLog, TokenStep
 from .tree import ConversationTree
 
 if TYPE_CHECKING:  # (the store imports this module)
@@ -51,7 +51,7 @@ class ChatSession:
         self.token_logs: dict[str, TokenLog] = {}  # answer id → its token data (read from the store when first asked)
         self._current: Reply | None = None
         self._owed = False  # a message was taken and `answer_last` has not run for it yet
-        self.last_taken = 0  # the number of the page's last message taken (see ui_handlers.post)
+        self.last_taken = 0  # the number of the page's last message taken (see web/handlers.post)
 
     # -- the conversation ---------------------------------------------------------------
 

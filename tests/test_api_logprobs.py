@@ -11,7 +11,7 @@ from langchain_openai import ChatOpenAI
 
 from chat.api.logprobs import content, sendable
 from chat.settings import GenerationSettings
-from chat.tokens import PENALIZED, TOP, Alternative, Distribution, TokenStep
+from chat.answer_tokens import PENALIZED, TOP, Alternative, Distribution, TokenStep
 from tests.helpers.api_servers import serve_api
 from tests.helpers.engines import engine_on, load_quietly
 

@@ -17,7 +17,7 @@ import uuid
 import httpx
 import pytest
 
-from chat.conversation import MAX_MESSAGES
+from chat.messages import MAX_MESSAGES
 from chat.settings import GenerationSettings
 from tests.helpers.api_servers import serve_api
 from tests.helpers.apps import running_app

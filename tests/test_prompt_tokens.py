@@ -8,7 +8,7 @@ import html
 
 import pytest
 
-from chat.context import FittedPrompt
+from chat.context_window import FittedPrompt
 from chat.formats import Prompt
 from chat.prompt_tokens import (
     ANSWER_SO_FAR, GENERATION_PROMPT, HISTORY, INSTRUCTIONS, SKILL_TEMPLATE, TEMPLATE, YOUR_TEXT, as_text, texts_from_offsets,

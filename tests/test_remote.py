@@ -17,7 +17,7 @@ from chat.remote.engine import RemoteEngine, add_backend_arguments
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import Skill, SkillBook
-from chat.tokens import PENALIZED, SERVER
+from chat.answer_tokens import PENALIZED, SERVER
 from chat.web.view import chat_messages
 from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api, serve_api_refusing_logprobs, serve_failure
 from tests.helpers.engines import RecordingEngine, finished, make_engine

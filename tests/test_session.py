@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chat.conversation import load_conversation, save_conversation
+from chat.files import load_conversation, save_conversation
 from chat.errors import ChatError, ConversationError, GenerationError, SkillError
 from chat.session import ChatSession
 from chat.settings import GenerationSettings

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.conversation import load_conversation
+from chat.files import load_conversation
 from chat.instructions import CHAT_INSTRUCTIONS
 from chat.session import ChatSession
 from chat.settings import GenerationSettings

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chat.settings import GenerationSettings
-from chat.tokens import MODEL, PENALIZED, SAMPLED, TokenLog, TokenTexts, token_texts
+from chat.answer_tokens import MODEL, PENALIZED, SAMPLED, TokenLog, TokenTexts, token_texts
 from tests.helpers.engines import engine_on, load_quietly
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -206,7 +206,7 @@ def test_choosing_the_end_of_turn_ends_the_new_version_there(tiny_engine):
     "".join(session.send("Hello"))
     log = session.tokens_of(session.history[-1])
     end = tiny_engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    from chat.tokens import Alternative
+    from chat.answer_tokens import Alternative
 
     assert session.take_token(1, 2, Alternative(end, "<|im_end|>", -3.0, special=True)) is None
     assert session.history[-1]["content"] == "".join(step.text for step in log.steps[:2]).lstrip()
@@ -231,7 +231,7 @@ def test_token_data_comes_back_from_the_store_for_its_owner_only(tiny_engine, tm
 
 
 def test_the_token_view_escapes_what_the_model_wrote():
-    from chat.tokens import Alternative, Distribution, TokenStep
+    from chat.answer_tokens import Alternative, Distribution, TokenStep
     from chat.web.token_view import chips, details
 
     evil = "<img src=x onerror=alert(1)>"

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from chat.conversation import load_conversation, save_conversation
+from chat.files import load_conversation, save_conversation
 from chat.errors import ChatError
 from chat.files import FORMAT_VERSION, conversation_document, markdown
 from chat.session import INTERRUPTED, ChatSession

@@ -1,6 +1,6 @@
 """An answer's tokens as OpenAI's `logprobs`, for /v1/chat/completions with `"logprobs": true`.
 
-The distribution reported is `penalized` (chat/tokens.py): the model's own after the repetition
+The distribution reported is `penalized` (chat/answer_tokens.py): the model's own after the repetition
 penalty and the no-repeat rule, before temperature, top-k and top-p reshape it. Those rules are part
 of how this answer was written, so a greedy answer's tokens are always the top-1 of its logprobs;
 temperature and the rest only change which token is drawn, not the logprobs, as with OpenAI's API. A
@@ -16,7 +16,7 @@ import math
 from typing import Any, Sequence
 
 from ..engine import Generation
-from ..tokens import PENALIZED, RULED_OUT, Alternative, Distribution, TokenLog, TokenStep
+from ..answer_tokens import PENALIZED, RULED_OUT, Alternative, Distribution, TokenLog, TokenStep
 
 
 def whole_answer(log: TokenLog | None, top: int) -> dict[str, Any] | None:

@@ -21,13 +21,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
     model_validator, ValidationInfo, create_model
 from pydantic_core import PydanticCustomError
 
-from ..conversation import is_blank, normalize_messages
+from ..messages import is_blank, normalize_messages
 from ..engine import Stats, StopReason
 from ..errors import ConversationError, SettingsError
 from ..settings import SETTINGS, GenerationSettings, Setting
 from ..remote.servers import OWN_MODELS_OWNER  # how clients (this app among them) recognise it
 from ..skills import Skill, SkillBook
-from ..tokens import TOP
+from ..answer_tokens import TOP
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB of JSON is far more than any chat fits in a context window
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; vLLM more. 16 covers every real use

@@ -36,7 +36,7 @@ from ..engine import Engine, Generation
 from ..errors import ChatError, GenerationError, SettingsError
 from ..settings import GenerationSettings
 from ..skills import Skill, SkillBook
-from ..tokens import TokenStep
+from ..answer_tokens import TokenStep
 
 QUEUE_WAIT_S = 30.0  # a request waits this long for a free slot, then gets 429
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there

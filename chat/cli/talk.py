@@ -20,12 +20,12 @@ import time
 from typing import Callable, Iterable, TextIO
 
 from .args import build_engine, build_instructions, build_skills, open_store_from_args, owner_from_args, settings_from_args
-from ..conversation import load_conversation, save_conversation
+from ..files import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
 from ..session import INTERRUPTED, ChatSession, Reply
 from ..skills import SkillBook
 from ..files import conversation_document
-from ..tokens import MODEL
+from ..answer_tokens import MODEL
 from .token_lines import USAGE, chosen_distribution, token_lines
 from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..tokens import DESCRIPTIONS, DISTRIBUTIONS, SERVER, TokenLog, label, percent, visible
+from ..answer_tokens import DESCRIPTIONS, DISTRIBUTIONS, SERVER, TokenLog, label, percent, visible
 
 ALTERNATIVES = 5
 USAGE = "/tokens [on | off | model | penalized | sampled]"

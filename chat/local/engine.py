@@ -19,13 +19,13 @@ from typing import Any, Iterator, Sequence, cast
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from ..context import FittedPrompt, fit_to_context
+from ..context_window import FittedPrompt, fit_to_context
 from ..engine import Generation, SessionCache, StopReason
 from ..errors import ChatError, GenerationError
 from ..formats import Messages, PromptFormat, encode, render
 from ..prompt_tokens import PromptTokens, read_prompt
 from ..settings import GenerationSettings
-from ..tokens import LOOKBACK, TokenLog, TokenStep, TokenTexts
+from ..answer_tokens import LOOKBACK, TokenLog, TokenStep, TokenTexts
 from .batching import StepBatcher, can_batch
 from .criteria import CancelCriteria, stop_string_criteria
 from .kvcache import CachePool, PrefixCache, common_prefix_length

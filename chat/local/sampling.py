@@ -8,7 +8,7 @@ alike: the same seed, settings and prompt give the same text, whatever else runs
 `TokenPicker` applies what `generate` would (built by transformers itself from the same settings:
 penalties, then temperature, top-k, top-p, …), picks the token, and, when the answer's tokens are
 wanted (the token view, /v1 `logprobs`), records the model's own distribution and the reshaped
-ones (see chat/tokens.py). Recording costs one softmax and a top-k per distribution per step.
+ones (see chat/answer_tokens.py). Recording costs one softmax and a top-k per distribution per step.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
 )
 
 from ..settings import GenerationSettings
-from ..tokens import MODEL, PENALIZED, SAMPLED, TOP, Distribution, TokenStep, Alternative
+from ..answer_tokens import MODEL, PENALIZED, SAMPLED, TOP, Distribution, TokenStep, Alternative
 
 # What `generate` applies after every other processor when it samples (its former "logits warpers").
 WARPERS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper,

@@ -19,15 +19,15 @@ from typing import Any, Callable, Iterator
 
 import openai
 
-from ..context import FittedPrompt, fit_to_context
+from ..context_window import FittedPrompt, fit_to_context
 from ..engine import Generation, SessionCache, StopReason
 from ..errors import ChatError, GenerationError
 from ..formats import Messages, Prompt, PromptFormat, Segment, render
 from ..settings import GenerationSettings
-from ..tokens import TokenLog
+from ..answer_tokens import TokenLog
 from .errors import API_KEY_ENV, explain, refused_field
 from .servers import UNKNOWN, ServerInfo, probe
-from .tokens import ASK, ServerTokens
+from .logprobs import ASK, ServerTokens
 
 BACKENDS = ("local", "openai")
 NO_KEY = "none"  # servers without auth ignore the key, but the client insists on one
@@ -191,7 +191,7 @@ class RemoteEngine:
     def generate(self, fitted: FittedPrompt, settings: GenerationSettings, extra_stop_strings: tuple[str, ...] = (),
                  cache: SessionCache | None = None, tokens: bool = False) -> "RemoteGeneration":
         """Starts streaming the answer in a worker thread; iterate the result for text. `tokens`: ask the
-        server for each token's logprob and alternatives too (see tokens.py)."""
+        server for each token's logprob and alternatives too (see logprobs.py)."""
         return RemoteGeneration(self, fitted, settings, tuple(dict.fromkeys(s for s in extra_stop_strings if s)), tokens)
 
     def new_cache(self) -> None:

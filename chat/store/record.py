@@ -14,7 +14,7 @@ from typing import Any
 
 from ..session import INTERRUPTED
 from ..settings import GenerationSettings
-from ..tokens import TokenLog
+from ..answer_tokens import TokenLog
 from ..tree import ConversationTree
 from .store import MessageStatus, Store, StoredChat
 

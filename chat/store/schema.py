@@ -62,7 +62,7 @@ messages = Table(
     Index("ix_messages_conversation_position", "conversation_id", "position"),
 )
 
-# Schema 3: an answer's token data (chat/tokens.py), when it was recorded: larger than its text, so a
+# Schema 3: an answer's token data (chat/answer_tokens.py), when it was recorded: larger than its text, so a
 # table of its own, read only when the token view opens (never with the chat).
 token_data = Table(
     "token_data", metadata,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..conversation import normalize_messages
+from ..messages import normalize_messages
 from ..errors import ChatError, ConversationError
 from ..formats import Messages, PromptFormat, control_token_ids, encode
 

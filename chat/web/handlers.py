@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from ..conversation import is_blank, replace_broken_characters
+from ..messages import is_blank, replace_broken_characters
 from ..errors import ChatError
 from ..session import RETRY_COMMAND, ChatSession, Reply
 from ..settings import SETTINGS
@@ -269,7 +269,7 @@ def _title_of(session: ChatSession) -> str:
 
 def upload(session: ChatSession, file: Any) -> tuple:
     """Loads a conversation file; a bad file is a warning and the current chat stays."""
-    from ..conversation import load_conversation
+    from ..files import load_conversation
 
     path = getattr(file, "name", file)
     before = session.instructions

@@ -1,6 +1,6 @@
 """The Gradio page: chat, skills, Stop/Retry/Undo/Clear, Instructions, Settings, Prompt.
 
-`build_ui` only lays out components and wires them to `ui_handlers`; every browser tab gets
+`build_ui` only lays out components and wires them to `handlers`; every browser tab gets
 its own `ChatSession` through a callable `gr.State`, so tabs never see each other's text.
 """
 
@@ -16,7 +16,7 @@ from ..engine import Engine
 from ..errors import ChatError
 from ..store.store import Store
 from ..session import ChatSession
-from ..session_store import SessionStore, new_session_key
+from .tabs import SessionStore, new_session_key
 from .view import NO_ANSWER_YET, NO_PROMPT_YET
 from ..settings import SETTINGS, GenerationSettings
 from ..skills import SkillBook

@@ -1,6 +1,6 @@
 """The token view: an answer's tokens shaded by how likely the model found them, and one token's alternatives.
 
-Pure functions of a `TokenLog` (chat/tokens.py) → HTML, escaped throughout (tokens are model output).
+Pure functions of a `TokenLog` (chat/answer_tokens.py) → HTML, escaped throughout (tokens are model output).
 The chips are buttons: the page's script (`CLICK_SCRIPT`) reports which one was clicked.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from ..tokens import DESCRIPTIONS, MODEL, SAMPLED, TokenLog, TokenStep, label, percent, visible
+from ..answer_tokens import DESCRIPTIONS, MODEL, SAMPLED, TokenLog, TokenStep, label, percent, visible
 
 SHOWN_ALTERNATIVES = 8
 DISTRIBUTION_CHOICES = [("The model's own", MODEL), ("After the repetition penalty", "penalized"),

@@ -15,7 +15,7 @@ from ..engine import Stats
 from ..provenance import summary
 from ..markup import escape_html_outside_code as shown_text
 from ..session import INTERRUPTED, ChatSession
-from ..tokens import percent
+from ..answer_tokens import percent
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"

@@ -10,10 +10,8 @@ skill that expanded it into `content`). Other tools ignore them; this app shows 
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 from .errors import ConversationError
@@ -21,7 +19,6 @@ from .errors import ConversationError
 ROLES = ("system", "user", "assistant")
 EXTRA_KEYS = ("typed", "skill")
 MAX_MESSAGES = 2_000  # a conversation longer than this is not a chat, it is an attack or a mistake
-MAX_FILE_BYTES = 20 * 1024 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: JSON can carry one, UTF-8 can't
 
 
@@ -92,30 +89,3 @@ def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str
                 message[key] = _checked(item[key], where)  # `typed` goes to the model again on Retry
         messages.append(message)
     return messages
-
-
-def load_conversation(path: str | Path) -> Any:
-    """A conversation file's content, checked: this app's file with every version (see files.py), or a
-    messages list. Raises `ConversationError` naming the file and the problem."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConversationError(f"{path.name}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConversationError(f"{path.name}: can't read the file ({error})") from None
-    except json.JSONDecodeError as error:
-        raise ConversationError(f"{path.name}: not JSON (line {error.lineno}: {error.msg})") from None
-    from .files import FORMAT_NAME, read_conversation  # (files.py builds on this module)
-
-    if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
-        read_conversation(data, path.name)  # checked here, so that the error names the file
-        return data
-    return normalize_messages(data, path.name)
-
-
-def save_conversation(path: str | Path, conversation: list[dict[str, Any]] | dict[str, Any]) -> Path:
-    """Writes a messages list, or this app's file (`files.conversation_document`)."""
-    path = Path(path)
-    path.write_text(json.dumps(conversation, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return path

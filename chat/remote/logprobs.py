@@ -1,4 +1,4 @@
-"""A server's token probabilities as the answer's `TokenLog` (chat/tokens.py), for `--backend openai`.
+"""A server's token probabilities as the answer's `TokenLog` (chat/answer_tokens.py), for `--backend openai`.
 
 Asked with `logprobs: true, top_logprobs: 20`, an OpenAI-compatible server sends, with the answer's
 text, the tokens that make it up (in the same chunk, or, from this app, in the chunk where the token's
@@ -17,7 +17,7 @@ import math
 import threading
 from typing import Any
 
-from ..tokens import RULED_OUT, SERVER, TOP, Alternative, Distribution, TokenLog, TokenStep
+from ..answer_tokens import RULED_OUT, SERVER, TOP, Alternative, Distribution, TokenLog, TokenStep
 
 ASK = {"logprobs": True, "top_logprobs": TOP}  # the request fields; llama.cpp, vLLM and OpenAI take 20
 

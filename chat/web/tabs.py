@@ -13,7 +13,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from .session import ChatSession
+from ..session import ChatSession
 
 MAX_SESSIONS = 500  # open tabs kept at once; each holds its history and its KV cache
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from chat.context import ESTIMATE_MARGIN_SHARE, LOW_WATER_SHARE, TRIM_NOTICE, FittedPrompt, fit_to_context
+from chat.context_window import ESTIMATE_MARGIN_SHARE, LOW_WATER_SHARE, TRIM_NOTICE, FittedPrompt, fit_to_context
 from chat.errors import ChatError
 from chat.formats import encode
 from chat.remote.engine import RemoteEngine, estimate_tokens
