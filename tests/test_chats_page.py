@@ -10,7 +10,7 @@ from chat.session import ChatSession
 from chat.settings import SETTINGS, GenerationSettings
 from chat.skills import load_skills
 from chat.store.store import Store
-from chat.web import chats
+from chat.web.panels import sidebar as chats
 from chat.web.handlers import PAGE_OUTPUTS, answer, post
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=6)

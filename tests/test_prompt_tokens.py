@@ -17,7 +17,7 @@ from chat.remote.engine import RemoteEngine
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from chat.web.prompt_tokens_view import NO_TOKENS_YET, SERVER_TOKENIZES, prompt_tokens_html, tokens_html
+from chat.web.prompt_tokens_html import NO_TOKENS_YET, SERVER_TOKENIZES, prompt_tokens_html, tokens_html
 
 TRANSLATE = "🔄 Translate to German"
 TYPED = "Guten Tag! <b>Hokus</b> 😀 Düsseldorf"

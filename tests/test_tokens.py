@@ -232,7 +232,7 @@ def test_token_data_comes_back_from_the_store_for_its_owner_only(tiny_engine, tm
 
 def test_the_token_view_escapes_what_the_model_wrote():
     from chat.answer_tokens import Alternative, Distribution, TokenStep
-    from chat.web.token_view import chips, details
+    from chat.web.token_html import chips, details
 
     evil = "<img src=x onerror=alert(1)>"
     dist = Distribution(-0.1, 0.5, [Alternative(1, evil, -0.1), Alternative(2, "<script>", -2.5)])
@@ -243,7 +243,7 @@ def test_the_token_view_escapes_what_the_model_wrote():
 
 
 def test_the_panel_says_why_a_beam_search_answer_has_no_tokens(tiny_engine):
-    from chat.web.token_panel import BEAMS, view
+    from chat.web.panels.tokens import BEAMS, view
 
     session = recording_session(tiny_engine, GenerationSettings(temperature=0, num_beams=2, max_new_tokens=6))
     "".join(session.send("Hello"))

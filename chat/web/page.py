@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from . import chats, handlers, prompt_tokens_view, token_panel
+from . import handlers, prompt_tokens_html
+from .panels import sidebar as chats, tokens as token_panel
 from ..engine import Engine
 from ..errors import ChatError
 from ..store.store import Store
@@ -120,7 +121,7 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
             context_line = gr.Markdown(NO_PROMPT_YET)
             prompt_box = gr.Textbox(label="Exact prompt of the last turn", lines=8, max_lines=30, interactive=False, buttons=["copy"], elem_id="prompt-view")
             prompt_as_tokens = gr.Checkbox(False, label="Show as tokens: each piece and id, coloured by part", elem_id="prompt-as-tokens")
-            prompt_tokens = gr.HTML("", visible=False, elem_id="prompt-tokens", css_template=prompt_tokens_view.CSS)
+            prompt_tokens = gr.HTML("", visible=False, elem_id="prompt-tokens", css_template=prompt_tokens_html.CSS)
         with gr.Accordion("Conversation file", open=False):
             with gr.Row():
                 download_button = gr.DownloadButton("Download conversation (JSON)", size="sm")
@@ -165,7 +166,7 @@ def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: Gen
         generating_events.append(tokens.wire(bind, bind_stream, session, controls, answering))
         tokens.redraw_after(generating_events, bind, session)
         # The prompt as tokens: drawn when ticked, and again after each answer while it is.
-        show_prompt_tokens: dict[str, Any] = dict(fn=bind(prompt_tokens_view.shown), inputs=[session, prompt_as_tokens], outputs=prompt_tokens,
+        show_prompt_tokens: dict[str, Any] = dict(fn=bind(prompt_tokens_html.shown), inputs=[session, prompt_as_tokens], outputs=prompt_tokens,
                                                   queue=False, show_progress="hidden", api_visibility="private")
         prompt_as_tokens.change(**show_prompt_tokens)
         for event in generating_events:

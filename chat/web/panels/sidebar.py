@@ -15,13 +15,13 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import StoreError
-from ..session import ChatSession
-from ..settings import SETTINGS
-from ..store.record import ChatRecord, settings_of, tree_of
-from ..store.store import Store, browser_owner, user_owner
-from . import handlers
-from .handlers import page, warn
+from ...errors import StoreError
+from ...session import ChatSession
+from ...settings import SETTINGS
+from ...store.record import ChatRecord, settings_of, tree_of
+from ...store.store import Store, browser_owner, user_owner
+from .. import handlers
+from ..handlers import page, warn
 
 BROWSER_KEY = "chat-workbench-chats"  # the browser's localStorage key
 SECRET_KEY = "browser_state_secret"  # the store's meta key for the BrowserState secret

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from ..errors import ChatError
-from ..session import ChatSession, Reply
-from .handlers import _stream, apply_controls, page, takes_settings, warn
-from .token_view import CLICK_SCRIPT, CSS, DISTRIBUTION_CHOICES, alternative_choices, chips, details
+from ...errors import ChatError
+from ...session import ChatSession, Reply
+from ..handlers import _stream, apply_controls, page, takes_settings, warn
+from ..token_html import CLICK_SCRIPT, CSS, DISTRIBUTION_CHOICES, alternative_choices, chips, details
 
 TOKEN_OUTPUTS = ("token chips", "token details", "alternatives", "continue from token")
 CLOSED = "Open this panel before an answer to see its tokens: answers record them only while it is open."
