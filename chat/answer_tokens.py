@@ -19,13 +19,25 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from enum import StrEnum
+from typing import Any, Callable, Sequence
 
 TOKEN_DATA_VERSION = 1
 TOP = 20  # alternatives kept per token: the /v1 API's `top_logprobs` limit
 RULED_OUT = -9999.0  # OpenAI's logprob for a token that can't be picked (JSON has no -inf)
-MODEL, PENALIZED, SAMPLED, SERVER = "model", "penalized", "sampled", "server"
-DISTRIBUTIONS = (MODEL, PENALIZED, SAMPLED)
+
+
+class DistributionName(StrEnum):
+    """Which probabilities: see the module's docstring. (Stored by these values.)"""
+
+    MODEL = "model"
+    PENALIZED = "penalized"
+    SAMPLED = "sampled"
+    SERVER = "server"
+
+
+MODEL, PENALIZED, SAMPLED, SERVER = DistributionName
+DISTRIBUTIONS = (MODEL, PENALIZED, SAMPLED)  # what the local engine records, in the view's order
 DESCRIPTIONS = {
     MODEL: "the model's own probabilities (its logits, softmaxed)",
     PENALIZED: "after the repetition penalty (what temperature, top-k and top-p then reshape)",
@@ -65,22 +77,22 @@ class Distribution:
 class TokenStep:
     id: int | None
     text: str  # what this token adds to the answer's text ("" for a special token)
-    dists: dict[str, Distribution]
+    dists: dict[DistributionName, Distribution]
 
 
 @dataclass
 class TokenLog:
     steps: list[TokenStep] = field(default_factory=list)
-    distributions: tuple[str, ...] = DISTRIBUTIONS  # which ones were recorded, in the view's order
+    distributions: tuple[DistributionName, ...] = DISTRIBUTIONS  # which ones were recorded, in the view's order
     note: str | None = None  # why there is less than asked (a server that gave no logprobs)
 
     @property
     def text(self) -> str:
         return "".join(step.text for step in self.steps)
 
-    def shown(self, name: str) -> str:
+    def shown(self, name: str) -> DistributionName:
         """`name` if recorded, else the first that was (a server's answer has only `server`)."""
-        return name if name in self.distributions else self.distributions[0]
+        return DistributionName(name) if name in self.distributions else self.distributions[0]
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -110,10 +122,10 @@ class TokenLog:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TokenLog":
-        steps = [TokenStep(id_, text, {name: Distribution(_float(lp), entropy, [Alternative(a[0], a[1], _float(a[2]), len(a) > 3) for a in top])
+        steps = [TokenStep(id_, text, {DistributionName(name): Distribution(_float(lp), entropy, [Alternative(a[0], a[1], _float(a[2]), len(a) > 3) for a in top])
                                        for name, (lp, entropy, top) in dists.items()})
                  for id_, text, dists in data["steps"]]
-        return cls(steps, tuple(data["distributions"]), data.get("note"))
+        return cls(steps, tuple(DistributionName(name) for name in data["distributions"]), data.get("note"))
 
 
 def _number(value: float) -> float | None:
@@ -226,7 +238,7 @@ def visible(text: str) -> str:
     return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
 
 
-def label(step: TokenStep, name: str) -> str:
+def label(step: TokenStep, name: DistributionName) -> str:
     """A chosen token as a learner reads it: its text made visible, or, for a control token that adds
     no text (the end of the turn), its name as the step's alternatives give it."""
     if step.text:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from .errors import ChatError
 from .formats import Messages, Prompt
+from .messages import Message
 
 # Never plan an answer room larger than this share of the context: a 32k max_new_tokens on
 # a 2k model would otherwise leave no room for the question.
@@ -37,7 +38,7 @@ Token = TypeVar("Token")  # a token id, or (for a server's prompt, counted by es
 @dataclass(frozen=True)
 class FittedPrompt:
     prompt: Prompt
-    messages: Messages  # what was actually sent
+    messages: list[Message]  # what was actually sent
     dropped_messages: int  # older history messages left out
     message_trimmed: bool  # the current message itself was cut
     max_new_tokens: int  # answer room actually left
@@ -98,12 +99,12 @@ def fit_to_context(
     return FittedPrompt(prompt, candidate, dropped, trimmed, room, continues)
 
 
-def _split(messages: Messages) -> tuple[Messages, Messages, dict[str, Any]]:
+def _split(messages: Messages) -> tuple[list[Message], list[Message], Message]:
     system = [m for m in messages[:1] if m["role"] == "system"]
     return system, list(messages[len(system) : -1]), messages[-1]
 
 
-def _window_start(system: Messages, history: Messages, current: dict[str, Any], budget: int, encode, tokenize) -> int:
+def _window_start(system: list[Message], history: list[Message], current: Message, budget: int, encode, tokenize) -> int:
     """How many of the oldest history messages this turn leaves out: the cut a chat sent turn by turn
     has reached by now.
 
@@ -128,7 +129,7 @@ def _window_start(system: Messages, history: Messages, current: dict[str, Any], 
     return start
 
 
-def _template_costs(system: Messages, encode, tokenize) -> tuple[int, int]:
+def _template_costs(system: list[Message], encode, tokenize) -> tuple[int, int]:
     """(tokens a message costs beyond its text, tokens the prompt costs beyond its messages), as the
     format renders them: measured on a one- and a three-message chat with the same instructions."""
     probe = "x"
@@ -138,7 +139,7 @@ def _template_costs(system: Messages, encode, tokenize) -> tuple[int, int]:
     return per_message, one - len(tokenize(probe)) - per_message
 
 
-def _drop_oldest_until_fit(system: Messages, history: Messages, current: dict[str, Any], budget: int, encode) -> tuple[int, Prompt]:
+def _drop_oldest_until_fit(system: list[Message], history: list[Message], current: Message, budget: int, encode) -> tuple[int, Prompt]:
     """(how many of the oldest history messages to leave out, the prompt without them).
 
     The fewest whole exchanges that make the prompt fit, or all history when nothing does.
@@ -166,12 +167,12 @@ def _drop_oldest_until_fit(system: Messages, history: Messages, current: dict[st
     return cuts[high], prompts[high]
 
 
-def _exchange_starts(history: Messages) -> list[int]:
+def _exchange_starts(history: list[Message]) -> list[int]:
     """Where history may be cut: a user message and the answers that follow it go together."""
     return [0, *(i for i, m in enumerate(history) if i > 0 and m["role"] == "user"), len(history)]
 
 
-def _trim_to_fit(system: Messages, message: dict[str, Any], excess: int, budget: int, encode, tokenize, detokenize):
+def _trim_to_fit(system: list[Message], message: Message, excess: int, budget: int, encode, tokenize, detokenize):
     """Cuts `message` until system + message fit `budget`; (cut message, its prompt).
 
     Cut text does not re-tokenize to the same count (a cut inside a character, merges at
@@ -181,7 +182,7 @@ def _trim_to_fit(system: Messages, message: dict[str, Any], excess: int, budget:
     keep = max(0, len(ids) - excess - len(tokenize(TRIM_NOTICE)))
     while True:
         # A cut inside a multi-byte character decodes to U+FFFD: drop it rather than send it.
-        cut = {**message, "content": detokenize(ids[:keep]).rstrip("\ufffd") + TRIM_NOTICE}
+        cut: Message = {**message, "content": detokenize(ids[:keep]).rstrip("\ufffd") + TRIM_NOTICE}
         prompt = encode(system + [cut])
         if prompt.length <= budget or keep == 0:
             return cut, prompt

@@ -12,40 +12,65 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol, Sequence
 
-from .messages import EXTRA_KEYS, normalize_messages
 from .errors import ConversationError
-from .provenance import summary
-from .session import INTERRUPTED, ChatSession
-from .tree import ConversationTree
+from .messages import TypedMessage, normalize_messages
+from .provenance import Provenance
+from .tree import ChatMessage, ConversationTree
 
 FORMAT_NAME = "chat-workbench conversation"
 FORMAT_VERSION = 2  # 1 was the plain messages list
 MAX_FILE_BYTES = 20 * 1024 * 1024
-KEPT_KEYS = ("role", "content", *EXTRA_KEYS, "error", "provenance")
+Shown = tuple[str | None, ConversationTree, list[ChatMessage]]  # (instructions or None, every version, the path shown)
 
 
-def conversation_document(session: ChatSession) -> dict[str, Any]:
-    """The session's whole conversation as this app's JSON file."""
-    tree = session.tree
-    messages = []
-    for message in tree.ordered():
-        entry = {"id": message["id"], "parent": tree.parent[message["id"]], **{k: message[k] for k in KEPT_KEYS if k in message}}
-        if message.get(INTERRUPTED):
-            entry["interrupted"] = True
-        messages.append(entry)
+class Conversation(Protocol):
+    """What a conversation file is written from (a `ChatSession` is one)."""
+
+    @property
+    def tree(self) -> ConversationTree:  # every version
+        ...
+
+    @property
+    def history(self) -> Sequence[ChatMessage]:  # the path shown
+        ...
+
+    @property
+    def instructions(self) -> str:
+        ...
+
+
+def conversation_document(conversation: Conversation) -> dict[str, Any]:
+    """A whole conversation (every version in its tree, its history shown) as this app's JSON file."""
+    tree, history = conversation.tree, conversation.history
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "instructions": session.instructions,
-        "shown": session.history[-1]["id"] if session.history else None,
+        "instructions": conversation.instructions,
+        "shown": history[-1]["id"] if history else None,
         "last_shown": {parent or "": child for parent, child in tree.last_shown_children().items()},
-        "messages": messages,
+        "messages": [{"id": message["id"], "parent": tree.parent[message["id"]], **_entry(message)} for message in tree.ordered()],
     }
 
 
-def read_conversation(data: Any, source: str) -> tuple[str | None, ConversationTree, list[dict[str, Any]]]:
+def _entry(message: ChatMessage) -> dict[str, Any]:
+    """A message as the file keeps it (not the chat's notes for the user, such as a notice)."""
+    entry: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+    if "typed" in message:
+        entry["typed"] = message["typed"]
+    if "skill" in message:
+        entry["skill"] = message["skill"]
+    if "error" in message:
+        entry["error"] = message["error"]
+    if "provenance" in message:
+        entry["provenance"] = message["provenance"].to_json()
+    if message.get("interrupted"):
+        entry["interrupted"] = True
+    return entry
+
+
+def read_conversation(data: Any, source: str) -> Shown:
     """(instructions or None, the tree, the shown path) from a file's parsed JSON: this app's file, or a
     messages list. Raises ConversationError naming the file and the problem."""
     if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
@@ -55,11 +80,11 @@ def read_conversation(data: Any, source: str) -> tuple[str | None, ConversationT
     tree = ConversationTree()
     parent = None
     for message in messages:
-        parent = tree.add(message, parent)["id"]
+        parent = tree.add(_chat_message(message), parent)["id"]
     return instructions, tree, tree.path_to(parent)
 
 
-def _read_tree(data: dict[str, Any], source: str) -> tuple[str | None, ConversationTree, list[dict[str, Any]]]:
+def _read_tree(data: dict[str, Any], source: str) -> Shown:
     version = data.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ConversationError(f"{source}: written by a newer release of this app (file version {version!r}; this one "
@@ -67,58 +92,72 @@ def _read_tree(data: dict[str, Any], source: str) -> tuple[str | None, Conversat
     raw = data.get("messages")
     if not isinstance(raw, list):
         raise ConversationError(f"{source}: \"messages\" must be a list")
-    checked = normalize_messages([{k: v for k, v in item.items() if k in ("role", "content", *EXTRA_KEYS)}
+    checked = normalize_messages([{k: v for k, v in item.items() if k in ("role", "content", "typed", "skill")}
                                   if isinstance(item, dict) else item for item in raw], source)
     tree = ConversationTree()
     new_ids: dict[str, str] = {}  # the file's ids → fresh ones (a file's ids are not trusted to be unique)
     for number, (item, message) in enumerate(zip(raw, checked), start=1):
-        where = f"{source}, message {number}"
         if message["role"] == "system":
-            raise ConversationError(f"{where}: system instructions belong in \"instructions\"")
+            raise ConversationError(f"{source}, message {number}: system instructions belong in \"instructions\"")
         parent = item.get("parent")
         if parent is not None and parent not in new_ids:
-            raise ConversationError(f"{where}: its parent {parent!r} is not an earlier message")
-        if isinstance(item.get("error"), str):
-            message["error"] = item["error"]
-        if isinstance(item.get("provenance"), dict):
-            message["provenance"] = item["provenance"]
-        if item.get("interrupted") is True:
-            message[INTERRUPTED] = True
-        added = tree.add(message, new_ids.get(parent) if parent is not None else None)
+            raise ConversationError(f"{source}, message {number}: its parent {parent!r} is not an earlier message")
+        added = tree.add(_chat_message(message, item), new_ids.get(parent) if parent is not None else None)
         if isinstance(item.get("id"), str):
             new_ids[item["id"]] = added["id"]
     for parent, child in (data.get("last_shown") or {}).items():
         if child in new_ids:
             tree.remember(new_ids.get(parent) if parent else None, new_ids[child])
-    shown_in_file = data.get("shown")
-    shown = new_ids.get(shown_in_file) if isinstance(shown_in_file, str) else None
+    shown = new_ids.get(data["shown"]) if isinstance(data.get("shown"), str) else None
     instructions = data.get("instructions")
     return instructions if isinstance(instructions, str) else None, tree, tree.path_to(shown)
 
 
-def markdown(session: ChatSession, title: str = "Conversation") -> str:
-    """The shown conversation as Markdown: each message under its speaker, each answer with how it was made."""
-    lines = [f"# {title}", "", f"*{session.engine.name}, {time.strftime('%Y-%m-%d %H:%M')}*", ""]
-    if session.instructions.strip():
-        lines += ["**System instructions:**", "", _quoted(session.instructions), ""]
-    for message in session.history:
-        k, n = session.tree.version(message["id"])
+def _chat_message(message: TypedMessage, item: dict[str, Any] | None = None) -> ChatMessage:
+    """A checked message of a file, with what the file's entry `item` says beside it (an answer's error,
+    provenance, interruption)."""
+    chat: ChatMessage = {"role": message["role"], "content": message["content"]}
+    if "typed" in message:
+        chat["typed"] = message["typed"]
+    if "skill" in message:
+        chat["skill"] = message["skill"]
+    item = item or {}
+    if isinstance(item.get("error"), str):
+        chat["error"] = item["error"]
+    if isinstance(item.get("provenance"), dict):
+        chat["provenance"] = Provenance.from_json(item["provenance"])
+    if item.get("interrupted") is True:
+        chat["interrupted"] = True
+    return chat
+
+
+def markdown(conversation: Conversation, model: str, default_skill: str, title: str = "Conversation") -> str:
+    """The shown conversation as Markdown: each message under its speaker (a user's skill named, unless it is
+    `default_skill`), each answer with how it was made."""
+    lines = [f"# {title}", "", f"*{model}, {time.strftime('%Y-%m-%d %H:%M')}*", ""]
+    if conversation.instructions.strip():
+        lines += ["**System instructions:**", "", _quoted(conversation.instructions), ""]
+    for message in conversation.history:
+        k, n = conversation.tree.version(message["id"])
         version = f" (version {k} of {n})" if n > 1 else ""
         if message["role"] == "user":
             skill = message.get("skill")
-            tag = f" · {skill}" if skill and skill != session.skills.default.name else ""
+            tag = f" · {skill}" if skill and skill != default_skill else ""
             lines += [f"## You{tag}{version}", "", message.get("typed", message["content"]), ""]
-            continue
-        lines += [f"## Assistant{version}", ""]
-        if message.get("error"):
-            lines += [f"*The answer failed: {message['error']}*", ""]
-            continue
-        lines += [message["content"], ""]
-        if message.get(INTERRUPTED):
-            lines += ["*(stopped before the end)*", ""]
-        if message.get("provenance"):
-            lines += [f"<sub>{summary(message['provenance'])}</sub>", ""]
+        else:
+            lines += [f"## Assistant{version}", "", *_answer_lines(message)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _answer_lines(message: ChatMessage) -> list[str]:
+    if message.get("error"):
+        return [f"*The answer failed: {message.get('error')}*", ""]
+    lines = [message["content"], ""]
+    if message.get("interrupted"):
+        lines += ["*(stopped before the end)*", ""]
+    if "provenance" in message:
+        lines += [f"<sub>{message['provenance'].summary()}</sub>", ""]
+    return lines
 
 
 def _quoted(text: str) -> str:
@@ -126,8 +165,7 @@ def _quoted(text: str) -> str:
 
 
 def load_conversation(path: str | Path) -> Any:
-    """A conversation file's content, checked: this app's file with every version (see files.py), or a
-    messages list. Raises `ConversationError` naming the file and the problem."""
+    """A conversation file's content, checked: this app's file with every version, or a messages list. Raises `ConversationError` naming the file and the problem."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
@@ -143,7 +181,7 @@ def load_conversation(path: str | Path) -> Any:
     return normalize_messages(data, path.name)
 
 
-def save_conversation(path: str | Path, conversation: list[dict[str, Any]] | dict[str, Any]) -> Path:
+def save_conversation(path: str | Path, conversation: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Path:
     """Writes a messages list, or this app's file (`files.conversation_document`)."""
     path = Path(path)
     path.write_text(json.dumps(conversation, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from .errors import ChatError
+from .messages import Message
 
-Messages = list[dict[str, Any]]
+Messages = Sequence[Message]  # what a format reads (a chat's own messages carry more: chat.tree.ChatMessage)
 Segment = tuple[str, bool]  # (text, is_message_text)
 
 # Stands in for message i while locating messages in a rendered template: private-use
@@ -83,7 +84,7 @@ class ChatTemplateFormat:
         self.tokenizer = tokenizer
 
     def segments(self, messages: Messages, continue_final: bool = False) -> list[Segment]:
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+        plain: list[Message] = [{"role": m["role"], "content": m["content"]} for m in messages]
         text = self._apply(plain, continue_final)
         return self._marked_segments(plain, text, continue_final) or _split_at_contents(text, [m["content"] for m in plain])
 
@@ -164,11 +165,11 @@ def choose_format(tokenizer: Any, name: str = "auto", user_name: str = "User", b
     return TranscriptFormat(user_name, bot_name)
 
 
-def _fold_system(messages: Messages) -> Messages:
+def _fold_system(messages: Messages) -> list[Message]:
     system, first, *rest = messages
     if first["role"] != "user":
         return [{"role": "user", "content": system["content"]}, first, *rest]
-    merged = {"role": "user", "content": f"{system['content']}\n\n{first['content']}"}
+    merged: Message = {"role": "user", "content": f"{system['content']}\n\n{first['content']}"}
     return [merged, *rest]
 
 

@@ -6,18 +6,38 @@ messages or raises one `ConversationError` saying what is wrong and where.
 
 A user message may carry two extra keys: `typed` (what the user typed) and `skill` (the
 skill that expanded it into `content`). Other tools ignore them; this app shows `typed`.
+(A chat keeps more beside each message: `chat.tree.ChatMessage`.)
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from .errors import ConversationError
 
-ROLES = ("system", "user", "assistant")
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 EXTRA_KEYS = ("typed", "skill")
+
+
+class Message(TypedDict):
+    """A message as a model, Gradio's Chatbot and OpenAI's API take it."""
+
+    role: Role
+    content: str
+
+
+class TypedMessage(Message, total=False):
+    """A message as files and the messages format carry it: a user message may say what was typed and
+    which skill expanded it into `content`."""
+
+    typed: str
+    skill: str
+
+
+Messages = list[Message]
 MAX_MESSAGES = 2_000  # a conversation longer than this is not a chat, it is an attack or a mistake
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: JSON can carry one, UTF-8 can't
 
@@ -65,7 +85,7 @@ def _checked(text: str, where: str) -> str:
     return text
 
 
-def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str, Any]]:
+def normalize_messages(data: Any, source: str = "conversation") -> list[TypedMessage]:
     """Checks and cleans a messages list; raises `ConversationError` naming the first problem."""
     if isinstance(data, dict) and "messages" in data:
         data = data["messages"]
@@ -73,7 +93,7 @@ def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str
         raise ConversationError(f"{source}: expected a list of messages like [{{\"role\": \"user\", \"content\": \"Hi\"}}]")
     if len(data) > MAX_MESSAGES:
         raise ConversationError(f"{source}: {len(data)} messages is more than the {MAX_MESSAGES} allowed")
-    messages = []
+    messages: list[TypedMessage] = []
     for index, item in enumerate(data, start=1):
         where = f"{source}, message {index}"
         if not isinstance(item, dict):
@@ -83,9 +103,10 @@ def normalize_messages(data: Any, source: str = "conversation") -> list[dict[str
             raise ConversationError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
         if role == "system" and index != 1:
             raise ConversationError(f"{where}: a system message may only come first")
-        message = {"role": role, "content": content_text(item.get("content"), where)}
-        for key in EXTRA_KEYS:
-            if isinstance(item.get(key), str):
-                message[key] = _checked(item[key], where)  # `typed` goes to the model again on Retry
+        message: TypedMessage = {"role": role, "content": content_text(item.get("content"), where)}
+        if isinstance(item.get("typed"), str):
+            message["typed"] = _checked(item["typed"], where)  # it goes to the model again on Retry
+        if isinstance(item.get("skill"), str):
+            message["skill"] = _checked(item["skill"], where)
         messages.append(message)
     return messages

@@ -22,20 +22,31 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from .context_window import TRIM_NOTICE, FittedPrompt
-from .formats import Messages, PromptFormat, Segment, adds_special_tokens, control_token_ids
 from .answer_tokens import token_texts, visible
+from .context_window import TRIM_NOTICE, FittedPrompt
+from .formats import PromptFormat, Segment, adds_special_tokens, control_token_ids
+from .messages import Message
 
-if TYPE_CHECKING:
-    from .session import ChatSession
 
-INSTRUCTIONS, HISTORY, TEMPLATE = "instructions", "history", "template"
-SKILL_TEMPLATE, YOUR_TEXT, GENERATION_PROMPT, ANSWER_SO_FAR = "skill template", "your text", "generation prompt", "answer so far"
-PARTS = (INSTRUCTIONS, HISTORY, TEMPLATE, SKILL_TEMPLATE, YOUR_TEXT, GENERATION_PROMPT, ANSWER_SO_FAR)  # in the legend's order
-Span = tuple[int, int, str]  # (start, end, part): characters of the prompt text
+class PromptPart(StrEnum):
+    """The part of the prompt a token belongs to (the value: its name in the legend), in the legend's order."""
+
+    INSTRUCTIONS = "instructions"
+    HISTORY = "history"
+    TEMPLATE = "template"
+    SKILL_TEMPLATE = "skill template"
+    YOUR_TEXT = "your text"
+    GENERATION_PROMPT = "generation prompt"
+    ANSWER_SO_FAR = "answer so far"
+
+
+INSTRUCTIONS, HISTORY, TEMPLATE, SKILL_TEMPLATE, YOUR_TEXT, GENERATION_PROMPT, ANSWER_SO_FAR = PromptPart
+PARTS = tuple(PromptPart)
+Span = tuple[int, int, PromptPart]  # (start, end, part): characters of the prompt text
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class PromptToken:
     id: int
     text: str  # the prompt characters it stands for; all of them joined are the prompt text
     special: bool  # a control token (<|im_start|>, <|im_end|>, a BOS), not text
-    part: str  # one of PARTS
+    part: PromptPart
     name: str = ""  # shown where it stands for no text: a BOS the tokenizer adds, a byte of a split character
 
     @property
@@ -59,7 +70,7 @@ class PromptTokens:
     message_trimmed: bool = False  # the last message itself was cut short to fit
 
     @property
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[PromptPart, int]:
         """Tokens per part, in PARTS order, parts with none left out."""
         counted = Counter(token.part for token in self.tokens)
         return {part: counted[part] for part in PARTS if counted[part]}
@@ -96,20 +107,6 @@ def read_prompt(fitted: FittedPrompt, prompt_format: PromptFormat, tokenizer: An
         tokens.append(PromptToken(token_id, token_text, special, _part_of(cursor, end, special, spans, next_span), name))
         cursor = end
     return PromptTokens(tuple(tokens), fitted.dropped_messages, fitted.message_trimmed)
-
-
-def typed_text(history: Messages) -> str | None:
-    """What the user typed of the last user message in a session's `history`, before a skill wrapped it."""
-    last = next((message for message in reversed(history) if message["role"] == "user"), None)
-    return None if last is None else last.get("typed")
-
-
-def of_session(session: "ChatSession") -> PromptTokens | None:
-    """The tokens of the session's last prompt; None before the first, or where a server tokenizes it."""
-    fitted, engine = session.last_prompt, session.engine
-    if fitted is None or not engine.exact_prompt:  # a server tokenizes what it is sent: no tokens to ask for
-        return None
-    return engine.prompt_tokens(fitted, typed_text(session.history))
 
 
 def as_text(tokens: PromptTokens) -> str:
@@ -195,7 +192,7 @@ def texts_from_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[st
 # -- which part each character belongs to -------------------------------------------------------------
 
 
-def part_spans(segments: list[Segment], messages: Messages, typed: str | None, continues: bool,
+def part_spans(segments: list[Segment], messages: Sequence[Message], typed: str | None, continues: bool,
                generation_start: int) -> list[Span]:
     """The prompt's parts as character spans, in order, covering the whole text."""
     owners = _owners(segments, messages)
@@ -220,7 +217,7 @@ def _template_spans(start: int, end: int, generation_start: int) -> list[Span]:
     return [span for span in spans if span[1] > span[0]]
 
 
-def _owners(segments: list[Segment], messages: Messages) -> list[int | None]:
+def _owners(segments: list[Segment], messages: Sequence[Message]) -> list[int | None]:
     """The message each segment shows (None: template text). Formats leave out messages with no text
     (a blank system message) and may change the text (a transcript strips and escapes it), so a
     message segment goes to the next message that, like it, is blank or not."""
@@ -237,7 +234,7 @@ def _owners(segments: list[Segment], messages: Messages) -> list[int | None]:
     return owners
 
 
-def _message_part(messages: Messages, index: int, continues: bool) -> str:
+def _message_part(messages: Sequence[Message], index: int, continues: bool) -> PromptPart:
     if index == 0 and messages[0]["role"] == "system":
         return INSTRUCTIONS
     return ANSWER_SO_FAR if continues and index == len(messages) - 1 else HISTORY
@@ -268,7 +265,7 @@ def _locate(body: str, typed: str) -> tuple[int, int] | None:
     return (at, at + low) if low else None
 
 
-def _part_of(start: int, end: int, special: bool, spans: Sequence[Span], first: int) -> str:
+def _part_of(start: int, end: int, special: bool, spans: Sequence[Span], first: int) -> PromptPart:
     """The part holding most of the characters from `start` to `end` (`spans[first:]` may hold them), on
     a tie the text's rather than the template's. A token that holds none: a control token the tokenizer
     adds (a BOS) is template; a byte of a character that the next token completes goes with it."""

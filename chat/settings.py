@@ -99,6 +99,19 @@ class GenerationSettings:
     def merged(self, overrides: Mapping[str, Any] | None) -> "GenerationSettings":
         return self.replace(**dict(overrides or {}))
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], fallback: "GenerationSettings") -> "GenerationSettings":
+        """Settings as they were recorded (a saved chat, an answer's provenance): `fallback`, with each
+        recorded value this release knows and accepts (another release's may be unknown, or out of range)."""
+        settings = fallback
+        for name, value in data.items():
+            if name in FIELD_NAMES:
+                try:
+                    settings = settings.replace(**{name: value})
+                except (SettingsError, TypeError, ValueError, OverflowError):
+                    pass  # this release's rules refuse it: the fallback's value stays
+        return settings
+
     def generate_kwargs(self) -> dict[str, Any]:
         """The settings `generate` takes by name; greedy decoding leaves the sampling ones out."""
         kwargs = {s.name: value for s, value in self._in_effect() if s.generate_arg and not (s.sampling and self.greedy)}

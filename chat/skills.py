@@ -159,6 +159,14 @@ class SkillBook:
             return self._skills[name]
         raise SkillError(f"unknown skill {name!r}; known skills: {', '.join(self._skills)}")
 
+    def pick(self, name: str | None) -> Skill:
+        """The skill a user picked: by name, the default when none is named (unknown: `SkillError`)."""
+        return self.default if not name else self.get(name)
+
+    def find(self, name: str | None) -> Skill | None:
+        """The skill of that name, if this book has it (a message may name one from another skills file)."""
+        return self._skills.get(name) if name is not None else None
+
     def __iter__(self) -> Iterator[Skill]:
         return iter(self._skills.values())
 

@@ -21,16 +21,6 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))  # the default conversation database
 
 
-@pytest.fixture(autouse=True)
-def _drawn_seeds_fixed_per_test(request):
-    """The seeds the app draws for sampled answers start the same way in every run of a test (as torch's
-    own generator did before answers were seeded): a tiny random model may end an answer at once for
-    some seeds, and no test may pass or fail by what chance draws."""
-    from chat.provenance import SEEDS
-
-    SEEDS.seed(request.node.nodeid)
-
-
 @pytest.fixture(scope="session")
 def tiny_chat_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-chat"), chat_template=True)

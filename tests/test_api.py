@@ -9,13 +9,14 @@ import openai
 import pytest
 
 from chat.engine import StopReason
-from chat.settings import SETTINGS, GenerationSettings
+from chat.settings import SETTINGS
 from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api
 from tests.helpers.engines import RecordingEngine, finished, make_engine
 from tests.helpers.ports import free_port
+from tests.helpers.settings import greedy
 from tests.helpers.waiting import wait_for
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)  # the server's defaults: repeatable answers
+GREEDY = greedy(12)  # the server's defaults: repeatable answers
 KEY = "test-key-5f3a"
 
 

@@ -10,12 +10,12 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from chat.api.logprobs import content, sendable
-from chat.settings import GenerationSettings
 from chat.answer_tokens import PENALIZED, TOP, Alternative, Distribution, TokenStep
 from tests.helpers.api_servers import serve_api
 from tests.helpers.engines import engine_on, load_quietly
+from tests.helpers.settings import greedy
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)  # the server's defaults
+GREEDY = greedy(12)  # the server's defaults
 INSTRUCTIONS = "Be nice."
 HELLO = [{"role": "user", "content": "Hello"}]
 

@@ -15,8 +15,10 @@ from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.local.criteria import CancelCriteria
 from tests.helpers.engines import engine_on, load_quietly
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=24)
+GREEDY = greedy(24)
 PROMPTS = ["Hello there", "What is the capital of France? Tell me more.", "Hi", "Summarize: the quick brown fox jumps."]
 
 
@@ -74,10 +76,10 @@ def test_min_p_keeps_only_tokens_near_the_likeliest_batched_or_alone(engines):
     plain, batched = engines
     hot = GenerationSettings(temperature=2.0, top_p=1.0, top_k=0, seed=3, max_new_tokens=24)
     fitted = plain.prepare([{"role": "user", "content": PROMPTS[1]}], hot)
-    greedy = "".join(plain.generate(fitted, hot.replace(temperature=0)))
-    assert "".join(plain.generate(fitted, hot)) != greedy  # hot sampling wanders off …
+    likeliest = "".join(plain.generate(fitted, hot.replace(temperature=0)))
+    assert "".join(plain.generate(fitted, hot)) != likeliest  # hot sampling wanders off …
     for engine in engines:
-        assert "".join(engine.generate(fitted, hot.replace(min_p=1.0))) == greedy  # … unless min_p holds it
+        assert "".join(engine.generate(fitted, hot.replace(min_p=1.0))) == likeliest  # … unless min_p holds it
 
 
 def test_a_stop_string_or_a_cancel_ends_only_its_own_answer(engines):
@@ -98,8 +100,8 @@ def test_a_stop_string_or_a_cancel_ends_only_its_own_answer(engines):
 def test_sessions_chatting_together_reuse_their_own_caches_and_answer_as_alone(engines):
     plain, batched = engines
     skills = load_skills()
-    together = [ChatSession(batched, skills, "Be brief.", GREEDY) for _ in PROMPTS]
-    alone = [ChatSession(plain, skills, "Be brief.", GREEDY) for _ in PROMPTS]
+    together = [seeded_session(batched, skills, "Be brief.", GREEDY) for _ in PROMPTS]
+    alone = [seeded_session(plain, skills, "Be brief.", GREEDY) for _ in PROMPTS]
     for alone_session in alone:
         alone_session.kv_cache = None  # everything computed from scratch
     for turn in range(3):

@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from chat.store.store import STALE_S, Store, user_owner
+from chat.store.store import Store, user_owner
 from tests.helpers.apps import ROOT, AppProcess
 from tests.helpers.browser import answers, message_box, questions, send, wait_done
 from tests.helpers.ports import free_port
 from tests.helpers.postgres import postgres_server
+from tests.helpers.stores import as_if_abandoned
 from tests.helpers.tiny_models import save_tiny_model
 from tests.helpers.waiting import wait_for
 
@@ -105,16 +106,20 @@ def test_users_never_see_each_others_chats_and_the_same_user_does_on_another_bro
             wait_listed(page, ["alice's secret plan"])
         with tab(bob, running.url, ("bob", "pw-b")) as page:
             assert listed(page) == [] and asked(page) == []
-            page.get_by_label("Search chats").fill("secret")
-            time.sleep(1)
-            assert listed(page) == []
+            chat(page, "bob's shopping list")
+            wait_listed(page, ["bob's shopping list"])
+            # As a person types (the box searches on a keystroke): one search, for the whole word.
+            page.get_by_label("Search chats").fill("secre")
+            page.get_by_label("Search chats").press("t")
+            # The search has run when bob's own chat leaves the list; alice's must not have come in with it.
+            assert wait_for(lambda: listed(page) != ["bob's shopping list"], 10) and listed(page) == []
         with tab(alice_again, running.url, ("alice", "pw-a")) as page:  # alice on another device
             wait_listed(page, ["alice's secret plan"])
             chat_list(page).get_by_text("alice's secret plan").click()
             assert wait_for(lambda: asked(page) == ["alice's secret plan"], 10)
         for context in (alice, bob, alice_again):
             context.close()
-    assert [c.title for c in Store(f"sqlite:///{db}").chats(user_owner("bob"))] == []
+    assert [c.title for c in Store(f"sqlite:///{db}").chats(user_owner("bob"))] == ["bob's shopping list"]
 
 
 def test_kill_9_in_the_middle_of_an_answer_loses_neither_the_message_nor_what_was_answered(browser, tmp_path):
@@ -140,7 +145,7 @@ def test_kill_9_in_the_middle_of_an_answer_loses_neither_the_message_nor_what_wa
         running.process.kill()  # kill -9
         running.process.wait(10)
     kept = streamed()
-    time.sleep(STALE_S)  # nobody writes that answer any more
+    as_if_abandoned(store)  # nobody writes that answer any more
     with app(endless, db, port=port) as running, tab(context, running.url) as page:
         assert wait_for(lambda: asked(page) == ["Tell me everything"], 20), asked(page)
         shown = answers(page).first.inner_text()

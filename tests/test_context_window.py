@@ -13,6 +13,7 @@ from chat.formats import encode
 from chat.remote.engine import RemoteEngine, estimate_tokens
 from chat.settings import GenerationSettings
 from tests.helpers.engines import make_engine
+from tests.helpers.settings import greedy
 from tests.helpers.tiny_models import save_tiny_model
 
 CONTEXT = 128
@@ -40,7 +41,7 @@ def small_engine(request, small_dir):
 
 
 def settings(max_new_tokens: int) -> GenerationSettings:
-    return GenerationSettings(temperature=0, max_new_tokens=max_new_tokens)
+    return greedy(max_new_tokens)
 
 
 def test_a_short_conversation_is_sent_whole(small_engine):

@@ -7,8 +7,8 @@ import importlib.metadata
 import pytest
 
 from chat.local.embedded import EMBEDDED_DISTRIBUTION, EMBEDDED_NAME, converted_dir, ensure_converted, find_embedded_gguf
-from chat.settings import GenerationSettings
 from tests.helpers.engines import make_engine
+from tests.helpers.settings import greedy
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def embedded_engine():
 
 
 def ask(engine, question: str, max_new_tokens: int):
-    settings = GenerationSettings(temperature=0, max_new_tokens=max_new_tokens)
+    settings = greedy(max_new_tokens)
     generation = engine.generate(engine.prepare([{"role": "user", "content": question}], settings), settings)
     deltas = list(generation)
     return generation, deltas

@@ -12,12 +12,13 @@ from transformers import DynamicCache
 from chat.engine import Stats
 from chat.local.kvcache import CachePool, PrefixCache, common_prefix_length
 from chat.session import ChatSession
-from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from tests.helpers.engines import make_engine
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 from tests.helpers.tiny_models import save_tiny_model
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
+GREEDY = greedy(12, repetition_penalty=1.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -119,7 +120,7 @@ def test_common_prefix_length():
 
 
 def test_a_growing_chat_reuses_the_previous_turns_and_answers_the_same(engine, skills):
-    session = ChatSession(engine, skills, "You are terse.", GREEDY)
+    session = seeded_session(engine, skills, "You are terse.", GREEDY)
     reused = []
     for text in ["Hello, how are you?", "What is the capital of France?", "Translate: Guten Tag!", "Summarize."]:
         reply = session.send(text)
@@ -132,7 +133,7 @@ def test_a_growing_chat_reuses_the_previous_turns_and_answers_the_same(engine, s
 
 
 def test_retry_undo_and_edited_instructions_answer_the_same(engine, skills):
-    session = ChatSession(engine, skills, "You are terse.", GREEDY)
+    session = seeded_session(engine, skills, "You are terse.", GREEDY)
     check_turn(engine, session, session.send("Hello there"))
     check_turn(engine, session, session.send("What is the capital of France?"))
     retried = session.retry()
@@ -149,7 +150,7 @@ def test_retry_undo_and_edited_instructions_answer_the_same(engine, skills):
 
 
 def test_changed_settings_and_beam_search_answer_the_same(engine, skills):
-    session = ChatSession(engine, skills, "", GREEDY)
+    session = seeded_session(engine, skills, "", GREEDY)
     check_turn(engine, session, session.send("Hello"))
     for changes in [
         {"max_new_tokens": 5},
@@ -170,7 +171,7 @@ def test_changed_settings_and_beam_search_answer_the_same(engine, skills):
 
 def test_trimmed_history_answers_the_same(small_context_engine, skills):
     engine = small_context_engine
-    session = ChatSession(engine, skills, "Be brief.", GREEDY.replace(max_new_tokens=16))
+    session = seeded_session(engine, skills, "Be brief.", GREEDY.replace(max_new_tokens=16))
     dropped = []
     for turn in range(8):
         reply = session.send(f"Tell me more about topic number {turn}, please.")
@@ -180,7 +181,7 @@ def test_trimmed_history_answers_the_same(small_context_engine, skills):
 
 
 def test_the_warm_up_leaves_only_the_new_message_to_compute(engine, skills):
-    session = ChatSession(engine, skills, "Be brief.", GREEDY.replace(max_new_tokens=40))
+    session = seeded_session(engine, skills, "Be brief.", GREEDY.replace(max_new_tokens=40))
     check_turn(engine, session, session.send("Hello there"))
     for message in ["What is the capital of France?", "Translate: Guten Tag!"]:
         # What any next prompt shares with this one: everything before the new message.
@@ -194,7 +195,7 @@ def test_the_warm_up_leaves_only_the_new_message_to_compute(engine, skills):
 
 def test_a_stopped_answer_leaves_a_cache_that_is_still_exact(engine, skills):
     chatty = GREEDY.replace(max_new_tokens=100)
-    session = ChatSession(engine, skills, "", chatty)
+    session = seeded_session(engine, skills, "", chatty)
     reply = session.send("Hello")
     for _ in reply:
         reply.cancel()  # Stop after the first piece of text
@@ -209,8 +210,8 @@ def test_a_stopped_answer_leaves_a_cache_that_is_still_exact(engine, skills):
 
 
 def test_sessions_never_share_a_cache(engine, skills):
-    first = ChatSession(engine, skills, "Same instructions", GREEDY)
-    second = ChatSession(engine, skills, "Same instructions", GREEDY)
+    first = seeded_session(engine, skills, "Same instructions", GREEDY)
+    second = seeded_session(engine, skills, "Same instructions", GREEDY)
     assert first.kv_cache is not second.kv_cache
     answer(first.send("Same question"))
     reply = second.send("Same question")  # identical prompt, but first's cache is first's
@@ -240,7 +241,7 @@ def test_two_generations_never_use_one_cache_at_once():
 def test_pool_stays_bounded_under_many_sessions_and_releases_least_recently_used(tiny_chat_dir, skills):
     engine = make_engine(tiny_chat_dir)
     engine.caches = CachePool(max_sessions=8, max_tokens=400)
-    sessions = [ChatSession(engine, skills, "", GREEDY.replace(max_new_tokens=3)) for _ in range(50)]
+    sessions = [seeded_session(engine, skills, "", GREEDY.replace(max_new_tokens=3)) for _ in range(50)]
     for number, session in enumerate(sessions):
         answer(session.send(f"Hello number {number}"))
         assert engine.caches.sessions <= 8
@@ -279,7 +280,7 @@ def test_a_cache_larger_than_the_pool_is_not_kept():
 
 def test_a_closed_session_leaves_the_pool(tiny_chat_dir, skills):
     engine = make_engine(tiny_chat_dir)
-    session = ChatSession(engine, skills, "", GREEDY.replace(max_new_tokens=3))
+    session = seeded_session(engine, skills, "", GREEDY.replace(max_new_tokens=3))
     answer(session.send("Hello"))
     assert session.kv_cache.wait_free(30)
     assert engine.caches.sessions == 1

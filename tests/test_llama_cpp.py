@@ -19,11 +19,13 @@ from chat.skills import load_skills
 from chat.answer_tokens import SERVER, TOP
 from chat.web.view import chat_messages
 from tests.helpers.llama_server import ALIAS, LlamaServer, require_llama_cpp
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
 pytestmark = pytest.mark.llama_cpp
 
 N_CTX = 512  # small, so that a chat outgrows it in a few turns
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=24, seed=1)
+GREEDY = greedy(24, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def connected(server: LlamaServer, context_window: int | None = N_CTX, **options
 
 
 def session_on(engine: RemoteEngine, settings: GenerationSettings = GREEDY) -> ChatSession:
-    return ChatSession(engine, load_skills(), "Be brief.", settings)
+    return seeded_session(engine, load_skills(), "Be brief.", settings)
 
 
 def test_a_chat_streams_stops_and_goes_on(llama_server):

@@ -7,10 +7,10 @@ import torch
 
 from chat.errors import ModelLoadError
 from chat.local.loader import LoadOptions, load_model, parse_max_memory
-from chat.settings import GenerationSettings
 from tests.helpers.engines import make_engine
+from tests.helpers.settings import greedy
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=5)
+GREEDY = greedy(5)
 MESSAGES = [{"role": "user", "content": "Hello, how are you?"}]
 
 

@@ -15,15 +15,16 @@ from chat.prompt_tokens import (
 )
 from chat.remote.engine import RemoteEngine
 from chat.session import ChatSession
-from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.web.prompt_tokens_html import NO_TOKENS_YET, SERVER_TOKENIZES, prompt_tokens_html, tokens_html
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
 TRANSLATE = "🔄 Translate to German"
 TYPED = "Guten Tag! <b>Hokus</b> 😀 Düsseldorf"
 INSTRUCTIONS_TEXT = "You are brief."
 EARLIER = [{"role": "user", "content": "Hello, how are you today?"}, {"role": "assistant", "content": "I am fine, thank you very much."}]
-SETTINGS = GenerationSettings(temperature=0, max_new_tokens=8)
+SETTINGS = greedy()
 # (engine fixture, the generation prompt, the control tokens' texts)
 FORMATS = [
     ("tiny_engine", "<|im_start|>assistant\n", {"<|im_start|>", "<|im_end|>"}),
@@ -146,7 +147,7 @@ def test_the_terminal_shows_pieces_ids_and_parts(tiny_engine, skill):
 
 
 def test_a_session_shows_its_last_prompts_tokens(tiny_engine, one_torch_thread, no_worker_left):
-    session = ChatSession(tiny_engine, load_skills(), instructions=INSTRUCTIONS_TEXT, settings=SETTINGS)
+    session = seeded_session(tiny_engine, load_skills(), instructions=INSTRUCTIONS_TEXT, settings=SETTINGS)
     assert NO_TOKENS_YET in prompt_tokens_html(session)
     "".join(session.send(TYPED, TRANSLATE))
     shown = prompt_tokens_html(session)
@@ -155,7 +156,7 @@ def test_a_session_shows_its_last_prompts_tokens(tiny_engine, one_torch_thread, 
 
 def test_a_server_engine_says_it_tokenizes_the_prompt_itself():
     engine = RemoteEngine("http://127.0.0.1:9/v1", "some-model")  # never contacted
-    session = ChatSession(engine, load_skills())
+    session = seeded_session(engine, load_skills())
     messages = [{"role": "user", "content": "hello"}]
     session.last_prompt = FittedPrompt(Prompt("hello", [], estimated_length=2), messages, 0, False, 8)
     assert html.escape(SERVER_TOKENIZES) in prompt_tokens_html(session)

@@ -22,9 +22,11 @@ from chat.web.view import chat_messages
 from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api, serve_api_refusing_logprobs, serve_failure
 from tests.helpers.engines import RecordingEngine, finished, make_engine
 from tests.helpers.ports import free_port, silent_port
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 from tests.helpers.waiting import wait_for
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=8)
+GREEDY = greedy()
 KEY = "remote-key-9c1e"
 
 
@@ -45,7 +47,7 @@ def remote(server, backend, **options) -> RemoteEngine:
 
 
 def session_on(engine, settings=GREEDY, skills=TEST_SKILLS) -> ChatSession:
-    return ChatSession(engine, skills, "Be nice.", settings)
+    return seeded_session(engine, skills, "Be nice.", settings)
 
 
 def test_continue_through_a_remote_server_extends_the_answer_as_the_local_engine_does(server, backend):

@@ -12,13 +12,15 @@ from chat.skills import load_skills
 from chat.store.record import ChatRecord, settings_of, tree_of
 from chat.store.store import Store, storable
 from tests.helpers.engines import make_engine, repeating
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 from tests.test_store import db_url, postgres  # noqa: F401 - the same real databases
 
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=8)
+GREEDY = greedy()
 
 
 def recorded_session(engine, store: Store, owner: str = "alice", settings: GenerationSettings = GREEDY) -> ChatSession:
-    session = ChatSession(engine, load_skills(), "Be brief.", settings)
+    session = seeded_session(engine, load_skills(), "Be brief.", settings)
     session.record = ChatRecord.new(store, owner, session.instructions, session.settings)
     return session
 
@@ -31,7 +33,7 @@ def as_stored(messages: list[dict]) -> list[dict]:
 def reopened(store: Store, session: ChatSession, engine) -> ChatSession:
     """The chat as a new tab (or a restarted app) opens it from the store."""
     chat = store.open_chat(session.record.owner, session.record.chat_id)
-    fresh = ChatSession(engine, load_skills())
+    fresh = seeded_session(engine, load_skills())
     fresh.open(ChatRecord(store, session.record.owner, chat.id), *tree_of(chat), chat.instructions, settings_of(chat, GREEDY))
     return fresh
 
@@ -101,7 +103,7 @@ def test_an_answer_is_written_while_it_streams_every_few_seconds_not_per_token(d
     writes = []
     original = store.update_message
     monkeypatch.setattr(store, "update_message", lambda *args, **kwargs: (writes.append(args[3]), original(*args, **kwargs)))
-    session = ChatSession(engine, load_skills(), "Be brief.", GREEDY.replace(max_new_tokens=12))
+    session = seeded_session(engine, load_skills(), "Be brief.", GREEDY.replace(max_new_tokens=12))
     session.record = ChatRecord.new(store, "alice", session.instructions, session.settings,
                                     save_every_s=0.0)  # every token: then the store holds each step
     deltas = iter(session.send("Hello"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import itertools
 import re
-import time
 
 import httpx
 import openai
@@ -28,6 +27,7 @@ from tests.helpers.browser import answers, open_tab, questions, send, upload_con
 from tests.helpers.clients import new_client, texts
 from tests.helpers.engines import RecordingEngine, make_engine
 
+SENTINEL = "/the-test-asked-last"  # (a 404 the page's server answers)
 TRACKER = "http://127.0.0.1:9/pixel.png"  # nothing listens there; the browser must never even ask
 ATTACKS = [  # model text that tries to run script, load a URL, or become a live link
     '<script>window.__pwned = "script"</script>',
@@ -100,7 +100,10 @@ def test_html_in_model_answers_shows_as_text_runs_nothing_and_loads_nothing(brow
         for links in (answers(page).locator("a"), questions(page).locator("a")):
             for index in range(links.count()):
                 links.nth(index).click(timeout=2000, no_wait_after=True)
-        time.sleep(0.5)
+        # A positive signal that what the clicks set off has run: the page's own tasks queued before this fetch
+        # (a javascript: link, an onerror) ran before it, and requests they made are reported before its request.
+        with page.expect_request(lambda request: request.url.endswith(SENTINEL), timeout=10_000):
+            page.evaluate(f"() => new Promise(done => setTimeout(() => fetch('{SENTINEL}').finally(done)))")
         assert page.evaluate("window.__pwned") is None and not dialogs
         assert fetched == [], f"the page fetched {fetched}"
         bubbles = page.locator('[data-testid="bot"], [data-testid="user"]')

@@ -18,6 +18,8 @@ from chat.skills import Skill, SkillBook, load_skills
 from chat.web.view import chat_messages
 from tests.helpers.api_servers import serve_api, serve_empty_stream, serve_json
 from tests.helpers.ports import free_port
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
 MODEL = "served-model"
 
@@ -122,7 +124,7 @@ def test_llama_cpp_gets_repeat_penalty_beside_repetition_penalty_unless_standard
 def test_an_empty_stream_is_an_error_that_says_what_to_do_never_a_blank_bubble():
     with serve_empty_stream() as server:
         engine = RemoteEngine(server.url + "/v1", MODEL, context_window=4096)
-        session = ChatSession(engine, load_skills())
+        session = seeded_session(engine, load_skills())
         with pytest.raises(GenerationError) as caught:
             "".join(session.send("Hello"))
     message = str(caught.value)
@@ -138,9 +140,9 @@ def stopping_at(stop: str | None) -> SkillBook:
 
 def greedy_then_stopped(engine, stop_at: slice, max_new_tokens: int = 8) -> tuple[str, ChatSession, str]:
     """(the greedy answer to "Hello", a session whose skill stops at `greedy[stop_at]`, that stop string)."""
-    settings = GenerationSettings(temperature=0, max_new_tokens=max_new_tokens)
-    greedy = "".join(ChatSession(engine, stopping_at(None), settings=settings).send("Hello"))
-    return greedy, ChatSession(engine, stopping_at(greedy[stop_at]), settings=settings), greedy[stop_at]
+    settings = greedy(max_new_tokens)
+    likeliest = "".join(seeded_session(engine, stopping_at(None), settings=settings).send("Hello"))
+    return likeliest, seeded_session(engine, stopping_at(likeliest[stop_at]), settings=settings), likeliest[stop_at]
 
 
 def test_a_local_answer_with_no_text_is_an_error_too(tiny_engine):

@@ -9,12 +9,13 @@ import pytest
 from chat.files import load_conversation, save_conversation
 from chat.errors import ChatError, ConversationError, GenerationError, SkillError
 from chat.session import ChatSession
-from chat.settings import GenerationSettings
 from chat.skills import DEFAULT_SKILLS_PATH, load_skills
 from tests.helpers.engines import make_engine
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
 TRANSLATE = "🔄 Translate to German"
-SETTINGS = GenerationSettings(temperature=0, max_new_tokens=6)
+SETTINGS = greedy(6)
 pytestmark = pytest.mark.usefixtures("no_worker_left")
 
 
@@ -25,7 +26,7 @@ def skills():
 
 @pytest.fixture
 def session(tiny_engine, skills):
-    return ChatSession(tiny_engine, skills, instructions="Be brief.", settings=SETTINGS)
+    return seeded_session(tiny_engine, skills, instructions="Be brief.", settings=SETTINGS)
 
 
 def answer(reply) -> str:
@@ -138,7 +139,7 @@ def test_preview_shows_the_prompt_without_sending(session, skills):
 @pytest.mark.timeout(60)
 def test_a_failed_answer_keeps_the_message_for_retry(monkeypatch, tiny_chat_dir, skills):
     engine = make_engine(tiny_chat_dir)
-    session = ChatSession(engine, skills, settings=SETTINGS)
+    session = seeded_session(engine, skills, settings=SETTINGS)
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure")
@@ -160,7 +161,7 @@ def test_a_failed_answer_keeps_the_message_for_retry(monkeypatch, tiny_chat_dir,
 
 
 def test_stop_keeps_the_partial_answer_and_marks_it_cancelled(chatty_engine, skills):
-    session = ChatSession(chatty_engine, skills, settings=SETTINGS.replace(max_new_tokens=300))
+    session = seeded_session(chatty_engine, skills, settings=SETTINGS.replace(max_new_tokens=300))
     reply = session.send("Tell me a long story")
     stream = iter(reply)
     shown = next(stream) + next(stream)
@@ -171,7 +172,7 @@ def test_stop_keeps_the_partial_answer_and_marks_it_cancelled(chatty_engine, ski
 
 
 def test_sending_while_an_answer_streams_stops_the_old_one(chatty_engine, skills):
-    session = ChatSession(chatty_engine, skills, settings=SETTINGS.replace(max_new_tokens=300))
+    session = seeded_session(chatty_engine, skills, settings=SETTINGS.replace(max_new_tokens=300))
     first = session.send("One")
     stream = iter(first)
     next(stream)
@@ -192,7 +193,7 @@ def test_saved_conversation_loads_back_the_same(session, tiny_engine, skills, tm
     assert saved[0] == {"role": "system", "content": "Be brief."}
     assert saved[1] == session.to_messages()[1]  # typed text and skill travel with the message
 
-    restored = ChatSession(tiny_engine, skills, settings=SETTINGS)
+    restored = seeded_session(tiny_engine, skills, settings=SETTINGS)
     restored.load_messages(load_conversation(path), path.name)
     assert restored.instructions == "Be brief."
     assert restored.to_messages() == session.to_messages()

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from chat.cli.talk import find_skill
 from chat.files import load_conversation
 from chat.instructions import CHAT_INSTRUCTIONS
-from chat.session import ChatSession
-from chat.settings import GenerationSettings
 from chat.skills import load_skills
-from chat.cli.talk import find_skill
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 from tests.helpers.tiny_models import save_tiny_model
+from tests.helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NEW_TOKENS = 12
@@ -52,8 +53,8 @@ def expected(tiny_engine):
     import torch
 
     def answers(*turns: str, history=(), instructions=CHAT_INSTRUCTIONS, skills=None) -> list[str]:
-        settings = GenerationSettings(temperature=0, max_new_tokens=MAX_NEW_TOKENS, seed=SEED)
-        session = ChatSession(tiny_engine, load_skills(), instructions, settings)
+        settings = greedy(MAX_NEW_TOKENS, seed=SEED)
+        session = seeded_session(tiny_engine, load_skills(), instructions, settings)
         session.load_messages([{"role": "system", "content": instructions}, *history] if instructions else list(history))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -93,14 +94,14 @@ def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tin
     assert run.stdout.decode() == f"{more}\n{more}\n{translated}\n"  # /retry answers the same message again
     stderr = run.stderr.decode()
     assert "Loaded 2 messages from from_app.json" in stderr and "Saved 6 messages to chat.json" in stderr
-    saved = ChatSession(tiny_engine, load_skills())
+    saved = seeded_session(tiny_engine, load_skills())
     saved.load_messages(load_conversation(tmp_path / "chat.json"), "chat.json")  # the web app's loader
     messages = saved.to_messages()
     assert messages[:3] == [{"role": "system", "content": "Be kind."}, *history]
     assert messages[3]["typed"] == "Tell me more." and messages[4] == {"role": "assistant", "content": more}
     assert messages[5]["typed"] == "Guten Tag" and messages[5]["skill"] == "🔄 Translate to German"
     assert messages[6] == {"role": "assistant", "content": translated}
-    assert len(saved.tree) == 7 and saved.versions() == [(3, 2, 2)]  # the retried answer is kept, a version away
+    assert len(saved.tree) == 7 and saved.tree.versions(saved.history) == [(3, 2, 2)]  # the retried answer is kept, a version away
 
 
 def test_versions_continue_and_reproduce_in_a_pipe(tmp_path, tiny_chat_dir):
@@ -151,6 +152,11 @@ class Terminal:
         os.close(slave)
         self.master, self.screen, self.cursor = master, "", 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span two reads
+
+    def waiting_for_a_key(self) -> bool:
+        """The program is blocked reading the terminal (readline's select), as Linux tells (/proc: its wait channel)."""
+        wait_channel = Path(f"/proc/{self.process.pid}/wchan").read_text()
+        return "select" in wait_channel or "poll" in wait_channel
 
     def expect(self, pattern: str, timeout: float = WAIT_S) -> str:
         """Waits until `pattern` (a regex) shows after what was matched before; returns the text up to it."""
@@ -243,9 +249,9 @@ def test_ctrl_c_stops_the_answer_not_the_program(tmp_path, terminal, sigint_igno
     term.expect(r"\[stopped\]\n")
     term.expect(r"stop: cancelled\]")  # the model stopped too, not only the display
     term.expect(re.escape(PROMPT))
-    # A person presses a key long after the prompt shows; a SIGINT in the microseconds before
-    # readline waits for input is only seen at the next key (a CPython limitation), so wait a little.
-    time.sleep(1)
+    # A person presses a key long after the prompt shows; a SIGINT in the microseconds before readline
+    # waits for input is only seen at the next key (a CPython limitation): so first, until it waits.
+    assert wait_for(term.waiting_for_a_key, WAIT_S), "the prompt never waited for input"
     term.type("\x03")  # at the prompt, Ctrl+C only clears the line
     term.expect(r"\(Ctrl\+D or /quit leaves\)")
     # Then the prompt comes back, and only then does a person press Ctrl+D: pressed sooner, while the
@@ -263,7 +269,7 @@ def test_the_terminal_says_once_per_trim_what_the_model_no_longer_sees(tmp_path)
     from tests.helpers.engines import make_engine
 
     engine = make_engine(save_tiny_model(tmp_path / "small", context=300))
-    session = ChatSession(engine, load_skills(), "Be brief.", GenerationSettings(temperature=0, max_new_tokens=MAX_NEW_TOKENS))
+    session = seeded_session(engine, load_skills(), "Be brief.", greedy(MAX_NEW_TOKENS))
     talk = Talk(session, interactive=False, out=io.StringIO(), err=io.StringIO())
     turns = 16
     for turn in range(turns):

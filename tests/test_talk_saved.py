@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from chat.store.store import STALE_S, Store
+from chat.store.store import Store
+from tests.helpers.stores import as_if_abandoned
 from tests.helpers.tiny_models import save_tiny_model
 from tests.helpers.waiting import wait_for
 from tests.test_talk import GREEDY_FLAGS, ROOT, WAIT_S, chat_env, piped
@@ -94,7 +95,7 @@ def test_an_answer_cut_off_by_kill_9_is_there_after_a_restart_marked_interrupted
         if process.poll() is None:
             process.kill()
     written = answer_on_disk()
-    time.sleep(STALE_S)  # no one writes it any more
+    as_if_abandoned(stored(tmp_path))  # no one writes it any more
     later = subprocess.run([sys.executable, "-m", "chat", "--model", str(endless), *flags, "--resume"], input=b"",
                            capture_output=True, cwd=tmp_path, env=chat_env(tmp_path), timeout=WAIT_S * 2)
     assert later.returncode == 0, later.stderr.decode()

@@ -10,6 +10,8 @@ import torch
 from chat.settings import GenerationSettings
 from chat.answer_tokens import MODEL, PENALIZED, SAMPLED, TokenLog, TokenTexts, token_texts
 from tests.helpers.engines import engine_on, load_quietly
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -43,7 +45,7 @@ def forward_logprobs(engine, ids: list[int]) -> torch.Tensor:
 
 
 def test_the_probabilities_shown_are_the_models_own(alone):
-    settings = GenerationSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0)
+    settings = greedy(12, repetition_penalty=1.0)
     generation, text = answer(alone, settings)
     log = generation.tokens
     assert log is not None and len(log) > 3
@@ -63,7 +65,7 @@ def test_the_probabilities_shown_are_the_models_own(alone):
 
 
 def test_greedy_tokens_are_the_top_one_of_what_the_penalty_left(alone):
-    settings = GenerationSettings(temperature=0, max_new_tokens=24, repetition_penalty=1.5)
+    settings = greedy(24, repetition_penalty=1.5)
     generation, _ = answer(alone, settings)
     for step in generation.tokens.steps:
         assert step.id == step.dists[PENALIZED].top[0].id
@@ -116,7 +118,7 @@ def test_recording_does_not_change_the_answer(alone, batched):
 
 
 def test_alternatives_carry_their_own_text_and_specials_are_named(alone):
-    settings = GenerationSettings(temperature=0, max_new_tokens=8)
+    settings = greedy()
     generation, _ = answer(alone, settings)
     alternatives = [a for step in generation.tokens.steps for a in step.dists[MODEL].top]
     assert all(a.text for a in alternatives)
@@ -149,62 +151,58 @@ def test_a_log_survives_its_stored_form(alone):
 # -- in a session: Continue, another token, Reproduce, the store ---------------------------------------
 
 
-def recording_session(engine, settings: GenerationSettings | None = None):
-    from chat.session import ChatSession
+def sampling_session(engine, settings: GenerationSettings | None = None):
     from chat.skills import load_skills
 
-    session = ChatSession(engine, load_skills(), "Be brief.", settings or GenerationSettings(temperature=1.0, max_new_tokens=10))
-    session.record_tokens = True
-    return session
+    return seeded_session(engine, load_skills(), "Be brief.", settings or GenerationSettings(temperature=1.0, max_new_tokens=10))
 
 
 def test_an_answer_and_its_continuation_keep_tokens_that_join_to_its_text(chatty_engine):
-    session = recording_session(chatty_engine)
-    "".join(session.send("Hello"))
+    session = sampling_session(chatty_engine)
+    "".join(session.send("Hello", tokens=True))
     answer = session.history[-1]
-    first = session.tokens_of(answer)
+    first = session.token_logs.of(answer)
     assert first is not None and len(first) == 10 and first.text == answer["content"]
-    "".join(session.continue_answer())
-    both = session.tokens_of(answer)
+    "".join(session.continue_answer(tokens=True))
+    both = session.token_logs.of(answer)
     assert len(both) == 20 and both.text == answer["content"]
     assert both.steps[:10] == first.steps
 
 
 def test_no_token_data_when_the_view_is_closed(tiny_engine):
-    session = recording_session(tiny_engine)
-    session.record_tokens = False
-    "".join(session.send("Hello"))
-    assert session.tokens_of(session.history[-1]) is None
+    session = sampling_session(tiny_engine)
+    "".join(session.send("Hello", tokens=False))
+    assert session.token_logs.of(session.history[-1]) is None
 
 
 def test_another_token_makes_a_version_that_goes_on_from_it_and_reproduces(chatty_engine):
-    session = recording_session(chatty_engine)
-    "".join(session.send("Hello"))
+    session = sampling_session(chatty_engine)
+    "".join(session.send("Hello", tokens=True))
     old = session.history[-1]
-    log = session.tokens_of(old)
+    log = session.token_logs.of(old)
     position = 4
     choice = next(a for a in log.steps[position].dists[MODEL].top if a.id != log.steps[position].id and not a.special)
-    reply = session.take_token(1, position, choice)
+    reply = session.take_token(1, position, choice, tokens=True)
     text = "".join(reply)
     new = session.history[-1]
     prefix = "".join(step.text for step in log.steps[:position]) + choice.text
     assert new["content"] == prefix + text and new["id"] != old["id"]
-    assert session.versions() == [(1, 2, 2)]  # a version beside the old answer, which stays
-    kept = session.tokens_of(new)
+    assert session.tree.versions(session.history) == [(1, 2, 2)]  # a version beside the old answer, which stays
+    kept = session.token_logs.of(new)
     assert [s.id for s in kept.steps[: position + 1]] == [s.id for s in log.steps[:position]] + [choice.id]
     assert kept.text == new["content"]
-    fork = new["provenance"]["parts"][0]["fork"]
-    assert fork["from"] == old["id"] and fork["token"] == position and fork["chosen"] == choice.text
-    again = "".join(session.reproduce())
+    fork = new["provenance"].fork
+    assert fork.from_id == old["id"] and fork.token == position and fork.chosen == choice.text
+    again = "".join(session.reproduce(tokens=True))
     assert session.history[-1]["content"] == new["content"] and again == text  # same fork, same seed: same text
     session.switch(1, -2)
     assert session.history[-1]["content"] == old["content"]
 
 
 def test_choosing_the_end_of_turn_ends_the_new_version_there(tiny_engine):
-    session = recording_session(tiny_engine, GenerationSettings(temperature=0, max_new_tokens=8))
-    "".join(session.send("Hello"))
-    log = session.tokens_of(session.history[-1])
+    session = sampling_session(tiny_engine, greedy())
+    "".join(session.send("Hello", tokens=True))
+    log = session.token_logs.of(session.history[-1])
     end = tiny_engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
     from chat.answer_tokens import Alternative
 
@@ -218,15 +216,15 @@ def test_token_data_comes_back_from_the_store_for_its_owner_only(tiny_engine, tm
     from chat.store.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'chats.sqlite3'}")
-    session = recording_session(tiny_engine)
+    session = sampling_session(tiny_engine)
     session.record = ChatRecord.new(store, "alice", session.instructions, session.settings)
-    "".join(session.send("Hello"))
+    "".join(session.send("Hello", tokens=True))
     answer = session.history[-1]
-    recorded = session.tokens_of(answer)
+    recorded = session.token_logs.of(answer)
     chat = store.open_chat("alice", session.record.chat_id)
-    again = recording_session(tiny_engine)
+    again = sampling_session(tiny_engine)
     again.open(ChatRecord(store, "alice", chat.id), *tree_of(chat), chat.instructions, settings_of(chat, GenerationSettings()))
-    assert again.tokens_of(again.history[-1]) == recorded
+    assert again.token_logs.of(again.history[-1]) == recorded
     assert store.tokens("mallory", chat.id, answer["id"]) is None
 
 
@@ -244,8 +242,9 @@ def test_the_token_view_escapes_what_the_model_wrote():
 
 def test_the_panel_says_why_a_beam_search_answer_has_no_tokens(tiny_engine):
     from chat.web.panels.tokens import BEAMS, view
+    from chat.web.tabs import Tab
 
-    session = recording_session(tiny_engine, GenerationSettings(temperature=0, num_beams=2, max_new_tokens=6))
-    "".join(session.send("Hello"))
-    assert session.tokens_of(session.history[-1]) is None
-    assert BEAMS.split("**")[0] in view(session, MODEL)[0]
+    session = sampling_session(tiny_engine, greedy(6, num_beams=2))
+    "".join(session.send("Hello", tokens=True))
+    assert session.token_logs.of(session.history[-1]) is None
+    assert BEAMS.split("**")[0] in view(Tab(session, record_tokens=True), MODEL)["token_chips"]

@@ -9,10 +9,11 @@ import pytest
 
 from chat.__main__ import main
 from chat.session import ChatSession
-from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.training.train import EMBEDDED_BASE, INFO_FILE, base_model_name
 from tests.helpers.engines import make_engine
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 from tests.helpers.tiny_models import save_tiny_model
 
 SPELLS = [  # the seed's pattern: the eval lines share it, so learning it lowers their loss
@@ -31,7 +32,7 @@ TAUGHT = [  # four unrelated answers: only memorizing each instruction's answer 
     ("Say hello.", "Hello, how are you today?"),
     ("Summarize the fox story.", "The quick brown fox jumps over the lazy dog."),
 ]
-GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=40)
+GREEDY = greedy(40, repetition_penalty=1.0)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # for the training runs too
 
 
@@ -44,7 +45,7 @@ def write_data(path, train, evaluation):
 def chat(folder, instructions=""):
     """(the engine, a greedy chat session on it) for the model in `folder`."""
     engine = make_engine(folder)
-    return engine, ChatSession(engine, load_skills(), instructions, GREEDY)
+    return engine, seeded_session(engine, load_skills(), instructions, GREEDY)
 
 
 def answer(session, question):

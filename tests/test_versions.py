@@ -12,19 +12,25 @@ import pytest
 from chat.files import load_conversation, save_conversation
 from chat.errors import ChatError
 from chat.files import FORMAT_VERSION, conversation_document, markdown
-from chat.session import INTERRUPTED, ChatSession
+from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills import load_skills
 from chat.store.record import ChatRecord, settings_of, tree_of
 from chat.store.store import Store
 from tests.helpers.engines import make_engine
+from tests.helpers.sessions import seeded_session
+from tests.helpers.settings import greedy
 
 SAMPLED = GenerationSettings(temperature=1.0, max_new_tokens=12)  # no seed: a random one is drawn per answer
-GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
+GREEDY = greedy(12)
 
 
 def new_session(engine, settings: GenerationSettings = SAMPLED) -> ChatSession:
-    return ChatSession(engine, load_skills(), "Be brief.", settings)
+    return seeded_session(engine, load_skills(), "Be brief.", settings)
+
+
+def versions(session: ChatSession) -> list[tuple[int, int, int]]:
+    return session.tree.versions(session.history)
 
 
 def say(session: ChatSession, text: str) -> str:
@@ -40,14 +46,14 @@ def test_retry_keeps_every_answer_as_a_version_and_switching_shows_each(tiny_eng
     say(session, "Hello")
     first = session.history[-1]["content"]
     answers = [first] + ["".join(session.retry()) for _ in range(2)]
-    assert session.versions() == [(1, 3, 3)]
+    assert versions(session) == [(1, 3, 3)]
     session.switch(1, -1)
     session.switch(1, -1)
-    assert session.history[-1]["content"] == answers[0] and session.versions() == [(1, 1, 3)]
+    assert session.history[-1]["content"] == answers[0] and versions(session) == [(1, 1, 3)]
     session.switch(1, -1)  # no version before the first: it stays
-    assert session.versions() == [(1, 1, 3)]
+    assert versions(session) == [(1, 1, 3)]
     session.switch(1, +2)
-    assert session.history[-1]["content"] == answers[2] and session.versions() == [(1, 3, 3)]
+    assert session.history[-1]["content"] == answers[2] and versions(session) == [(1, 3, 3)]
 
 
 def test_an_edit_is_a_new_branch_and_the_old_one_comes_back_whole(tiny_engine):
@@ -58,7 +64,7 @@ def test_an_edit_is_a_new_branch_and_the_old_one_comes_back_whole(tiny_engine):
     session.edit(0, "First question, better worded")
     assert "".join(session.answer_last())
     assert [m.get("typed") for m in session.history if m["role"] == "user"] == ["First question, better worded"]
-    assert session.versions() == [(0, 2, 2)]
+    assert versions(session) == [(0, 2, 2)]
     session.switch(0, -1)
     assert shown(session) == old_branch  # with its whole follow-up
     session.switch(0, +1)
@@ -99,7 +105,7 @@ def test_continue_extends_the_same_answer_where_the_token_limit_cut_it(tiny_engi
     more = "".join(session.continue_answer())
     answer = session.history[-1]
     assert len(session.history) == 2 and answer["content"] == cut + more and more
-    assert len(answer["provenance"]["parts"]) == 2
+    assert len(answer["provenance"].parts) == 2
     prompt = session.last_prompt.prompt.text
     assert prompt.endswith(cut) or prompt.rstrip().endswith(cut.rstrip())  # the prompt ends inside the answer
     assert session.last_stats.cached_tokens > 0  # the cache held the answer so far
@@ -111,10 +117,10 @@ def test_continue_goes_on_after_stop_and_the_answer_is_no_longer_marked_stopped(
     next(deltas)
     session.stop()
     "".join(deltas)
-    assert session.history[-1].get(INTERRUPTED)
+    assert session.history[-1].get("interrupted")
     before = session.history[-1]["content"]
     continuing = session.continue_answer()
-    assert INTERRUPTED not in session.history[-1]
+    assert "interrupted" not in session.history[-1]
     continuing.stream().close()  # stopped again at once: what came is kept
     assert session.history[-1]["content"].startswith(before)
 
@@ -129,15 +135,15 @@ def test_nothing_to_continue_is_a_clear_refusal(tiny_engine):
 def test_reproduce_gives_the_same_text_from_the_recorded_seed_and_settings(tiny_engine, settings):
     session = new_session(tiny_engine, settings)
     original = say(session, "Hello there")
-    recorded = session.history[-1]["provenance"]["parts"][0]
-    assert recorded["seed"] == (None if settings.greedy else recorded["settings"]["seed"])
-    assert recorded["seed_drawn"] == (settings.seed is None and not settings.greedy)
+    recorded = session.history[-1]["provenance"].parts[0]
+    assert recorded.seed == (None if settings.greedy else recorded.settings["seed"])
+    assert recorded.seed_drawn == (settings.seed is None and not settings.greedy)
     session.settings = session.settings.replace(temperature=1.7, max_new_tokens=3)  # changed since: not used
     session.instructions = "Other instructions."
     again = "".join(session.reproduce())
     assert again == original
-    assert session.versions() == [(1, 2, 2)]
-    assert session.history[-1]["provenance"]["reproduces"] == session.tree.messages[session.tree.siblings(session.history[-1]["id"])[0]]["id"]
+    assert versions(session) == [(1, 2, 2)]
+    assert session.history[-1]["provenance"].reproduces == session.tree.messages[session.tree.siblings(session.history[-1]["id"])[0]]["id"]
 
 
 def test_reproduce_is_the_same_batched_with_other_answers_and_alone(tiny_chat_dir):
@@ -165,7 +171,7 @@ def test_reproduce_of_a_continued_answer_runs_each_part_with_its_seed(tiny_engin
     "".join(session.continue_answer())
     whole = session.history[-1]["content"]
     assert "".join(session.reproduce()) == whole
-    assert len(session.history[-1]["provenance"]["parts"]) == 2
+    assert len(session.history[-1]["provenance"].parts) == 2
 
 
 def test_the_file_holds_every_version_and_loads_back_the_same_tree(tiny_engine, tmp_path):
@@ -181,7 +187,7 @@ def test_the_file_holds_every_version_and_loads_back_the_same_tree(tiny_engine, 
     assert all("provenance" in m for m in data["messages"] if m["role"] == "assistant")
     restored = new_session(tiny_engine)
     restored.load_messages(load_conversation(path), path.name)
-    assert restored.to_messages() == session.to_messages() and restored.versions() == session.versions()
+    assert restored.to_messages() == session.to_messages() and versions(restored) == versions(session)
     restored.switch(2, -1)
     session.switch(2, -1)
     assert shown(restored) == shown(session)
@@ -199,14 +205,14 @@ def test_a_newer_file_is_refused_and_an_old_messages_list_still_loads(tiny_engin
                                                     {"role": "assistant", "content": "A"}])
     session = new_session(tiny_engine)
     session.load_messages(load_conversation(old), old.name)
-    assert session.instructions == "Hi." and shown(session) == ["Q", "A"] and session.versions() == []
+    assert session.instructions == "Hi." and shown(session) == ["Q", "A"] and versions(session) == []
 
 
 def test_the_markdown_export_is_the_shown_path_with_how_each_answer_was_made(tiny_engine):
     session = new_session(tiny_engine, SAMPLED.replace(seed=42))
     say(session, "Hello")
     "".join(session.retry())
-    text = markdown(session, "My homework")
+    text = markdown(session, session.engine.name, session.skills.default.name, "My homework")
     assert text.startswith("# My homework") and "## You" in text and "## Assistant (version 2 of 2)" in text
     assert session.history[-1]["content"] in text and "seed 42" in text
 
@@ -223,7 +229,7 @@ def test_versions_survive_the_store_with_the_branch_last_shown(tiny_engine, tmp_
     chat = store.open_chat("alice", session.record.chat_id)
     again = new_session(tiny_engine)
     again.open(ChatRecord(store, "alice", chat.id), *tree_of(chat), chat.instructions, settings_of(chat, SAMPLED))
-    assert shown(again) == expected and again.versions() == [(1, 1, 2)]
+    assert shown(again) == expected and versions(again) == [(1, 1, 2)]
     again.switch(1, +1)  # the second answer, with "Two" after it as it was
     assert [m.get("typed") for m in again.history if m["role"] == "user"] == ["One", "Two"]
-    assert again.history[1]["provenance"]["parts"][0]["settings"]["seed"] is not None
+    assert again.history[1]["provenance"].parts[0].settings["seed"] is not None

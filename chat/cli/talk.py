@@ -22,10 +22,11 @@ from typing import Callable, Iterable, TextIO
 from .args import build_engine, build_instructions, build_skills, open_store_from_args, owner_from_args, settings_from_args
 from ..files import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
-from ..session import INTERRUPTED, ChatSession, Reply
+from ..session import ChatSession, Reply
 from ..skills import SkillBook
 from ..files import conversation_document
-from ..answer_tokens import MODEL
+from ..tree import ChatMessage
+from ..answer_tokens import MODEL, DistributionName
 from .token_lines import USAGE, chosen_distribution, token_lines
 from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store
@@ -118,12 +119,13 @@ class Talk:
                  out: TextIO | None = None, err: TextIO | None = None, store: Store | None = None, owner: str = ""):
         self.session, self.interactive, self.show_stats = session, interactive, show_stats
         self.store = store  # where conversations are kept (None: --db none)
-        session.owner = owner
+        self.owner = owner  # whose conversations these are, as the store knows them
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.skill = session.skills.default.name
         self.failed = False  # a piped run that met an error exits with 1
         self.out_of_view = 0  # the oldest messages the model no longer sees, as last told
-        self.token_distribution = MODEL  # which probabilities /tokens shows
+        self.token_distribution: DistributionName = MODEL  # which probabilities /tokens shows
+        self.record_tokens = False  # answers record their tokens' probabilities (/tokens on)
         self.prefill = ""  # text put back on the input line (after /undo)
         self.can_prefill = False  # the line reader can put text on the input line
         self.commands: dict[str, Callable[[str], bool | None]] = {
@@ -180,7 +182,7 @@ class Talk:
                 raise ChatError(f"unknown command {word}: /help lists them (start the line with a space to send it as a message)")
             if line.strip():
                 self.keep_in_store()
-                self.stream(self.session.send(line, self.skill))
+                self.stream(self.session.send(line, self.skill, tokens=self.record_tokens))
         except ChatError as error:
             self.failed = True
             again = " (your message is kept: /retry tries again)" if isinstance(error, GenerationError) else ""
@@ -232,14 +234,14 @@ class Talk:
             self.show(f"{mark} {number}. {skill.name}{about}")
 
     def retry(self, _: str) -> None:
-        self.stream(self.session.retry())
+        self.stream(self.session.retry(tokens=self.record_tokens))
 
     # -- saved conversations ------------------------------------------------------------------------
 
     def keep_in_store(self) -> None:
         """Before the first message of a conversation: it becomes a chat in the store."""
         if self.store is not None and self.session.record is None:
-            self.session.start_record(ChatRecord.new(self.store, self.session.owner, self.session.instructions, self.session.settings))
+            self.session.start_record(ChatRecord.new(self.store, self.owner, self.session.instructions, self.session.settings))
 
     def new_chat(self, _: str) -> None:
         self.session.new_conversation()  # the next message starts one in the store
@@ -247,7 +249,7 @@ class Talk:
 
     def list_chats(self, search: str) -> None:
         store = self._store()
-        chats = store.chats(self.session.owner, search=search, limit=CHATS_SHOWN)
+        chats = store.chats(self.owner, search=search, limit=CHATS_SHOWN)
         current = self.session.record.chat_id if self.session.record else None
         if not chats:
             self.show("No saved conversations" + (f" mention {search!r}." if search else " yet."))
@@ -258,19 +260,19 @@ class Talk:
     def open_chat(self, wanted: str) -> None:
         """Continues a saved chat: the newest (no ID), or the one whose ID starts with `wanted`."""
         store = self._store()
-        chats = store.chats(self.session.owner, limit=10_000)
+        chats = store.chats(self.owner, limit=10_000)
         matches = [c for c in chats if c.id.startswith(wanted)] if wanted else chats[:1]
         if len(matches) != 1:
             raise ChatError(f"{'several' if matches else 'no'} saved conversations match {wanted!r}: /chats lists them"
                             if wanted else "no saved conversations yet")
-        chat = store.open_chat(self.session.owner, matches[0].id)
-        self.session.open(ChatRecord(store, self.session.owner, chat.id), *tree_of(chat), chat.instructions,
+        chat = store.open_chat(self.owner, matches[0].id)
+        self.session.open(ChatRecord(store, self.owner, chat.id), *tree_of(chat), chat.instructions,
                           settings_of(chat, self.session.settings))
         if chat.skill in self.session.skills.names():
             self.skill = chat.skill
         self.note(f"Continuing {chat.title or 'an empty conversation'!r} ({len(chat.messages)} messages)")
         for message in self.session.history[-LOADED_SHOWN:] if self.interactive else ():
-            mark = " [interrupted]" if message.get(INTERRUPTED) else ""
+            mark = " [interrupted]" if message.get("interrupted") else ""
             self.show(f"{message['role']}: {message.get('typed', message['content'])}{mark}")
 
     def _store(self) -> Store:
@@ -288,24 +290,25 @@ class Talk:
             self.note(f"Removed: {typed}")
 
     def continue_answer(self, _: str) -> None:
-        self.stream(self.session.continue_answer())
+        self.stream(self.session.continue_answer(tokens=self.record_tokens))
 
     def reproduce(self, _: str) -> None:
-        self.stream(self.session.reproduce())
+        self.stream(self.session.reproduce(tokens=self.record_tokens))
 
     def tokens(self, word: str) -> None:
         word = word.strip().casefold()
         if word in ("on", "off"):
-            self.session.record_tokens = word == "on"
+            self.record_tokens = word == "on"
             self.note("Answers now record their tokens (a few percent slower)." if word == "on" else "Tokens are no longer recorded.")
             return
-        if word and chosen_distribution(word) is None:
+        chosen = chosen_distribution(word) if word else self.token_distribution
+        if chosen is None:
             raise ChatError(f"unknown /tokens option {word!r}: {USAGE}")
-        self.token_distribution = word or self.token_distribution
+        self.token_distribution = chosen
         answers = [m for m in self.session.history if m["role"] == "assistant"]
-        log = self.session.tokens_of(answers[-1]) if answers else None
+        log = self.session.token_logs.of(answers[-1]) if answers else None
         if log is None:
-            self.session.record_tokens = True
+            self.record_tokens = True
             self.note("The last answer's tokens were not recorded. The next answers record them (a few percent slower): "
                       "/tokens again after one; /tokens off stops.")
             return
@@ -313,7 +316,7 @@ class Talk:
             self.show(line)
 
     def versions(self, _: str) -> None:
-        found = self.session.versions()
+        found = self.session.tree.versions(self.session.history)
         if not found:
             self.show("No message has other versions yet (/retry makes one).")
         for index, k, n in found:
@@ -321,7 +324,7 @@ class Talk:
             self.show(f"{index + 1}. {_speaker(message)}: version {k} of {n}: {_start(message)}")
 
     def switch(self, number: str, step: int) -> None:
-        found = [index for index, _, _ in self.session.versions()]
+        found = [index for index, _, _ in self.session.tree.versions(self.session.history)]
         if not found:
             raise ChatError("no message has other versions yet (/retry makes one)")
         if number and not (number.isdigit() and int(number) - 1 in found):
@@ -380,11 +383,11 @@ class Talk:
         print(text, file=self.out if self.interactive else self.err, flush=True)
 
 
-def _speaker(message: dict) -> str:
+def _speaker(message: ChatMessage) -> str:
     return "you" if message["role"] == "user" else "assistant"
 
 
-def _start(message: dict, chars: int = 60) -> str:
+def _start(message: ChatMessage, chars: int = 60) -> str:
     line = " ".join(message.get("typed", message["content"]).split())
     return line if len(line) <= chars else line[: chars - 1] + "…"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..answer_tokens import DESCRIPTIONS, DISTRIBUTIONS, SERVER, TokenLog, label, percent, visible
+from ..answer_tokens import DESCRIPTIONS, DISTRIBUTIONS, SERVER, DistributionName, TokenLog, label, percent, visible
 
 ALTERNATIVES = 5
 USAGE = "/tokens [on | off | model | penalized | sampled]"
@@ -26,6 +26,6 @@ def _cell(text: str, width: int) -> str:
     return (text[: width - 1] + "…") if len(text) > width else text.ljust(width)
 
 
-def chosen_distribution(word: str) -> str | None:
+def chosen_distribution(word: str) -> DistributionName | None:
     """The distribution a `/tokens WORD` asks for (None: not one)."""
-    return word if word in (*DISTRIBUTIONS, SERVER) else None
+    return DistributionName(word) if word in (*DISTRIBUTIONS, SERVER) else None

@@ -30,7 +30,7 @@ from .batching import StepBatcher, can_batch
 from .criteria import CancelCriteria, stop_string_criteria
 from .kvcache import CachePool, PrefixCache, common_prefix_length
 from .loader import LoadedModel, input_device
-from .sampling import GENERATE_PICKS, PickedByPicker, TokenPicker, TokenRecorder
+from .sampling import GENERATE_PICKS, PickedByPicker, TokenPicker, TokenRecorder, global_generator_seeded
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
@@ -264,11 +264,10 @@ class LocalEngine:
         if settings.num_beams == 1:  # as the batcher picks (sampling.py): then `generate` takes the token picked
             processors.append(PickedByPicker(TokenPicker(self.model, settings, input_ids.device, len(fitted.prompt.ids), recorder)))
             kwargs.update(GENERATE_PICKS)
-        elif settings.seed is not None:
-            torch.manual_seed(settings.seed)  # beam search samples in its own way
         if stop_strings:  # the model stops at the step that completes one
             criteria = [*criteria, stop_string_criteria(self.tokenizer, tuple(stop_strings))]
-        with torch.inference_mode():
+        beam_seed = settings.seed if settings.num_beams > 1 else None  # beam search samples in its own way
+        with global_generator_seeded(beam_seed, input_ids.device), torch.inference_mode():
             return self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),

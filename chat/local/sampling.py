@@ -14,7 +14,8 @@ ones (see chat/answer_tokens.py). Recording costs one softmax and a top-k per di
 from __future__ import annotations
 
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -24,7 +25,7 @@ from transformers.generation.logits_process import (
 )
 
 from ..settings import GenerationSettings
-from ..answer_tokens import MODEL, PENALIZED, SAMPLED, TOP, Distribution, TokenStep, Alternative
+from ..answer_tokens import MODEL, PENALIZED, SAMPLED, TOP, Alternative, Distribution, DistributionName, TokenStep
 
 # What `generate` applies after every other processor when it samples (its former "logits warpers").
 WARPERS = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper,
@@ -41,13 +42,35 @@ def processors_for(model: Any, settings: GenerationSettings, device: torch.devic
     return model._get_logits_processor(GenerationConfig(**settings.generate_kwargs()), input_ids_seq_length=prompt_length, device=device)
 
 
-def draw(scores: torch.Tensor, generator: torch.Generator | None) -> int:
+def draw(scores: torch.Tensor, generator: torch.Generator) -> int:
     """One token from the processed scores of one row, sampled."""
     return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
 
 
-def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
+def own_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """An answer's own random generator: seeded, or (no seed) from the system's entropy, never torch's global one."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+# transformers' beam search samples with torch's global generator, and takes no other.
+_GLOBAL_GENERATOR = threading.Lock()
+
+
+@contextmanager
+def global_generator_seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Runs a seeded beam search with torch's global generator seeded for it alone: forked (put back
+    after) and held, so that it neither disturbs nor is disturbed by another. Unseeded: as it is."""
+    if seed is None:
+        yield
+        return
+    with _GLOBAL_GENERATOR, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class TokenRecorder:
@@ -56,13 +79,13 @@ class TokenRecorder:
 
     def __init__(self) -> None:
         self.steps: list[TokenStep] = []
-        self.distributions: tuple[str, ...] = ()
+        self.distributions: tuple[DistributionName, ...] = ()
         self._lock = threading.Lock()
 
-    def add(self, token: int, stages: dict[str, torch.Tensor]) -> None:
+    def add(self, token: int, stages: dict[DistributionName, torch.Tensor]) -> None:
         """`stages`: name → the scores of one row at that stage; the same tensor twice is computed once."""
         computed: dict[int, Distribution] = {}
-        dists = {}
+        dists: dict[DistributionName, Distribution] = {}
         for name, scores in stages.items():
             if id(scores) not in computed:
                 computed[id(scores)] = _distribution(scores[0].float(), token)
@@ -109,8 +132,8 @@ class TokenPicker:
             sampled, token = penalized, int(torch.argmax(penalized, dim=-1))
         else:
             sampled = self.warpers(input_ids, penalized.clone() if recording else penalized)
-            if self.generator is None and self.seed is not None:
-                self.generator = seeded_generator(self.seed, logits.device)
+            if self.generator is None:
+                self.generator = own_generator(self.seed, logits.device)
             token = draw(sampled, self.generator)
         if self.recorder is not None:
             self.recorder.add(token, {MODEL: logits, PENALIZED: penalized, SAMPLED: sampled})

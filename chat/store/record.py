@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Sequence
 
-from ..session import INTERRUPTED
-from ..settings import GenerationSettings
 from ..answer_tokens import TokenLog
-from ..tree import ConversationTree
-from .store import MessageStatus, Store, StoredChat
+from ..provenance import Provenance
+from ..settings import GenerationSettings
+from ..tree import ChatMessage, ConversationTree
+from .store import MessageStatus, Store, StoredChat, StoredMessage
 
 SAVE_EVERY_S = 2.0
 
 
 class ChatRecord:
+    """A chat in the store, for its owner: a `chat.recording.ConversationRecord`."""
+
     def __init__(self, store: Store, owner: str, chat_id: str, save_every_s: float = SAVE_EVERY_S):
         self.store, self.owner, self.chat_id = store, owner, chat_id
         self.save_every_s = save_every_s  # how often a streaming answer's text is written
@@ -32,26 +34,27 @@ class ChatRecord:
             save_every_s: float = SAVE_EVERY_S) -> "ChatRecord":
         return cls(store, owner, store.new_chat(owner, instructions=instructions, settings=asdict(settings)), save_every_s)
 
-    def added(self, message: dict[str, Any], parent: dict[str, Any] | None) -> None:
+    def added(self, message: ChatMessage, parent: ChatMessage | None) -> None:
         """`message` joined the chat after `parent`: written now, and given its id."""
-        streaming = message["role"] == "assistant" and not message["content"] and not (message.get("error") or message.get(INTERRUPTED))
+        streaming = message["role"] == "assistant" and not message["content"] and not (message.get("error") or message.get("interrupted"))
         status = MessageStatus.STREAMING if streaming else _status(message)
-        message["id"] = self.store.add_message(self.owner, self.chat_id, message, parent.get("id") if parent else None, status)
+        message["id"] = self.store.add_message(self.owner, self.chat_id, _stored(message), parent.get("id") if parent else None, status)
 
-    def streaming(self, answer: dict[str, Any]) -> None:
+    def streaming(self, answer: ChatMessage) -> None:
         """The answer's text so far: its first piece at once, then at most every `save_every_s`."""
         now, last = time.monotonic(), self._saved_at.get(answer["id"])
         if last is None or now - last >= self.save_every_s:  # (the clock may start near 0: no default time)
             self._saved_at[answer["id"]] = now
             self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], MessageStatus.STREAMING)
 
-    def ended(self, answer: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
-        """The answer is complete, stopped or failed: its last text and status."""
+    def ended(self, answer: ChatMessage) -> None:
+        """The answer is complete, stopped or failed: its last text, status and provenance."""
         self._saved_at.pop(answer["id"], None)
+        provenance = answer["provenance"].to_json() if "provenance" in answer else None
         self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], _status(answer),
                                   answer.get("error"), provenance)
 
-    def tokens(self, answer: dict[str, Any], log: TokenLog) -> None:
+    def tokens(self, answer: ChatMessage, log: TokenLog) -> None:
         """The answer's token data (written once it has ended)."""
         self.store.save_tokens(self.owner, self.chat_id, answer["id"], log.to_bytes())
 
@@ -59,7 +62,7 @@ class ChatRecord:
         data = self.store.tokens(self.owner, self.chat_id, message_id)
         return TokenLog.from_bytes(data) if data is not None else None
 
-    def shown(self, history: list[dict[str, Any]]) -> None:
+    def shown(self, history: Sequence[ChatMessage]) -> None:
         """The chat now shows `history` (a version switch, Undo, Clear, Retry; nothing is deleted)."""
         self.store.show(self.owner, self.chat_id, [message["id"] for message in history if "id" in message])
 
@@ -67,39 +70,52 @@ class ChatRecord:
         self.store.save_chat_settings(self.owner, self.chat_id, instructions, skill, asdict(settings))
 
 
-def _status(message: dict[str, Any]) -> MessageStatus:
+def _status(message: ChatMessage) -> MessageStatus:
     if message.get("error"):
         return MessageStatus.FAILED
-    return MessageStatus.INTERRUPTED if message.get(INTERRUPTED) else MessageStatus.COMPLETE
+    return MessageStatus.INTERRUPTED if message.get("interrupted") else MessageStatus.COMPLETE
 
 
-def tree_of(chat: StoredChat) -> tuple[ConversationTree, list[dict[str, Any]]]:
+def _stored(message: ChatMessage) -> dict[str, Any]:
+    """The message as the store takes it: its provenance as the JSON document it is kept as."""
+    stored: dict[str, Any] = {key: value for key, value in message.items() if key != "provenance"}
+    if "provenance" in message:
+        stored["provenance"] = message["provenance"].to_json()
+    return stored
+
+
+def tree_of(chat: StoredChat) -> tuple[ConversationTree, list[ChatMessage]]:
     """The stored chat as a session's tree and shown path: every version, interrupted answers marked
     so, failed ones with their error; below each message, the version shown last is shown again."""
     tree = ConversationTree()
     latest: dict[str | None, tuple[float, str]] = {}
     for stored in chat.all_messages:
-        parent = stored["parent_id"] if stored["parent_id"] in tree.messages else None  # (an orphan starts a branch)
-        tree.add(_session_message(stored), parent)
-        if stored["shown_at"] >= latest.get(parent, (float("-inf"), ""))[0]:
-            latest[parent] = (stored["shown_at"], stored["id"])
+        parent = stored.get("parent_id") if stored.get("parent_id") in tree.messages else None  # (an orphan starts a branch)
+        tree.add(_chat_message(stored), parent)
+        shown_at = stored.get("shown_at", 0.0)
+        if shown_at >= latest.get(parent, (float("-inf"), ""))[0]:
+            latest[parent] = (shown_at, stored["id"])
     for parent, (_, child) in latest.items():
         tree.remember(parent, child)
     leaf = chat.shown_leaf if chat.shown_leaf in tree.messages else None
     return tree, tree.path_to(leaf)
 
 
-def _session_message(stored: dict[str, Any]) -> dict[str, Any]:
-    message = {k: v for k, v in stored.items() if k not in ("status", "parent_id", "shown_at")}
+def _chat_message(stored: StoredMessage) -> ChatMessage:
+    message: ChatMessage = {"id": stored["id"], "role": stored["role"], "content": stored["content"]}
+    if "typed" in stored:
+        message["typed"] = stored["typed"]
+    if "skill" in stored:
+        message["skill"] = stored["skill"]
+    if "error" in stored:
+        message["error"] = stored["error"]
+    if "provenance" in stored:
+        message["provenance"] = Provenance.from_json(stored["provenance"])
     if stored["status"] == MessageStatus.INTERRUPTED:
-        message[INTERRUPTED] = True
+        message["interrupted"] = True
     return message
 
 
 def settings_of(chat: StoredChat, fallback: GenerationSettings) -> GenerationSettings:
-    """The chat's saved settings (fields this release doesn't know are ignored)."""
-    known = {name: value for name, value in chat.settings.items() if name in asdict(fallback)}
-    try:
-        return fallback.replace(**known)
-    except Exception:  # noqa: BLE001 - a setting saved by another release that this one refuses: the defaults
-        return fallback
+    """The chat's saved settings (those this release doesn't know, or refuses, keep `fallback`'s)."""
+    return GenerationSettings.from_json(chat.settings, fallback)

@@ -1,6 +1,6 @@
 """The conversation store's tables, and how a database made by an earlier release is brought up to date.
 
-One model serves the store, the versions tree and the token view (see DESIGN-conversations.md):
+One model serves the store, the versions tree and the token view (docs/data-model.md describes it):
 a conversation is a tree of messages, each pointing at its parent; the page shows the path from
 the first message to `shown_leaf`. Alternatives (Retry, edits) are siblings; nothing is deleted
 to make one. Answers carry their provenance as a versioned JSON document. Later features add

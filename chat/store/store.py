@@ -16,14 +16,16 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, NotRequired, TypedDict
 
-from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, update
+from platformdirs import user_data_dir
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import StoreError
-from ..tree import new_id
+from ..messages import Role
+from ..tree import new_id, path_ids
 from .connection import WriteLock, reason
 from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, token_data
 
@@ -47,6 +49,26 @@ class MessageStatus(StrEnum):
     FAILED = "failed"  # generation failed: `error` says why
 
 
+class StoredMessage(TypedDict):
+    """A message as the store keeps it: plain data (its provenance as the JSON document it is stored as)."""
+
+    id: str
+    role: Role
+    content: str  # what the model saw (a user message after its skill's template)
+    status: MessageStatus
+    typed: NotRequired[str]  # what the user typed, where a skill expanded it
+    skill: NotRequired[str]
+    error: NotRequired[str]  # a failed answer: why
+    provenance: NotRequired[dict[str, Any]]  # an answer: how it was made (chat.provenance.Provenance.to_json)
+    parent_id: NotRequired[str | None]  # the message it follows (None: the first)
+    shown_at: NotRequired[float]  # when it was last on the shown path
+
+
+def no_such_chat() -> StoreError:
+    """What an owner hears of a chat id that isn't theirs, or is gone: the same, so an id reveals nothing."""
+    return StoreError("no such chat (it was deleted, or belongs to someone else)")
+
+
 @dataclass(frozen=True)
 class ChatSummary:
     id: str
@@ -61,15 +83,18 @@ class StoredChat:
     instructions: str
     skill: str | None
     settings: dict[str, Any]
-    messages: list[dict[str, Any]] = field(default_factory=list)  # the shown path, first to last
     # Every version of every message (each with its `parent_id` and `shown_at`), in the order made.
-    all_messages: list[dict[str, Any]] = field(default_factory=list)
+    all_messages: list[StoredMessage] = field(default_factory=list)
     shown_leaf: str | None = None
+
+    @property
+    def messages(self) -> list[StoredMessage]:
+        """The shown path, first to last."""
+        by_id = {message["id"]: message for message in self.all_messages}
+        return [by_id[message_id] for message_id in path_ids(self.shown_leaf, {m["id"]: m.get("parent_id") for m in self.all_messages})]
 
 
 def default_location() -> Path:
-    from platformdirs import user_data_dir
-
     return Path(user_data_dir(APP_DIR, appauthor=False)) / DEFAULT_FILE
 
 
@@ -106,7 +131,8 @@ def browser_owner(token: str) -> str:
 class Store:
     """A conversation database, opened and brought up to date (or refused with one clear line)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, stale_after_s: float = STALE_S):
+        self.stale_after_s = stale_after_s  # a "streaming" answer not written for this long lost its writer
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -188,10 +214,10 @@ class Store:
         query = select(conversations.c.id, conversations.c.title, conversations.c.updated_at).where(
             conversations.c.owner == owner, conversations.c.deleted_at.is_(None))
         if search.strip():
-            pattern = f"%{_escape_like(search.strip())}%"
+            words = search.strip()
             in_messages = select(messages.c.id).where(
-                messages.c.conversation_id == conversations.c.id, messages.c.content.ilike(pattern, escape="\\")).exists()
-            query = query.where(or_(conversations.c.title.ilike(pattern, escape="\\"), in_messages))
+                messages.c.conversation_id == conversations.c.id, messages.c.content.icontains(words, autoescape=True)).exists()
+            query = query.where(or_(conversations.c.title.icontains(words, autoescape=True), in_messages))
         query = query.order_by(conversations.c.updated_at.desc()).limit(limit)
         with self.engine.connect() as connection:
             return [ChatSummary(*row) for row in connection.execute(query)]
@@ -201,12 +227,12 @@ class Store:
         with self.engine.connect() as connection:
             row = connection.execute(select(conversations).where(*self._owned(owner, chat_id))).mappings().first()
             if row is None:
-                raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+                raise no_such_chat()
             rows = connection.execute(select(messages).where(messages.c.conversation_id == chat_id)
                                       .order_by(messages.c.position)).mappings().all()
-        every = [_message(m) | {"parent_id": m["parent_id"], "shown_at": m["shown_at"] or m["created_at"]} for m in rows]
-        return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}),
-                          _path_to(row["shown_leaf"], {m["id"]: m for m in rows}), every, row["shown_leaf"])
+        every = [_message(m, self.stale_after_s) for m in rows]
+        return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}), every,
+                          row["shown_leaf"])
 
     def title(self, owner: str, chat_id: str) -> str:
         """The chat's title ("" for an id that isn't the owner's)."""
@@ -231,8 +257,6 @@ class Store:
                 conversations.c.owner == owner, conversations.c.id == chat_id).values(deleted_at=None))
 
     def purge_deleted(self, older_than_s: float = UNDO_DELETE_S) -> None:
-        from sqlalchemy import delete
-
         cutoff = time.time() - older_than_s
         with self._write() as connection:
             gone = select(conversations.c.id).where(conversations.c.deleted_at < cutoff)
@@ -242,7 +266,7 @@ class Store:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def add_message(self, owner: str, chat_id: str, message: dict[str, Any], parent_id: str | None,
+    def add_message(self, owner: str, chat_id: str, message: Mapping[str, Any], parent_id: str | None,
                     status: MessageStatus = MessageStatus.COMPLETE) -> str:
         """Adds `message` after `parent_id` and shows it (the chat's path now ends there); its id (the
         message's own `id` if it has one: the session's tree gives its messages theirs)."""
@@ -250,7 +274,7 @@ class Store:
         with self._write() as connection:
             chat = connection.execute(select(conversations.c.title).where(*self._owned(owner, chat_id))).first()
             if chat is None:
-                raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+                raise no_such_chat()
             position = connection.execute(select(func.count()).where(messages.c.conversation_id == chat_id)).scalar_one()
             connection.execute(insert(messages).values(
                 id=message_id, conversation_id=chat_id, parent_id=parent_id, position=position, role=message["role"],
@@ -289,14 +313,12 @@ class Store:
 
     def save_tokens(self, owner: str, chat_id: str, message_id: str, data: bytes) -> None:
         """An answer's token data (replacing any it had: a Continue adds to it)."""
-        from sqlalchemy import delete
-
         with self._write() as connection:
             owned = connection.execute(select(messages.c.id).where(
                 messages.c.id == message_id, messages.c.conversation_id == chat_id,
                 messages.c.conversation_id.in_(select(conversations.c.id).where(*self._owned(owner, chat_id))))).first()
             if owned is None:
-                raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+                raise no_such_chat()
             connection.execute(delete(token_data).where(token_data.c.message_id == message_id))
             connection.execute(insert(token_data).values(message_id=message_id, conversation_id=chat_id, data=data,
                                                          created_at=time.time()))
@@ -308,11 +330,13 @@ class Store:
                 token_data.c.message_id == message_id, token_data.c.conversation_id == chat_id,
                 token_data.c.conversation_id.in_(select(conversations.c.id).where(*self._owned(owner, chat_id))))).scalar()
 
-    def mark_interrupted(self, older_than_s: float = STALE_S) -> int:
-        """Answers left "streaming" by a process that died become "interrupted" for good; how many."""
+    def mark_interrupted(self, older_than_s: float | None = None) -> int:
+        """Answers left "streaming" by a process that died (not written for `older_than_s`, by default the
+        store's `stale_after_s`) become "interrupted" for good; how many."""
+        age = self.stale_after_s if older_than_s is None else older_than_s
         with self._write() as connection:
             return connection.execute(update(messages).where(
-                messages.c.status == MessageStatus.STREAMING, messages.c.updated_at < time.time() - older_than_s)
+                messages.c.status == MessageStatus.STREAMING, messages.c.updated_at < time.time() - age)
                 .values(status=MessageStatus.INTERRUPTED)).rowcount
 
     # -- internals -----------------------------------------------------------------------------
@@ -326,34 +350,26 @@ class Store:
         with self._write() as connection:
             done = connection.execute(update(conversations).where(and_(*self._owned(owner, chat_id))).values(**changes))
         if not done.rowcount:
-            raise StoreError("no such chat (it was deleted, or belongs to someone else)")
+            raise no_such_chat()
 
 
-def _path_to(leaf_id: str | None, by_id: dict[str, Any]) -> list[dict[str, Any]]:
-    """The messages from the first to `leaf_id`, following parents."""
-    path = []
-    while leaf_id is not None and leaf_id in by_id:
-        row = by_id[leaf_id]
-        path.append(_message(row))
-        leaf_id = row["parent_id"]
-    return path[::-1]
-
-
-def _message(row: Any) -> dict[str, Any]:
+def _message(row: Any, stale_after_s: float) -> StoredMessage:
     status = row["status"]
-    if status == MessageStatus.STREAMING and row["updated_at"] < time.time() - STALE_S:
+    if status == MessageStatus.STREAMING and row["updated_at"] < time.time() - stale_after_s:
         status = MessageStatus.INTERRUPTED  # its writer is gone
-    message = {"id": row["id"], "role": row["role"], "content": row["content"], "status": status}
-    for key in ("typed", "skill", "error", "provenance"):
-        if row[key] is not None:
-            message[key] = row[key]
+    message: StoredMessage = {"id": row["id"], "role": row["role"], "content": row["content"], "status": MessageStatus(status),
+                              "parent_id": row["parent_id"], "shown_at": row["shown_at"] or row["created_at"]}
+    if row["typed"] is not None:
+        message["typed"] = row["typed"]
+    if row["skill"] is not None:
+        message["skill"] = row["skill"]
+    if row["error"] is not None:
+        message["error"] = row["error"]
+    if row["provenance"] is not None:
+        message["provenance"] = row["provenance"]
     return message
 
 
 def _title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..messages import normalize_messages
+from ..messages import Message, normalize_messages
+from ..request import model_messages
 from ..errors import ChatError, ConversationError
-from ..formats import Messages, PromptFormat, control_token_ids, encode
+from ..formats import PromptFormat, control_token_ids, encode
 
 EVAL_MARKER = "_EVAL_"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -37,7 +38,7 @@ class TrainingDataError(ChatError):
 class Example:
     """One thing to learn: given `messages` (the last one the user's), answer `response`."""
 
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[Message, ...]
     response: str
     where: str  # "magic_spells.txt, line 7", for error messages
 
@@ -158,7 +159,7 @@ def _messages_example(data: Any, where: str) -> Example:
         raise TrainingDataError(f"{where}: \"messages\" must end with a user message and the assistant's answer")
     if not messages[-1]["content"].strip():
         raise TrainingDataError(f"{where}: the assistant's answer is empty")
-    prompt = tuple({"role": m["role"], "content": m["content"]} for m in messages[:-1])
+    prompt = tuple(Message(role=m["role"], content=m["content"]) for m in messages[:-1])
     return Example(messages=prompt, response=messages[-1]["content"], where=where)
 
 
@@ -192,11 +193,8 @@ class Encoder:
             "labels": [IGNORE_INDEX] * len(prompt) + answer,
         }
 
-    def prompt_messages(self, example: Example) -> Messages:
-        messages = [dict(m) for m in example.messages]
-        if self.instructions.strip() and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.instructions})
-        return messages
+    def prompt_messages(self, example: Example) -> list[Message]:
+        return model_messages(example.messages, self.instructions)
 
     def answer_ids(self, response: str) -> list[int]:
         """The answer's tokens and the token that ends the model's turn (so it learns to stop)."""

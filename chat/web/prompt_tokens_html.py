@@ -8,15 +8,11 @@ semi-transparent, so the page's text colour reads on them in Gradio's light and 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
 
 from ..prompt_tokens import (
     ANSWER_SO_FAR, GENERATION_PROMPT, HISTORY, INSTRUCTIONS, SKILL_TEMPLATE, TEMPLATE, YOUR_TEXT, PromptToken, PromptTokens,
-    of_session,
 )
-
-if TYPE_CHECKING:
-    from ..session import ChatSession
+from ..session import ChatSession
 
 NO_TOKENS_YET = "No prompt yet: send a message, and the tokens the model receives appear here."
 SERVER_TOKENIZES = ("The model's server tokenizes the prompt itself: this app sends it the messages and never sees "
@@ -44,20 +40,20 @@ CSS = """
 """
 
 
-def prompt_tokens_html(session: "ChatSession") -> str:
+def prompt_tokens_html(session: ChatSession) -> str:
     """The session's last prompt as tokens; a sentence instead before the first prompt, or where a
     server tokenizes it."""
-    if session.last_prompt is None:
+    fitted = session.last_prompt
+    if fitted is None:
         return f"<p>{html.escape(NO_TOKENS_YET)}</p>"
-    tokens = of_session(session)
+    tokens = session.engine.prompt_tokens(fitted, _typed(session)) if session.engine.exact_prompt else None
     return tokens_html(tokens) if tokens is not None else f"<p>{html.escape(SERVER_TOKENIZES)}</p>"
 
 
-def shown(session: "ChatSession", as_tokens: bool) -> Any:
-    """The Prompt view's token panel: drawn (and visible) only while "Show as tokens" is ticked."""
-    import gradio as gr
-
-    return gr.update(value=prompt_tokens_html(session) if as_tokens else "", visible=bool(as_tokens))
+def _typed(session: ChatSession) -> str | None:
+    """What the user typed of the last user message, before a skill wrapped it."""
+    last = next((message for message in reversed(session.history) if message["role"] == "user"), None)
+    return None if last is None else last.get("typed")
 
 
 def tokens_html(tokens: PromptTokens) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import html
 import math
 
-from ..answer_tokens import DESCRIPTIONS, MODEL, SAMPLED, TokenLog, TokenStep, label, percent, visible
+from ..answer_tokens import (
+    DESCRIPTIONS, MODEL, PENALIZED, SAMPLED, Alternative, DistributionName, TokenLog, TokenStep, label, percent, visible,
+)
 
 SHOWN_ALTERNATIVES = 8
-DISTRIBUTION_CHOICES = [("The model's own", MODEL), ("After the repetition penalty", "penalized"),
+DISTRIBUTION_CHOICES = [("The model's own", MODEL), ("After the repetition penalty", PENALIZED),
                         ("Sampled from (after temperature, top-k, top-p)", SAMPLED)]
 # Gradio's `js_on_load` for the view: a click on a token chip (or Enter on it) becomes the component's
 # click event, with the token's position. Delegated: the chips are drawn again with every answer.
@@ -62,7 +64,7 @@ def chips(log: TokenLog, name: str, picked: int | None = None) -> str:
             f'<div class="summary">{summary(log, name)}</div><div class="tokens">{"".join(parts)}</div>')
 
 
-def summary(log: TokenLog, name: str) -> str:
+def summary(log: TokenLog, name: DistributionName) -> str:
     """A line: how many tokens, how likely on average, the least expected one."""
     probabilities = [step.dists[name].probability for step in log.steps]
     position = min(range(len(probabilities)), key=probabilities.__getitem__)
@@ -97,11 +99,11 @@ def details(log: TokenLog, position: int, name: str) -> str:
     return "".join(lines)
 
 
-def _short(name: str) -> str:
-    return {MODEL: "model's own", "penalized": "after penalty", SAMPLED: "sampled from"}.get(name, name)
+def _short(name: DistributionName) -> str:
+    return {MODEL: "model's own", PENALIZED: "after penalty", SAMPLED: "sampled from"}.get(name, name)
 
 
-def _probability_in(step: TokenStep, name: str, alternative) -> str:
+def _probability_in(step: TokenStep, name: DistributionName, alternative: Alternative) -> str:
     top = step.dists[name].top
     match = next((a for a in top if (a.id, a.text) == (alternative.id, alternative.text)), None)
     if match is not None and match.logprob > -math.inf:

@@ -1,7 +1,8 @@
-"""What the page shows, derived from a session: chat messages, status line, prompt view.
+"""What the page shows of a tab: chat bubbles, the status line, the prompt view, the versions line, how
+an answer was made. Pure functions, so they are tested without a browser and every handler draws alike.
 
-Pure functions of the session, so they are tested without a browser and every handler
-renders the same way.
+`page` gathers them as the page's named outputs (see chat/web/wiring.py): a handler returns
+`page(tab)`, or the names it changes.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import html
 import math
 import re
-from typing import Any
+from typing import Any, Generator
 
-from ..engine import Stats
-from ..provenance import summary
-from ..markup import escape_html_outside_code as shown_text
-from ..session import INTERRUPTED, ChatSession
+import gradio as gr
+
 from ..answer_tokens import percent
+from ..engine import Stats
+from ..markup import escape_html_outside_code as shown_text
+from ..provenance import Fork, Part, Provenance
+from ..session import ChatSession
+from ..tree import ChatMessage
+from .tabs import Tab
 
 ERROR_PREFIX = "⚠️ **The answer failed:**"
 NOTICE_PREFIX = "ℹ️"
@@ -24,6 +29,31 @@ STOPPED_NOTE = "⏹️ *Stopped before the end.*"  # under what came of an answe
 VERSION_MARK = "version"  # under an answer that has other versions: "version 2 / 3"
 NO_ANSWER_YET = "No answer yet: each answer's model, settings, seed and exact prompt appear here."
 NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
+# The page's named outputs that `page` draws (API clients get them in this order: chat first).
+PAGE = ("chat", "message", "status", "prompt", "context", "versions_line", "versions_bar", "provenance")
+
+
+class PageUpdate(dict[str, Any]):
+    """Values for the page's outputs, by the names the panels registered them under (chat/web/wiring.py)."""
+
+
+Pages = Generator[PageUpdate, None, None]  # what a handler that streams an answer yields
+
+
+def page(tab: Tab, message_box: str | None = None, running: bool = False) -> PageUpdate:
+    """The page drawn from the tab; the message box is left as the user has it unless given."""
+    session = tab.session
+    prompt_text, context_line = prompt_view(session)
+    # A message taken whose answer has not begun: an answer comes, whichever event draws this page (the last
+    # page of the answer it stopped may be drawn after it was taken, and must not show that answer as the end).
+    running = running or session.awaiting_answer
+    versions_line, has_versions = versions_bar(tab)
+    shown = PageUpdate({"chat": chat_messages(session), "status": status_line(None if running else session.last_stats, running),
+                      "prompt": prompt_text, "context": context_line, "versions_line": versions_line,
+                      "versions_bar": gr.update(visible=has_versions), "provenance": provenance_view(tab)})
+    if message_box is not None:
+        shown["message"] = message_box
+    return shown
 
 
 def chat_messages(session: ChatSession) -> list[dict[str, Any]]:
@@ -41,7 +71,7 @@ def _rows(session: ChatSession) -> list[tuple[int | None, dict[str, Any]]]:
     """(history index or None for a notice, the Chatbot message) for each bubble shown."""
     shown: list[tuple[int | None, dict[str, Any]]] = []
     default_skill = session.skills.default.name
-    versions = {index: (k, n) for index, k, n in session.versions()}
+    versions = {index: (k, n) for index, k, n in session.tree.versions(session.history)}
     for index, message in enumerate(session.history):
         if index and index == session.out_of_view:
             shown.append((None, {"role": "assistant", "content": out_of_view_note(session)}))
@@ -49,16 +79,24 @@ def _rows(session: ChatSession) -> list[tuple[int | None, dict[str, Any]]]:
             shown.append((index, {"role": "user", "content": shown_text(_typed_with_skill(message, default_skill))}))
             continue
         if message.get("notice"):
-            shown.append((None, {"role": "assistant", "content": f"{NOTICE_PREFIX} {message['notice']}"}))
+            shown.append((None, {"role": "assistant", "content": f"{NOTICE_PREFIX} {message.get('notice')}"}))
         version = f"\n\n*{VERSION_MARK} {versions[index][0]} / {versions[index][1]}*" if index in versions else ""
-        if message.get("error"):
-            shown.append((index, {"role": "assistant", "content": f"{ERROR_PREFIX} {shown_text(message['error'])}\n\nYour message is kept: press **Retry** to try again.{version}"}))
-        elif message.get(INTERRUPTED) and not message["content"]:
-            shown.append((index, {"role": "assistant", "content": UNANSWERED_NOTE + version}))
-        elif message["content"] or not message.get("notice"):
-            stopped = f"\n\n{STOPPED_NOTE}" if message.get(INTERRUPTED) else ""
-            shown.append((index, {"role": "assistant", "content": shown_text(message["content"]) + stopped + version}))
+        bubble = _answer_bubble(message, version)
+        if bubble is not None:
+            shown.append((index, {"role": "assistant", "content": bubble}))
     return shown
+
+
+def _answer_bubble(message: ChatMessage, version: str) -> str | None:
+    """What the chat shows of an answer (None: nothing, where its notice says it all)."""
+    if message.get("error"):
+        return f"{ERROR_PREFIX} {shown_text(message.get('error', ''))}\n\nYour message is kept: press **Retry** to try again.{version}"
+    if message.get("interrupted") and not message["content"]:
+        return UNANSWERED_NOTE + version
+    if message["content"] or not message.get("notice"):
+        stopped = f"\n\n{STOPPED_NOTE}" if message.get("interrupted") else ""
+        return shown_text(message["content"]) + stopped + version
+    return None
 
 
 def edited_text(session: ChatSession, index: int, edited: str) -> str:
@@ -72,20 +110,20 @@ def edited_text(session: ChatSession, index: int, edited: str) -> str:
     return html.unescape(text) if shown != _typed_with_skill(message, session.skills.default.name) else text
 
 
-def versions_bar(session: ChatSession) -> tuple[str, bool]:
+def versions_bar(tab: Tab) -> tuple[str, bool]:
     """(the line above Previous version / Next version, whether to show them): for the message the user
     picked, or else the last one shown with other versions."""
-    index = versions_target(session)
+    index = versions_target(tab)
     if index is None:
         return "", False
-    k, n = session.tree.version(session.history[index]["id"])
-    return f"**{_name(session, index)}** · version **{k} / {n}** (click a message in the chat to pick another)", True
+    k, n = tab.session.tree.version(tab.session.history[index]["id"])
+    return f"**{_name(tab.session, index)}** · version **{k} / {n}** (click a message in the chat to pick another)", True
 
 
-def versions_target(session: ChatSession) -> int | None:
+def versions_target(tab: Tab) -> int | None:
     """The history index the version buttons act on (see `versions_bar`)."""
-    versions = [index for index, _, _ in session.versions()]
-    focused = session.focused_index()
+    versions = [index for index, _, _ in tab.session.tree.versions(tab.session.history)]
+    focused = tab.focused_index()
     return focused if focused in versions else (max(versions) if versions else None)
 
 
@@ -95,55 +133,62 @@ def _name(session: ChatSession, index: int) -> str:
     return f"Your message {number}" if role == "user" else f"Answer {number}"
 
 
-def provenance_view(session: ChatSession) -> str:
+def provenance_view(tab: Tab) -> str:
     """How the picked answer (or else the last one) was made, for the "How this answer was made" panel."""
-    focused = session.focused_index()
-    answers = [i for i, m in enumerate(session.history) if m["role"] == "assistant"]
-    index = focused if focused in answers else (answers[-1] if answers else None)
+    index = tab.picked_answer()
     if index is None:
         return NO_ANSWER_YET
-    document = session.history[index].get("provenance")
-    if not document or not any("settings" in part or "fork" in part for part in document.get("parts", [])):
+    session = tab.session
+    provenance = session.history[index].get("provenance")
+    if provenance is None or not provenance.recorded:
         return f"**{_name(session, index)}**: no record of how it was made (it comes from a file or an earlier release)."
-    lines = [f"**{_name(session, index)}** · {shown_text(summary(document))}", ""]
-    revision = f" @ {document['revision'][:12]}" if document.get("revision") else ""
-    lines += [f"- **Model:** {shown_text(document.get('model', '?'))}{revision} ({document.get('backend', '?')}, {shown_text(document.get('device', '?'))}, "
-              f"prompt format {document.get('prompt_format', '?')}, context {document.get('context_window', 0):,} tokens)",
-              f"- **Skill:** {shown_text(document.get('skill') or 'none')}",
-              f"- **Instructions:** {shown_text(_one_line(document.get('instructions', '')) or '(none)')}"]
-    reproduces = document.get("reproduces")
+    revision = f" @ {provenance.revision[:12]}" if provenance.revision else ""
+    lines = [f"**{_name(session, index)}** · {shown_text(provenance.summary())}", "",
+             f"- **Model:** {shown_text(provenance.model)}{revision} ({provenance.backend}, {shown_text(provenance.device)}, "
+             f"prompt format {provenance.prompt_format}, context {provenance.context_window:,} tokens)",
+             f"- **Skill:** {shown_text(provenance.skill or 'none')}",
+             f"- **Instructions:** {shown_text(_one_line(provenance.instructions) or '(none)')}"]
+    reproduces = provenance.reproduces
     if reproduces and reproduces in session.tree.messages:
         k, _ = session.tree.version(reproduces)
         same = session.tree.messages[reproduces]["content"] == session.history[index]["content"]
         lines.append(f"- **Reproduces version {k}:** {'identical text ✓' if same else 'the text differs'}")
-    for number, part in enumerate(document.get("parts", []), start=1):
-        if "fork" in part:
-            lines.append(f"- **Began with a token you chose:** {fork_line(session, part['fork'])}")
-        if "settings" not in part:
-            continue
-        title = "Answer" if number == 1 else ("Continued by the model" if "fork" in document["parts"][0] and number == 2 else f"Continue {number - 1}")
-        settings = ", ".join(f"{name} {value}" for name, value in part["settings"].items() if value is not None)
-        stats = part.get("stats") or {}
-        seed = "none (greedy)" if part.get("seed") is None else f"{part['seed']}{' (drawn at random)' if part.get('seed_drawn') else ''}"
-        lines += ["", f"**{title}:** seed {seed} · stop: {part.get('stop_reason') or 'still running'}",
-                  f"- settings: {settings}",
-                  f"- prompt: {'' if part.get('prompt_exact', True) else 'about '}{part.get('prompt_tokens', 0):,} tokens "
-                  f"({stats.get('cached_tokens', 0):,} cached), {part.get('messages_sent', 0)} messages sent"
-                  + (f", {part['messages_left_out']} oldest left out" if part.get("messages_left_out") else ""),
-                  f"- answer: {stats.get('new_tokens', 0)} tokens"
-                  + (f", first token {stats['time_to_first_token']:.2f} s" if stats.get("time_to_first_token") is not None else "")
-                  + (f", {stats['tokens_per_second']:.1f} tokens/s" if stats.get("tokens_per_second") else ""),
-                  "", _fenced(part.get("prompt", ""))]
+    if provenance.fork is not None:
+        lines.append(f"- **Began with a token you chose:** {fork_line(session, provenance.fork)}")
+    for number, part in enumerate(provenance.parts, start=1):
+        lines += _part_lines(_part_title(provenance, number), part)
     return "\n".join(lines)
 
 
-def fork_line(session: ChatSession, fork: dict[str, Any]) -> str:
+def _part_title(provenance: Provenance, number: int) -> str:
+    if provenance.fork is not None:  # (the fork counts as the answer's first part)
+        return "Continued by the model" if number == 1 else f"Continue {number}"
+    return "Answer" if number == 1 else f"Continue {number - 1}"
+
+
+def _part_lines(title: str, part: Part) -> list[str]:
+    settings = ", ".join(f"{name} {value}" for name, value in part.settings.items() if value is not None)
+    figures = part.figures
+    seed = "none (greedy)" if part.seed is None else f"{part.seed}{' (drawn at random)' if part.seed_drawn else ''}"
+    left_out = f", {part.messages_left_out} oldest left out" if part.messages_left_out else ""
+    answer = f"- answer: {figures.new_tokens if figures else 0} tokens"
+    if figures is not None and figures.time_to_first_token is not None:
+        answer += f", first token {figures.time_to_first_token:.2f} s"
+    if figures is not None and figures.tokens_per_second:
+        answer += f", {figures.tokens_per_second:.1f} tokens/s"
+    return ["", f"**{title}:** seed {seed} · stop: {part.stop_reason or 'still running'}",
+            f"- settings: {settings}",
+            f"- prompt: {'' if part.prompt_exact else 'about '}{part.prompt_tokens:,} tokens "
+            f"({figures.cached_tokens if figures else 0:,} cached), {part.messages_sent} messages sent{left_out}",
+            answer, "", _fenced(part.prompt)]
+
+
+def fork_line(session: ChatSession, fork: Fork) -> str:
     """Where a version that took another token came from, in words."""
-    k = session.tree.version(fork["from"])[0] if fork.get("from") in session.tree.messages else None
+    k = session.tree.version(fork.from_id)[0] if fork.from_id in session.tree.messages else None
     source = f"version {k}" if k else "an earlier version"
-    chosen = f"«{shown_text(fork['chosen'])}»" + (" (end of the answer)" if fork.get("special") else "")
-    return (f"token {fork['token'] + 1} of {source}: {chosen} ({percent(math.exp(fork['logprob']))}) "
-            f"instead of «{shown_text(fork['instead_of'])}»")
+    chosen = f"«{shown_text(fork.chosen)}»" + (" (end of the answer)" if fork.special else "")
+    return f"token {fork.token + 1} of {source}: {chosen} ({percent(math.exp(fork.logprob))}) instead of «{shown_text(fork.instead_of)}»"
 
 
 def _one_line(text: str) -> str:
@@ -185,7 +230,7 @@ def prompt_view(session: ChatSession) -> tuple[str, str]:
     return fitted.prompt.text, line
 
 
-def _typed_with_skill(message: dict[str, Any], default_skill: str) -> str:
+def _typed_with_skill(message: ChatMessage, default_skill: str) -> str:
     typed = message.get("typed", message["content"])
     skill = message.get("skill")
     return typed if not skill or skill == default_skill else f"{skill}: {typed}"

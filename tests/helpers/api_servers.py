@@ -80,15 +80,15 @@ def serve_api_refusing_logprobs(engine: Any, **options: Any) -> Iterator[Server]
     """This app's API, but a request with `logprobs` gets the 400 naming the field that OpenAI's
     reasoning models answer (and this app did before it had logprobs)."""
     app = FastAPI()
+    mount_api(app, engine=engine, skills=TEST_SKILLS, **options)
 
-    async def refuse_or_answer(request: Request) -> Any:
-        if (await request.json()).get("logprobs"):  # (the body stays readable for the API)
+    @app.middleware("http")
+    async def refuse_logprobs(request: Request, call_next: Any) -> Any:
+        if request.url.path == "/v1/chat/completions" and (await request.json()).get("logprobs"):
             return JSONResponse({"error": {"message": "logprobs is not supported with this model", "type": "invalid_request_error",
                                            "param": "logprobs", "code": "unsupported_parameter"}}, 400)
-        return await api.chat_completions(request)
+        return await call_next(request)  # (the body stays readable for the API)
 
-    app.add_route("/v1/chat/completions", refuse_or_answer, methods=["POST"])  # before the API's own route
-    api = mount_api(app, engine=engine, skills=TEST_SKILLS, **options)
     with Server(app) as server:
         yield server
 

@@ -13,6 +13,7 @@ from chat.instructions import default_instructions
 from chat.settings import GenerationSettings
 from chat.skills import DEFAULT_SKILLS_PATH, load_skills
 from tests.helpers.ports import HOST, free_port
+from tests.helpers.sessions import seeds_of_this_test
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0  # app.py loading the tiny model and launching, on a busy machine
@@ -27,7 +28,7 @@ def running_app(engine, settings: GenerationSettings | None = None, concurrency:
     from chat.web.page import build_ui
 
     demo = build_ui(engine, load_skills(DEFAULT_SKILLS_PATH), default_instructions(engine.format), settings or GenerationSettings(),
-                    conversations=conversations)
+                    conversations=conversations, seeds=seeds_of_this_test())
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     _, url, _ = demo.launch(server_name=HOST, server_port=free_port(), prevent_thread_lock=True, quiet=True, show_error=True, **launch)
     try:
