@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    from chat.web.page import build_ui
+    from chat.web.page import build_ui  # here: Gradio takes seconds to import, and a bad flag is said before that
 
     if args.user and auth:
         print("error: --user and --auth: with --auth the login says whose chats they are", file=sys.stderr)
@@ -109,7 +109,7 @@ def default_concurrency(engine) -> int:
 
 
 def _mount_api(demo, args, engine, skills, settings, instructions, auth) -> None:
-    from chat.api.server import mount_api
+    from chat.api.server import mount_api  # (with the page's imports: see build_ui's)
 
     api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV)
     mount_api(demo.app, engine=engine, skills=skills, defaults=settings, instructions=instructions, api_key=api_key, auth=auth)

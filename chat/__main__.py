@@ -11,8 +11,12 @@ from typing import Sequence
 
 from .cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_engine, build_instructions,
                        build_skills, settings_from_args)
+from .cli.talk import add_talk_arguments, run_talk
 from .errors import ChatError
+from .files import load_conversation
 from .remote.engine import add_backend_arguments
+from .session import ChatSession
+from .training.train import add_train_arguments, run_train  # (torch, transformers and peft load when training starts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,9 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """Prints the exact prompt the model would receive; its token count goes to stderr."""
-    from .files import load_conversation
-    from .session import ChatSession
-
     engine = build_engine(args, say=lambda line: print(line, file=sys.stderr))
     session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args))
     if args.history:
@@ -51,14 +52,10 @@ def render_command(args: argparse.Namespace) -> int:
 
 
 def talk_command(args: argparse.Namespace) -> int:
-    from .cli.talk import run_talk
-
     return run_talk(args)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .training.train import run_train
-
     return run_train(args)
 
 
@@ -74,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     add_backend_arguments(talk)
     add_sampling_arguments(talk)
     add_store_arguments(talk, owner=True)
-    _add_talk_extras(talk)
+    add_talk_arguments(talk)
     talk.set_defaults(run=talk_command)
 
     render = commands.add_parser("render", help="print the exact prompt the model would receive")
@@ -87,21 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     render.set_defaults(run=render_command)
 
     train = commands.add_parser("train", help="teach the model new instructions from a text file")
-    _add_train_arguments(train)
+    add_train_arguments(train)
     train.set_defaults(run=train_command)
     return parser
-
-
-def _add_talk_extras(parser: argparse.ArgumentParser) -> None:
-    from .cli.talk import add_talk_arguments
-
-    add_talk_arguments(parser)
-
-
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .training.train import add_train_arguments  # here: training's imports are for `train` alone
-
-    add_train_arguments(parser)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,17 @@ prompt renderer and the trainer accept the same words with the same meaning.
 from __future__ import annotations
 
 import argparse
+import getpass
 from typing import Any, Callable
 
 from ..engine import Engine
-from ..formats import FORMATS
-from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions
+from ..formats import FORMATS, choose_format
+from ..instructions import default_instructions, read_instructions
+from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions, load_model
+from ..remote.engine import RemoteEngine
 from ..settings import SETTINGS, GenerationSettings
+from ..skills import DEFAULT_SKILLS_PATH, SkillBook, load_skills
+from ..store.store import open_store, user_owner
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,12 +60,8 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
 def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Engine:
     """The backend the flags ask for: a local transformers model, or an OpenAI-compatible server."""
     if getattr(args, "backend", "local") == "openai":
-        from ..remote.engine import RemoteEngine
-
         return RemoteEngine.from_args(args, say)
-    from ..local.engine import LocalEngine
-    from ..formats import choose_format
-    from ..local.loader import load_model
+    from ..local.engine import LocalEngine  # here: torch (seconds to import) only for the local backend
 
     loaded = load_model(load_options(args), say)
     say(f"Model: {loaded.name} on {loaded.device}")
@@ -71,15 +72,11 @@ def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -
     return engine
 
 
-def build_skills(args: argparse.Namespace):
-    from ..skills import DEFAULT_SKILLS_PATH, load_skills
-
+def build_skills(args: argparse.Namespace) -> SkillBook:
     return load_skills(args.skills or DEFAULT_SKILLS_PATH)
 
 
 def build_instructions(args: argparse.Namespace, engine: Engine) -> str:
-    from ..instructions import default_instructions, read_instructions
-
     given = read_instructions(args.instructions)
     return given if given is not None else default_instructions(engine.format)
 
@@ -101,14 +98,8 @@ def add_store_arguments(parser: argparse.ArgumentParser, owner: bool = False) ->
 
 def open_store_from_args(args: argparse.Namespace) -> Any:
     """The conversation store the flags ask for (None with --db none); raises StoreError, one line."""
-    from ..store.store import open_store
-
     return open_store(getattr(args, "db", None))
 
 
 def owner_from_args(args: argparse.Namespace) -> str:
-    import getpass
-
-    from ..store.store import user_owner
-
     return user_owner(getattr(args, "user", None) or getpass.getuser())

@@ -288,7 +288,7 @@ class RemoteGeneration(Generation):
                 self._tokens.end()
         except Exception as error:  # noqa: BLE001 - every failure reaches the reader, worded once
             if not self._cancel.is_set():
-                self._error = explain(error, self.engine)
+                self._error = explain(error, self.engine.base_url, self.engine.name, self.engine.timeout_s)
         finally:
             self._queue.put(_END)
 

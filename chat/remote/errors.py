@@ -6,30 +6,28 @@ one (5xx) and a timeout each say what happened and what to do. The key never app
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import openai
 
 from ..errors import GenerationError
 
-if TYPE_CHECKING:  # the engine imports this module
-    from .engine import RemoteEngine
-
 API_KEY_ENV = "OPENAI_API_KEY"  # where the key comes from when --api-key is not given
 MAX_DETAIL_CHARS = 200  # a server's own error text, quoted in a one-line chat message
 
 
-def explain(error: BaseException, engine: RemoteEngine) -> GenerationError:
-    """One line for the chat, saying what went wrong with the server and what to do."""
-    where = f"the model server at {engine.base_url}"
+def explain(error: BaseException, base_url: str, model: str, timeout_s: float) -> GenerationError:
+    """One line for the chat, saying what went wrong with the server at `base_url` (serving `model`, given
+    `timeout_s` to answer) and what to do."""
+    where = f"the model server at {base_url}"
     if isinstance(error, openai.APITimeoutError):
-        return GenerationError(f"{where} did not answer within {engine.timeout_s:g} s (timed out): check that it is not overloaded")
+        return GenerationError(f"{where} did not answer within {timeout_s:g} s (timed out): check that it is not overloaded")
     if isinstance(error, openai.APIConnectionError):
         cause = str(error.__cause__ or error)
         reason = "connection refused" if "refused" in cause.lower() else _one_line(cause)
         return GenerationError(f"can't reach {where} ({reason}): is it running?")
     if isinstance(error, openai.APIStatusError):
-        return GenerationError(_status_message(error, where, engine))
+        return GenerationError(_status_message(error, where, base_url, model))
     if isinstance(error, openai.APIError):  # an error event inside the stream
         return GenerationError(f"{where} reported an error while answering: {_one_line(error.message)}")
     return GenerationError(f"talking to {where} failed: {type(error).__name__}: {_one_line(str(error))}")
@@ -43,14 +41,14 @@ def refused_field(error: BaseException, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _status_message(error: Any, where: str, engine: RemoteEngine) -> str:
+def _status_message(error: Any, where: str, base_url: str, model: str) -> str:
     status, detail = error.status_code, _server_detail(error)
     if status == 401:
         return f"{where} refused the API key (401 unauthorized): set --api-key or {API_KEY_ENV}"
     if status == 403:
         return f"{where} denied access (403 forbidden): {detail}"
     if status == 404:
-        return (f"{where} has no model {engine.name!r} (404 not found): check --model ({engine.base_url}/models "
+        return (f"{where} has no model {model!r} (404 not found): check --model ({base_url}/models "
                 f"lists the served models) and that --base-url ends in /v1")
     if status == 429:
         return f"{where} is busy (429 too many requests): wait a moment before trying again"

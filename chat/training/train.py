@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ..errors import ChatError
 from ..formats import FORMATS, choose_format
+from ..instructions import default_instructions, read_instructions
 from ..local.loader import DTYPE_CHOICES, LoadOptions, load_model
 from .data import Encoder, count_examples, load_training_data
 
@@ -106,8 +107,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
-    from ..instructions import read_instructions
-
     same = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if f.name not in ("prompt_format", "instructions")}
     return TrainOptions(**same, prompt_format=args.format, instructions=read_instructions(args.instructions))
 
@@ -180,8 +179,6 @@ def _check(options: TrainOptions, out: Path) -> None:
 
 def _load(options: TrainOptions, say: Callable[[str], None]) -> tuple[Any, Encoder]:
     import torch
-
-    from ..instructions import default_instructions
 
     # Full tuning keeps float32 master weights (mixed precision computes in bf16/fp16 on a GPU).
     dtype = "float32" if options.dtype == "auto" and (options.full or not torch.cuda.is_available()) else options.dtype
