@@ -41,6 +41,21 @@ class Conversation(Protocol):
         ...
 
 
+def plain_messages(conversation: Conversation) -> list[TypedMessage]:
+    """The shown conversation in the messages format, instructions first: what the user typed and its skill kept,
+    not the chat's own notes (errors, notices) nor its versions (the first release's file, and an exchange format)."""
+    instructions = conversation.instructions
+    messages: list[TypedMessage] = [{"role": "system", "content": instructions}] if instructions else []
+    for message in conversation.history:
+        plain: TypedMessage = {"role": message["role"], "content": message["content"]}
+        if "typed" in message:
+            plain["typed"] = message["typed"]
+        if "skill" in message:
+            plain["skill"] = message["skill"]
+        messages.append(plain)
+    return messages
+
+
 def conversation_document(conversation: Conversation) -> dict[str, Any]:
     """A whole conversation (every version in its tree, its history shown) as this app's JSON file."""
     tree, history = conversation.tree, conversation.history

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .answer_tokens import Alternative, TokenLog, TokenStep
 from .context_window import FittedPrompt
 from .engine import Engine, Stats
 from .settings import SETTINGS, GenerationSettings
@@ -70,6 +71,17 @@ class Fork:
     def to_json(self) -> Json:
         return {"from": self.from_id, "token": self.token, "instead_of": self.instead_of, "chosen": self.chosen,
                 "special": self.special, "logprob": self.logprob, "text": self.text}
+
+    @classmethod
+    def taking(cls, answer_id: str, log: TokenLog, position: int, choice: Alternative) -> tuple["Fork", TokenLog | None]:
+        """The fork of the answer `answer_id` (its tokens: `log`) that takes `choice` at `position`, and the new
+        version's token data so far (None when its text is not the tokens' own: a first token's space dropped)."""
+        taken = log.steps[position]
+        chosen = TokenStep(choice.id, "" if choice.special else choice.text, taken.dists)  # the same distributions
+        kept = TokenLog([*log.steps[:position], chosen], log.distributions)
+        text = kept.text if position else kept.text.lstrip()
+        fork = cls(answer_id, position, taken.text, choice.text, choice.special, choice.logprob, text)
+        return fork, kept if text == kept.text else None
 
     @classmethod
     def from_json(cls, data: Json) -> "Fork":

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 from .messages import Message
 from .settings import GenerationSettings
 from .skills import Skill
+from .tree import ChatMessage
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,17 @@ class ModelRequest:
     messages: list[Message]
     settings: GenerationSettings
     stop_strings: tuple[str, ...]
+
+
+def sent_messages(history: Sequence[ChatMessage]) -> dict[int, ChatMessage]:
+    """The messages of a chat's `history` that the model is sent, by their index there: all but failed
+    exchanges (an answer that failed, and the question it failed on)."""
+    sent = {}
+    for index, message in enumerate(history):
+        failed = message.get("error") or (message["role"] == "user" and index + 1 < len(history) and history[index + 1].get("error"))
+        if not failed:
+            sent[index] = message
+    return sent
 
 
 def model_request(history: Sequence[Message], instructions: str, skill: Skill | None, defaults: GenerationSettings,

@@ -11,16 +11,16 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from .answer_tokens import Alternative, TokenLog, TokenStep
+from .answer_tokens import Alternative, TokenLog
 from .context_window import FittedPrompt
 from .engine import Engine, Generation, Stats
 from .errors import ChatError
 from .files import read_conversation
-from .messages import Message, TypedMessage, is_blank
+from .messages import Message, is_blank
 from .provenance import Fork, Part, Provenance, with_seed
 from .recording import ConversationRecord, TokenLogs
 from .reply import NextPart, Reply
-from .request import ModelRequest, answer_stop_strings, model_messages, model_request
+from .request import ModelRequest, answer_stop_strings, model_messages, model_request, sent_messages
 from .settings import GenerationSettings
 from .skills import Skill, SkillBook
 from .tree import ChatMessage, ConversationTree
@@ -185,16 +185,12 @@ class ChatSession:
         log = self.token_logs.of(old) if old is not None and old["role"] == "assistant" else None
         if old is None or log is None or not 0 <= position < len(log.steps):
             raise ChatError("that answer has no token data to choose from")
-        taken = log.steps[position]
-        chosen = TokenStep(choice.id, "" if choice.special else choice.text, taken.dists)  # the same distributions
-        kept = TokenLog([*log.steps[:position], chosen], log.distributions)
-        text = kept.text if position else kept.text.lstrip()
-        fork = Fork(old["id"], position, taken.text, choice.text, choice.special, choice.logprob, text)
+        fork, kept = Fork.taking(old["id"], log, position, choice)
         provenance = old.get("provenance")
         skill = self.skills.find(provenance.skill if provenance else None)
         instructions = provenance.instructions if provenance else self.instructions
         settings = with_seed(self.settings.merged(skill.settings if skill else None), self.seeds)
-        return self._fork(index, fork, skill, instructions, [settings], kept if text == kept.text else None, tokens)
+        return self._fork(index, fork, skill, instructions, [settings], kept, tokens)
 
     def _fork(self, index: int, fork: Fork, skill: Skill | None, instructions: str,
               settings: list[tuple[GenerationSettings, bool]], log: TokenLog | None = None, tokens: bool = False) -> Reply | None:
@@ -285,18 +281,7 @@ class ChatSession:
 
     def model_messages(self, instructions: str | None = None) -> list[Message]:
         """System instructions + history as the model sees it (failed exchanges left out)."""
-        return model_messages(list(self._sent_history().values()), self.instructions if instructions is None else instructions)
-
-    def _sent_history(self) -> dict[int, ChatMessage]:
-        """The history messages the model is sent, by their index in the history (not failed exchanges)."""
-        sent = {}
-        for index, message in enumerate(self.history):
-            failed = message.get("error") or (
-                message["role"] == "user" and index + 1 < len(self.history) and self.history[index + 1].get("error")
-            )
-            if not failed:
-                sent[index] = message
-        return sent
+        return model_messages(list(sent_messages(self.history).values()), self.instructions if instructions is None else instructions)
 
     @property
     def out_of_view(self) -> int:
@@ -306,24 +291,11 @@ class ChatSession:
     def preview(self, text: str, skill_name: str | None = None) -> FittedPrompt:
         """The prompt the model would get if `text` were sent now (nothing is changed)."""
         skill = self.skills.pick(skill_name)
-        request = model_request([*self._sent_history().values(), {"role": "user", "content": text}], self.instructions, skill,
+        request = model_request([*sent_messages(self.history).values(), {"role": "user", "content": text}], self.instructions, skill,
                                 self.settings, expand_last=True)
         return self.engine.prepare(request.messages, request.settings)
 
     # -- saving and loading -------------------------------------------------------------------
-
-    def to_messages(self) -> list[TypedMessage]:
-        """The shown conversation in the messages format, instructions first (not the chat's own notes, such
-        as errors and notices)."""
-        messages: list[TypedMessage] = [{"role": "system", "content": self.instructions}] if self.instructions else []
-        for message in self.history:
-            plain: TypedMessage = {"role": message["role"], "content": message["content"]}
-            if "typed" in message:
-                plain["typed"] = message["typed"]
-            if "skill" in message:
-                plain["skill"] = message["skill"]
-            messages.append(plain)
-        return messages
 
     def load_messages(self, data: Any, source: str = "conversation") -> None:
         """Shows a conversation from a file: a messages list (one path), or this app's file with every version."""
@@ -384,7 +356,8 @@ class ChatSession:
     def _answer(self, skill: Skill | None, tokens: bool, settings: GenerationSettings | None = None, instructions: str | None = None,
                 reproduces: str | None = None, then: tuple[NextPart, ...] = ()) -> Reply:
         instructions = self.instructions if instructions is None else instructions
-        request = model_request(list(self._sent_history().values()), instructions, skill, settings or self.settings)
+        sent = sent_messages(self.history)
+        request = model_request(list(sent.values()), instructions, skill, settings or self.settings)
         if settings is not None:  # recorded as they were (the skill's settings among them): as they are
             request = ModelRequest(request.messages, settings, request.stop_strings)
         seeded, drawn = with_seed(request.settings, self.seeds)
@@ -397,7 +370,7 @@ class ChatSession:
         if fitted.message_notice:
             answer["notice"] = f"Note: {fitted.message_notice}."
         # One notice for left-out history, kept current: where the part the model sees now begins.
-        self.first_in_view = list(self._sent_history())[fitted.dropped_messages]
+        self.first_in_view = list(sent)[fitted.dropped_messages]
         self._append(answer)
         if self.record is not None:
             self.record.settings(self.instructions, skill.name if skill else None, self.settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chat.files import plain_messages
 from chat.errors import GenerationError
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
@@ -44,12 +45,12 @@ def test_every_turn_is_in_the_store_and_a_reopened_chat_goes_on(db_url, tiny_eng
     answers = ["".join(session.send(question)) for question in ("Hello", "How are you?")]
     "".join(session.send("Translate this", "🔄 Translate to German"))
     again = reopened(store, session, tiny_engine)
-    assert again.to_messages() == as_stored(session.to_messages())  # the same messages, typed text and skills
+    assert plain_messages(again) == as_stored(plain_messages(session))  # the same messages, typed text and skills
     assert [m["content"] for m in again.history if m["role"] == "assistant"][:2] == [storable(a) for a in answers]
     assert again.instructions == "Be brief." and again.settings == GREEDY
     assert store.chats("alice")[0].title == "Hello"
     "".join(again.send("And now?"))  # it goes on, and that is saved too
-    assert reopened(store, again, tiny_engine).to_messages() == as_stored(again.to_messages())
+    assert plain_messages(reopened(store, again, tiny_engine)) == as_stored(plain_messages(again))
 
 
 def test_undo_clear_and_retry_change_what_is_shown_and_delete_nothing(db_url, tiny_engine):  # noqa: F811
@@ -60,7 +61,7 @@ def test_undo_clear_and_retry_change_what_is_shown_and_delete_nothing(db_url, ti
     session.undo()
     assert [m["content"] for m in reopened(store, session, tiny_engine).history] == ["one", storable(session.history[1]["content"])]
     "".join(session.retry())
-    assert reopened(store, session, tiny_engine).to_messages() == as_stored(session.to_messages())
+    assert plain_messages(reopened(store, session, tiny_engine)) == as_stored(plain_messages(session))
     with store.engine.connect() as connection:
         from sqlalchemy import func, select
 

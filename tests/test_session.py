@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chat.files import load_conversation, save_conversation
+from chat.files import load_conversation, plain_messages, save_conversation
 from chat.errors import ChatError, ConversationError, GenerationError, SkillError
 from chat.session import ChatSession
 from chat.skills import DEFAULT_SKILLS_PATH, load_skills
@@ -38,7 +38,7 @@ def test_send_keeps_typed_text_skill_and_expanded_content(session, skills):
     text = answer(reply)
     expanded = skills.get(TRANSLATE).expand("Guten Tag")
     assert expanded != "Guten Tag"
-    assert session.to_messages()[1:] == [
+    assert plain_messages(session)[1:] == [
         {"role": "user", "content": expanded, "typed": "Guten Tag", "skill": TRANSLATE},
         {"role": "assistant", "content": text},
     ]
@@ -150,7 +150,7 @@ def test_a_failed_answer_keeps_the_message_for_retry(monkeypatch, tiny_chat_dir,
     user, failed = session.history
     assert user["typed"] == "Guten Tag" and "simulated failure" in failed["error"]
     assert session.model_messages() == []  # the failed exchange is not sent again
-    assert "error" not in json.dumps(session.to_messages())
+    assert "error" not in json.dumps(plain_messages(session))
     assert not session.busy and session.last_stats is None
 
     monkeypatch.undo()
@@ -188,17 +188,17 @@ def test_sending_while_an_answer_streams_stops_the_old_one(chatty_engine, skills
 def test_saved_conversation_loads_back_the_same(session, tiny_engine, skills, tmp_path):
     answer(session.send("Guten Tag", TRANSLATE))
     answer(session.send("How are you?"))
-    path = save_conversation(tmp_path / "chat.json", session.to_messages())
+    path = save_conversation(tmp_path / "chat.json", plain_messages(session))
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert saved[0] == {"role": "system", "content": "Be brief."}
-    assert saved[1] == session.to_messages()[1]  # typed text and skill travel with the message
+    assert saved[1] == plain_messages(session)[1]  # typed text and skill travel with the message
 
     restored = seeded_session(tiny_engine, skills, settings=SETTINGS)
     restored.load_messages(load_conversation(path), path.name)
     assert restored.instructions == "Be brief."
-    assert restored.to_messages() == session.to_messages()
+    assert plain_messages(restored) == plain_messages(session)
     assert restored.model_messages() == session.model_messages()
-    assert restored.to_messages() == session.to_messages()
+    assert plain_messages(restored) == plain_messages(session)
     assert restored.preview("Next").prompt.text == session.preview("Next").prompt.text
 
 

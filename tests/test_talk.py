@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from chat.cli.talk import find_skill
-from chat.files import load_conversation
+from chat.files import load_conversation, plain_messages
 from chat.instructions import CHAT_INSTRUCTIONS
 from chat.skills import load_skills
 from tests.helpers.sessions import seeded_session
@@ -96,7 +96,7 @@ def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tin
     assert "Loaded 2 messages from from_app.json" in stderr and "Saved 6 messages to chat.json" in stderr
     saved = seeded_session(tiny_engine, load_skills())
     saved.load_messages(load_conversation(tmp_path / "chat.json"), "chat.json")  # the web app's loader
-    messages = saved.to_messages()
+    messages = plain_messages(saved)
     assert messages[:3] == [{"role": "system", "content": "Be kind."}, *history]
     assert messages[3]["typed"] == "Tell me more." and messages[4] == {"role": "assistant", "content": more}
     assert messages[5]["typed"] == "Guten Tag" and messages[5]["skill"] == "🔄 Translate to German"
