@@ -31,6 +31,7 @@ from tests.helpers.apps import running_app
 from tests.helpers.browser import answers, open_tab, questions, send
 from tests.helpers.clients import new_client, raw_send_events, streaming, texts, warnings_of
 from tests.helpers.engines import RecordingEngine, finished, make_engine
+from tests.helpers.tiny_models import save_tiny_model
 from tests.helpers.waiting import wait_for
 from tests.helpers.workers import generation_workers
 
@@ -52,6 +53,15 @@ def engine(tiny_chat_dir, request):
     """The tiny model with end-of-sequence off (answers run to their limit), remembering each generation;
     answers sharing each step (the app's default) and each running its own `generate`."""
     return RecordingEngine(make_engine(tiny_chat_dir, batching=request.param, endless=True))
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["batched", "alone"])
+def long_engine(tmp_path_factory, request):
+    """As `engine`, with an 8,192-token context: a 4,096-token answer really runs for seconds. (In the shared
+    512-token model an answer gets the ~400 tokens left, about a second batched: it could end on its own
+    between the test seeing it run and the page's Stop arriving.)"""
+    model = save_tiny_model(tmp_path_factory.mktemp("tiny-long"), context=8192)
+    return RecordingEngine(make_engine(model, batching=request.param, endless=True))
 
 
 @pytest.fixture(scope="module")
@@ -259,17 +269,17 @@ def test_a_storm_of_buttons_leaves_a_consistent_chat_and_no_worker(app, engine):
 
 
 @pytest.mark.browser
-def test_retry_in_the_page_while_an_answer_streams_replaces_it_at_once(browser, engine):
+def test_retry_in_the_page_while_an_answer_streams_replaces_it_at_once(browser, long_engine):
     """With --concurrency 1 the retry queues behind the streaming answer, which holds the one slot:
     the page must stop that answer first, not leave the retry waiting until it has run its course."""
-    with running_app(engine, GenerationSettings(max_new_tokens=LONG, temperature=1.0), concurrency=1) as (demo, url):
+    with running_app(long_engine, GenerationSettings(max_new_tokens=LONG, temperature=1.0), concurrency=1) as (demo, url):
         with open_tab(browser, url) as page:
             send(page, "Tell me a long story")
             page.wait_for_function("() => document.querySelector('[data-testid=\"bot\"]')?.innerText.length > 0", timeout=20_000)
-            first = engine.generations[-1]
+            first = long_engine.generations[-1]
             page.get_by_role("button", name="Retry").click()
-            assert wait_for(lambda: engine.generations[-1] is not first, 10), "the retry never started"
-            retried = engine.generations[-1]
+            assert wait_for(lambda: long_engine.generations[-1] is not first, 10), "the retry never started"
+            retried = long_engine.generations[-1]
             assert wait_for(lambda: finished(first), 2) and first.stats.stop_reason == StopReason.CANCELLED
             assert retried.running, "the retry runs while the first answer would still be going"
             page.get_by_role("button", name="Stop").click()
