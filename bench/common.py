@@ -77,7 +77,7 @@ def session(engine: Any, settings: Any, instructions: str | None = None, cached:
     """A ChatSession as a browser tab gets it; `cached=False` turns prefix reuse off."""
     from chat.instructions import default_instructions
     from chat.session import ChatSession
-    from chat.skills import load_skills
+    from chat.skills_file import load_skills
 
     chat = ChatSession(engine, load_skills(), default_instructions(engine.format) if instructions is None else instructions, settings)
     if not cached:

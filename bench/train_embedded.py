@@ -23,7 +23,7 @@ from chat.instructions import default_instructions  # noqa: E402
 from chat.local.loader import LoadOptions, load_model  # noqa: E402
 from chat.session import ChatSession  # noqa: E402
 from chat.settings import GenerationSettings  # noqa: E402
-from chat.skills import load_skills  # noqa: E402
+from chat.skills_file import load_skills  # noqa: E402
 from chat.training.train import TrainOptions, train  # noqa: E402
 from chat.training.data import Example, load_training_data  # noqa: E402
 

@@ -12,7 +12,7 @@ from transformers import StoppingCriteria
 from chat.local.batching import Request, can_batch
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.local.criteria import CancelCriteria
 from tests.helpers.engines import engine_on, load_quietly
 from tests.helpers.sessions import seeded_session

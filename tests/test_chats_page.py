@@ -8,7 +8,7 @@ import pytest
 
 from chat.session import ChatSession
 from chat.settings import SETTINGS
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.store.store import Store
 from chat.web.handlers import answer, post
 from chat.web.panels import sidebar as chats

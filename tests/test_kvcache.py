@@ -12,7 +12,7 @@ from transformers import DynamicCache
 from chat.engine import Stats
 from chat.local.kvcache import CachePool, PrefixCache, common_prefix_length
 from chat.session import ChatSession
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from tests.helpers.engines import make_engine
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ["chat", "chat.settings", "chat.skills", "chat.formats", "chat.context_window", "chat.messages", "chat.stopping",
+CORE = ["chat", "chat.settings", "chat.skills", "chat.skills_file", "chat.formats", "chat.context_window", "chat.messages", "chat.stopping",
         "chat.engine", "chat.session", "chat.web.tabs", "chat.instructions", "chat.markup", "chat.errors"]
 NO_TORCH = [*CORE, "chat.remote.engine", "chat.web.page", "chat.api.server", "chat.cli.args", "chat.cli.talk", "chat.__main__", "app"]
 

@@ -15,7 +15,7 @@ from chat.errors import GenerationError
 from chat.remote.engine import RemoteEngine
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.answer_tokens import SERVER, TOP
 from chat.web.view import chat_messages
 from tests.helpers.llama_server import ALIAS, LlamaServer, require_llama_cpp

@@ -15,7 +15,7 @@ from chat.prompt_tokens import (
 )
 from chat.remote.engine import RemoteEngine
 from chat.session import ChatSession
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.web.prompt_tokens_html import NO_TOKENS_YET, SERVER_TOKENIZES, prompt_tokens_html, tokens_html
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy

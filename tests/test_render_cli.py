@@ -17,7 +17,7 @@ import pytest
 from chat.__main__ import main
 from chat.instructions import CHAT_INSTRUCTIONS
 from chat.settings import GenerationSettings
-from chat.skills import DEFAULT_SKILLS_PATH, load_skills
+from chat.skills_file import DEFAULT_SKILLS_PATH, load_skills
 
 REPO = Path(__file__).resolve().parent.parent
 TRANSLATE = "🔄 Translate to German"

@@ -9,7 +9,7 @@ from chat.files import plain_messages
 from chat.errors import GenerationError
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.store.record import ChatRecord, settings_of, tree_of
 from chat.store.store import Store, storable
 from tests.helpers.engines import make_engine, repeating

@@ -14,7 +14,8 @@ from chat.remote.engine import DEFAULT_CONTEXT_WINDOW, REPROBE_S, RemoteEngine
 from chat.remote.servers import LLAMA_CPP_PYTHON_DEFAULT_N_CTX, OLLAMA_DEFAULT_NUM_CTX
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from chat.skills import Skill, SkillBook, load_skills
+from chat.skills import Skill, SkillBook
+from chat.skills_file import load_skills
 from chat.web.view import chat_messages
 from tests.helpers.api_servers import serve_api, serve_empty_stream, serve_json
 from tests.helpers.ports import free_port

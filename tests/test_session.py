@@ -9,7 +9,7 @@ import pytest
 from chat.files import load_conversation, plain_messages, save_conversation
 from chat.errors import ChatError, ConversationError, GenerationError, SkillError
 from chat.session import ChatSession
-from chat.skills import DEFAULT_SKILLS_PATH, load_skills
+from chat.skills_file import DEFAULT_SKILLS_PATH, load_skills
 from tests.helpers.engines import make_engine
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy

@@ -22,7 +22,7 @@ import pytest
 from chat.cli.talk import find_skill
 from chat.files import load_conversation, plain_messages
 from chat.instructions import CHAT_INSTRUCTIONS
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy
 from tests.helpers.tiny_models import save_tiny_model

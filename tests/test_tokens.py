@@ -152,7 +152,7 @@ def test_a_log_survives_its_stored_form(alone):
 
 
 def sampling_session(engine, settings: GenerationSettings | None = None):
-    from chat.skills import load_skills
+    from chat.skills_file import load_skills
 
     return seeded_session(engine, load_skills(), "Be brief.", settings or GenerationSettings(temperature=1.0, max_new_tokens=10))
 

@@ -9,7 +9,7 @@ import pytest
 
 from chat.__main__ import main
 from chat.session import ChatSession
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.training.train import EMBEDDED_BASE, INFO_FILE, base_model_name
 from tests.helpers.engines import make_engine
 from tests.helpers.sessions import seeded_session

@@ -11,7 +11,7 @@ import pytest
 from chat.instructions import default_instructions
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from chat.skills import DEFAULT_SKILLS_PATH, load_skills
+from chat.skills_file import DEFAULT_SKILLS_PATH, load_skills
 from chat.web import handlers as handlers
 from chat.web.panels.file import download, upload
 from chat.web.tabs import Tab

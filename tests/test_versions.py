@@ -14,7 +14,7 @@ from chat.errors import ChatError
 from chat.files import FORMAT_VERSION, conversation_document, markdown
 from chat.session import ChatSession
 from chat.settings import GenerationSettings
-from chat.skills import load_skills
+from chat.skills_file import load_skills
 from chat.store.record import ChatRecord, settings_of, tree_of
 from chat.store.store import Store
 from tests.helpers.engines import make_engine

@@ -16,7 +16,8 @@ from ..instructions import default_instructions, read_instructions
 from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions, load_model
 from ..remote.engine import RemoteEngine
 from ..settings import SETTINGS, GenerationSettings
-from ..skills import DEFAULT_SKILLS_PATH, SkillBook, load_skills
+from ..skills import SkillBook
+from ..skills_file import DEFAULT_SKILLS_PATH, load_skills
 from ..store.store import open_store, user_owner
 
 

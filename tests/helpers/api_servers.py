@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from chat.api.server import mount_api
-from chat.skills import parse_skills
+from chat.skills_file import parse_skills
 from tests.helpers.ports import HOST
 
 START_TIMEOUT_S = 10.0

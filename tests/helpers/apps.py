@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chat.instructions import default_instructions
 from chat.settings import GenerationSettings
-from chat.skills import DEFAULT_SKILLS_PATH, load_skills
+from chat.skills_file import DEFAULT_SKILLS_PATH, load_skills
 from tests.helpers.ports import HOST, free_port
 from tests.helpers.sessions import seeds_of_this_test
 
