@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from chat.engine import Generation
-from chat.remote.engine import RemoteGeneration
+from chat.remote.generation import RemoteGeneration
 
 WORKER_NAMES = frozenset({Generation.THREAD_NAME, RemoteGeneration.THREAD_NAME})  # "generate", "remote-generate"
 END_WITHIN_S = 1.0  # how long `no_worker_left` waits for workers still finishing, where a module sets no other
