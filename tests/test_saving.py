@@ -11,7 +11,8 @@ from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills_file import load_skills
 from chat.store.record import ChatRecord, settings_of, tree_of
-from chat.store.store import Store, storable
+from chat.store.rows import storable
+from chat.store.store import Store
 from tests.helpers.engines import make_engine, repeating
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy

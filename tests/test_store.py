@@ -14,7 +14,8 @@ from sqlalchemy import Column, Integer, text
 
 from chat.errors import StoreError
 from chat.store import schema
-from chat.store.store import MessageStatus, Store, open_store
+from chat.store.rows import MessageStatus
+from chat.store.store import Store, open_store
 from tests.helpers.postgres import PASSWORD, postgres_server
 
 DATABASES = ["sqlite", "postgresql"]

@@ -16,7 +16,8 @@ from ..answer_tokens import TokenLog
 from ..provenance import Provenance
 from ..settings import GenerationSettings
 from ..tree import ChatMessage, ConversationTree
-from .store import MessageStatus, Store, StoredChat, StoredMessage
+from .rows import MessageStatus, StoredChat, StoredMessage
+from .store import Store
 
 SAVE_EVERY_S = 2.0
 

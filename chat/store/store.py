@@ -13,10 +13,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Mapping, NotRequired, TypedDict
+from typing import Any, Mapping
 
 from platformdirs import user_data_dir
 from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, update
@@ -24,9 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import StoreError
-from ..messages import Role
-from ..tree import new_id, path_ids
+from ..tree import new_id
 from .connection import WriteLock, reason
+from .rows import ChatSummary, MessageStatus, StoredChat, no_such_chat, storable, stored_message
 from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, token_data
 
 APP_DIR = "chat-workbench"  # under the user data dir (platformdirs)
@@ -40,58 +38,6 @@ UNDO_DELETE_S = 24 * 3600  # deleted chats stay restorable this long
 # judging by age works with several app instances on one database, where no start-up may touch
 # another instance's answers.)
 STALE_S = 10.0
-
-
-class MessageStatus(StrEnum):
-    COMPLETE = "complete"
-    STREAMING = "streaming"  # being written; found so after a crash, it becomes INTERRUPTED
-    INTERRUPTED = "interrupted"  # stopped before it ended (Stop, a crash): what came is kept
-    FAILED = "failed"  # generation failed: `error` says why
-
-
-class StoredMessage(TypedDict):
-    """A message as the store keeps it: plain data (its provenance as the JSON document it is stored as)."""
-
-    id: str
-    role: Role
-    content: str  # what the model saw (a user message after its skill's template)
-    status: MessageStatus
-    typed: NotRequired[str]  # what the user typed, where a skill expanded it
-    skill: NotRequired[str]
-    error: NotRequired[str]  # a failed answer: why
-    provenance: NotRequired[dict[str, Any]]  # an answer: how it was made (chat.provenance.Provenance.to_json)
-    parent_id: NotRequired[str | None]  # the message it follows (None: the first)
-    shown_at: NotRequired[float]  # when it was last on the shown path
-
-
-def no_such_chat() -> StoreError:
-    """What an owner hears of a chat id that isn't theirs, or is gone: the same, so an id reveals nothing."""
-    return StoreError("no such chat (it was deleted, or belongs to someone else)")
-
-
-@dataclass(frozen=True)
-class ChatSummary:
-    id: str
-    title: str
-    updated_at: float
-
-
-@dataclass
-class StoredChat:
-    id: str
-    title: str
-    instructions: str
-    skill: str | None
-    settings: dict[str, Any]
-    # Every version of every message (each with its `parent_id` and `shown_at`), in the order made.
-    all_messages: list[StoredMessage] = field(default_factory=list)
-    shown_leaf: str | None = None
-
-    @property
-    def messages(self) -> list[StoredMessage]:
-        """The shown path, first to last."""
-        by_id = {message["id"]: message for message in self.all_messages}
-        return [by_id[message_id] for message_id in path_ids(self.shown_leaf, {m["id"]: m.get("parent_id") for m in self.all_messages})]
 
 
 def default_location() -> Path:
@@ -108,14 +54,6 @@ def open_store(location: str | None) -> "Store | None":
         path.parent.mkdir(parents=True, exist_ok=True)
         return Store(f"sqlite:///{path}")
     return Store(location if "://" in location else f"sqlite:///{Path(location).expanduser().resolve()}")
-
-
-NUL_SHOWN_AS = "\u2400"  # ␀: PostgreSQL text can't hold NUL, which a model may write; both databases store it so
-
-
-def storable(text: str | None) -> str | None:
-    """`text` as both databases can store it (the one change: NUL characters become ␀)."""
-    return text.replace("\x00", NUL_SHOWN_AS) if text and "\x00" in text else text
 
 
 def user_owner(name: str) -> str:
@@ -230,7 +168,7 @@ class Store:
                 raise no_such_chat()
             rows = connection.execute(select(messages).where(messages.c.conversation_id == chat_id)
                                       .order_by(messages.c.position)).mappings().all()
-        every = [_message(m, self.stale_after_s) for m in rows]
+        every = [stored_message(m, self.stale_after_s) for m in rows]
         return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}), every,
                           row["shown_leaf"])
 
@@ -351,23 +289,6 @@ class Store:
             done = connection.execute(update(conversations).where(and_(*self._owned(owner, chat_id))).values(**changes))
         if not done.rowcount:
             raise no_such_chat()
-
-
-def _message(row: Any, stale_after_s: float) -> StoredMessage:
-    status = row["status"]
-    if status == MessageStatus.STREAMING and row["updated_at"] < time.time() - stale_after_s:
-        status = MessageStatus.INTERRUPTED  # its writer is gone
-    message: StoredMessage = {"id": row["id"], "role": row["role"], "content": row["content"], "status": MessageStatus(status),
-                              "parent_id": row["parent_id"], "shown_at": row["shown_at"] or row["created_at"]}
-    if row["typed"] is not None:
-        message["typed"] = row["typed"]
-    if row["skill"] is not None:
-        message["skill"] = row["skill"]
-    if row["error"] is not None:
-        message["error"] = row["error"]
-    if row["provenance"] is not None:
-        message["provenance"] = row["provenance"]
-    return message
 
 
 def _title(text: str) -> str:

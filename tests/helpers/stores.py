@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from chat.store.schema import messages
-from chat.store.store import STALE_S, MessageStatus, Store
+from chat.store.rows import MessageStatus
+from chat.store.store import STALE_S, Store
 
 
 def as_if_abandoned(store: Store, seconds: float = STALE_S) -> None:
