@@ -11,7 +11,7 @@ import pytest
 from chat.engine import StopReason
 from chat.settings import SETTINGS
 from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api
-from tests.helpers.engines import RecordingEngine, finished, make_engine
+from tests.helpers.engines import RecordingEngine, finished, make_engine, paced
 from tests.helpers.ports import free_port
 from tests.helpers.settings import greedy
 from tests.helpers.waiting import wait_for
@@ -223,13 +223,16 @@ def test_closing_the_stream_stops_the_servers_generation(client, engine):
     assert generation.stats.new_tokens < 3000
 
 
-def test_a_client_that_gives_up_on_a_whole_answer_stops_it_too(server, engine):
+def test_a_client_that_gives_up_on_a_whole_answer_stops_it_too(tiny_chat_dir):
+    # Paced: the whole answer (up to ~500 tokens here) takes at least a second on any CPU, twice the client's patience.
+    engine = RecordingEngine(paced(make_engine(tiny_chat_dir, endless=True)))
     body = {"model": engine.name, "messages": HI, "max_tokens": 3000}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.5))
-    generation = engine.generations[-1]
-    assert wait_for(lambda: finished(generation), WAIT_S)
-    assert generation.stats.new_tokens < 3000
+    with serve_api(engine, defaults=GREEDY) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.5))
+        generation = engine.generations[-1]
+        assert wait_for(lambda: finished(generation), WAIT_S)
+    assert generation.stats.stop_reason == StopReason.CANCELLED
 
 
 def test_a_busy_server_answers_429_then_serves_again(engine):

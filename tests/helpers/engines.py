@@ -3,6 +3,8 @@ remembers what it generated."""
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,14 @@ def repeating(engine, word: str = " a"):
         return logits
 
     engine.model.lm_head.register_forward_hook(towards_word)
+    return engine
+
+
+def paced(engine, seconds_per_step: float = 0.002):
+    """`engine`, whose model takes at least `seconds_per_step` for every step: an answer of n tokens lasts at
+    least n × that on every CPU, for tests where a client must give up before the answer ends (a tiny model
+    can make hundreds of tokens in the half second such a client waits). Give it an engine of its own."""
+    engine.model.register_forward_pre_hook(lambda module, inputs: time.sleep(seconds_per_step))
     return engine
 
 
