@@ -52,7 +52,7 @@ def main() -> int:
 
 def _chat_session(folder: str) -> ChatSession:
     """What `python -m chat --model FOLDER --temperature 0` builds: default instructions, greedy."""
-    loaded = load_model(LoadOptions(model=folder), say=lambda _: None)
+    loaded = load_model(LoadOptions(model=folder, quantize="none"), say=lambda _: None)
     engine = LocalEngine(loaded, choose_format(loaded.tokenizer))
     settings = GenerationSettings(temperature=0, max_new_tokens=60)
     return ChatSession(engine, load_skills(), default_instructions(engine.format), settings)

@@ -25,7 +25,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="hub id (Qwen/Qwen2.5-7B-Instruct), local folder or .gguf file; "
                        "default: the embedded SmolLM2-135M-Instruct (with --backend openai: the served model's name)")
-    group.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none", help="load weights in 8 or 4 bit with bitsandbytes")
+    group.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="auto",
+                       help="weights: int8/int4 for the CPU (PyTorch's kernels), 8bit/4bit for GPUs (bitsandbytes), none: as loaded; "
+                       "auto (default): int8 on a CPU, as loaded on a GPU")
     group.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weight dtype (auto: bfloat16/float16 on GPU, float32 on CPU)")
     group.add_argument("--device-map", metavar="MAP", help="'auto' shards the model over all visible GPUs, offloading the rest to CPU")
     group.add_argument("--max-memory", metavar="LIMITS", help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=64GiB")

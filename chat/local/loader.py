@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .embedded import EMBEDDED_NAME, ensure_converted, find_embedded_gguf
+from .omp_threads import release_this_threads_team
 from ..errors import ModelLoadError
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded, not when flags are parsed
@@ -21,7 +22,12 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not when flags ar
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("none", "8bit", "4bit")
+QUANTIZE_CHOICES = ("auto", "none", "8bit", "4bit", "int8", "int4")
+GPU_QUANTIZE = ("8bit", "4bit")  # bitsandbytes: for fitting big models on GPUs
+CPU_QUANTIZE = ("int8", "int4")  # PyTorch's CPU kernels (cpu_weights.py): faster answers on a CPU
+# What `auto` picks on a CPU: the fastest format whose perplexity stays within 3 % of float32's
+# (python -m bench.weights; README, Performance).
+AUTO_CPU_WEIGHTS = "int8"
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 ADAPTER_CONFIG = "adapter_config.json"  # a folder holding a LoRA adapter, not a whole model
 
@@ -31,7 +37,7 @@ class LoadOptions:
     """What to load and how; mirrors the command-line flags of app.py and `python -m chat`."""
 
     model: str | None = None  # hub id, folder or .gguf; None = the embedded SmolLM2
-    quantize: str = "none"
+    quantize: str = "auto"  # auto: int8 weights on a CPU (AUTO_CPU_WEIGHTS), as loaded on a GPU
     dtype: str = "auto"
     device_map: str | None = None  # "auto" shards over all visible GPUs (and CPU/disk offload)
     max_memory: str | None = None  # "0=20GiB,1=20GiB,cpu=64GiB"
@@ -44,7 +50,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     name: str  # what the user asked for, for display
-    device: str  # where it runs, in words
+    device: str  # where it runs, in words (with its weight format)
+    weights: str = "float32"  # the weight format: float32, bfloat16, int8, int4, 8bit (bitsandbytes) ...
 
 
 def load_model(options: LoadOptions, say: Callable[[str], None] = print) -> LoadedModel:
@@ -53,6 +60,7 @@ def load_model(options: LoadOptions, say: Callable[[str], None] = print) -> Load
 
     if options.quantize not in QUANTIZE_CHOICES:
         raise ModelLoadError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}")
+    options = replace(options, quantize=chosen_quantize(options, torch.cuda.is_available()))
     if options.trust_remote_code:
         log.warning("--trust-remote-code: running Python code shipped with %s; only do this for models you trust", options.model)
     source, name = _resolve_source(options, say)
@@ -71,7 +79,32 @@ def load_model(options: LoadOptions, say: Callable[[str], None] = print) -> Load
     except (OSError, ValueError, ImportError, RuntimeError) as error:
         raise _explain_load_error(name, options, error) from None
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=describe_device(model))
+    weights = _weight_format(model, options)
+    if options.quantize in CPU_QUANTIZE:
+        from .cpu_weights import quantize_for_cpu
+
+        if not quantize_for_cpu(model, options.quantize):
+            weights = _weight_format(model, replace(options, quantize="none"))  # no layer the kernels take
+    release_this_threads_team()  # answers compute on other threads: at full speed only once this one's team is gone
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=describe_device(model, weights), weights=weights)
+
+
+def chosen_quantize(options: LoadOptions, gpu: bool) -> str:
+    """`options.quantize` with `auto` resolved: int8 weights for a model that runs on the CPU, as loaded on GPUs.
+    Raises `ModelLoadError` for a CPU format asked on a GPU, where bitsandbytes' formats are the ones that work."""
+    on_cpu = not gpu and not options.device_map
+    if options.quantize == "auto":
+        return AUTO_CPU_WEIGHTS if on_cpu else "none"
+    if options.quantize in CPU_QUANTIZE and not on_cpu:
+        raise ModelLoadError(f"--quantize {options.quantize} is for a model on the CPU; on GPUs use --quantize 8bit or 4bit")
+    return options.quantize
+
+
+def _weight_format(model: Any, options: LoadOptions) -> str:
+    if options.quantize != "none":
+        return {"8bit": "8bit (bitsandbytes)", "4bit": "nf4 (bitsandbytes)"}.get(options.quantize, options.quantize)
+    dtype = getattr(model, "dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
 def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
@@ -90,7 +123,15 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
     return result
 
 
-def describe_device(model: Any) -> str:
+def describe_device(model: Any, weights: str = "float32") -> str:
+    """Where `model` runs and in which weights, in words: "CPU, int8 weights (no GPU found: …)", "cuda:0, bfloat16 weights"."""
+    place = _placement(model)
+    if place.startswith("CPU"):
+        return place.replace("CPU", f"CPU, {weights} weights", 1)
+    return f"{place}, {weights} weights" if not place.startswith(("sharded", "disk")) else place
+
+
+def _placement(model: Any) -> str:
     placement = getattr(model, "hf_device_map", None)
     if placement and len(set(placement.values())) > 1:
         counts: dict[str, int] = {}
@@ -131,7 +172,7 @@ def _from_pretrained_kwargs(options: LoadOptions, torch: Any) -> dict[str, Any]:
         "trust_remote_code": options.trust_remote_code,
         "cache_dir": options.cache_dir,
     }
-    if options.quantize != "none":
+    if options.quantize in GPU_QUANTIZE:
         kwargs["quantization_config"] = _quantization_config(options.quantize, kwargs["dtype"], torch)
     if options.device_map:
         kwargs["device_map"] = options.device_map
@@ -139,7 +180,7 @@ def _from_pretrained_kwargs(options: LoadOptions, torch: Any) -> dict[str, Any]:
         kwargs["offload_folder"] = str(Path(options.cache_dir or ".") / "offload")
     elif torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}  # one GPU: put it all there
-    elif options.quantize != "none":
+    elif options.quantize in GPU_QUANTIZE:
         kwargs["device_map"] = {"": "cpu"}
     return kwargs
 

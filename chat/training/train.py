@@ -182,7 +182,7 @@ def _load(options: TrainOptions, say: Callable[[str], None]) -> tuple[Any, Encod
 
     # Full tuning keeps float32 master weights (mixed precision computes in bf16/fp16 on a GPU).
     dtype = "float32" if options.dtype == "auto" and (options.full or not torch.cuda.is_available()) else options.dtype
-    load = LoadOptions(model=options.model, dtype=dtype, cache_dir=options.cache_dir, trust_remote_code=options.trust_remote_code)
+    load = LoadOptions(model=options.model, quantize="none", dtype=dtype, cache_dir=options.cache_dir, trust_remote_code=options.trust_remote_code)
     loaded = load_model(load, say)
     if type(loaded.model).__name__.startswith("Peft"):
         raise TrainingError(f"--model {options.model} is a LoRA adapter: train on its base model, or on a --full model folder")

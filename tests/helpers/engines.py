@@ -17,6 +17,7 @@ def load_quietly(folder: Path | str | None, **load_options: Any):
     from chat.local.loader import LoadOptions, load_model
 
     model = None if folder is None else str(folder)
+    load_options.setdefault("quantize", "none")  # float weights, unless a test is about a weight format
     return load_model(LoadOptions(model=model, **load_options), say=lambda _: None)
 
 
