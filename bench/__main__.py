@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # (module, its extra flags): the order of the README's Performance section.
 BENCHMARKS = {
+    "peers": [],
+    "weights": [],
     "multiturn": [],
     "longchat": [],
     "streaming": [],
@@ -30,7 +32,7 @@ BENCHMARKS = {
     "versions": [],
     "tokens": [],
 }
-TAKES_REPEATS = {"multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store", "tokens"}
+TAKES_REPEATS = {"peers", "weights", "multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store", "tokens"}
 
 
 def main() -> int:
