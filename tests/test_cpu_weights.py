@@ -15,7 +15,7 @@ from torch import nn
 
 from chat.engine import StopReason
 from chat.errors import ModelLoadError
-from chat.local.cpu_weights import Int4Linear, Int8Linear, quantize_for_cpu, weight_bytes
+from chat.local.cpu_weights import PREFILL_ROWS, Int4Linear, Int8Linear, quantize_for_cpu, weight_bytes
 from chat.local.loader import LoadOptions, chosen_quantize
 from chat.local.omp_threads import release_this_threads_team
 from chat.provenance import Provenance
@@ -104,6 +104,23 @@ def test_probabilities_stay_close_to_the_float_models(tiny_chat_dir, loaded, wei
     change = (exact - close).abs().max().item()
     assert change < TOLERANCE[weights]
     assert not torch.equal(exact, close)  # the weights really changed
+
+
+def test_a_long_prompt_read_at_once_agrees_with_the_same_tokens_read_one_by_one(loaded, weights):
+    """Int8 weights read a prompt's many rows in one bfloat16 product (the fast path for long texts) and a
+    decoding step's few rows with the kernel: both give the model's probabilities within the tolerance."""
+    from transformers import DynamicCache
+
+    text = " ".join(["The quick brown fox jumps over the lazy dog, again and again."] * 8)
+    ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+    assert ids.shape[1] >= PREFILL_ROWS
+    with torch.inference_mode():
+        at_once = loaded.model(input_ids=ids).logits.softmax(-1)
+        cache, one_by_one = DynamicCache(config=loaded.model.config), []
+        for position in range(ids.shape[1]):
+            step = loaded.model(input_ids=ids[:, position : position + 1], past_key_values=cache, use_cache=True)
+            one_by_one.append(step.logits.softmax(-1))
+    assert (at_once - torch.cat(one_by_one, dim=1)).abs().max().item() < TOLERANCE[weights]
 
 
 def test_stop_halts_an_answer(tiny_chat_dir, weights):
