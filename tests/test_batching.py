@@ -14,7 +14,7 @@ from chat.session import ChatSession
 from chat.settings import GenerationSettings
 from chat.skills_file import load_skills
 from chat.local.criteria import CancelCriteria
-from tests.helpers.engines import engine_on, load_quietly
+from tests.helpers.engines import at_once, engine_on, load_quietly, started_together
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy
 
@@ -35,21 +35,6 @@ def engines(tiny_chat_dir):
     return plain, batched
 
 
-def at_once(generations) -> list[str]:
-    """Reads all generations in parallel, as four browser tabs would."""
-    texts = [""] * len(generations)
-
-    def read(index):
-        texts[index] = "".join(generations[index])
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(generations))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return texts
-
-
 @pytest.mark.parametrize(
     "settings",
     [
@@ -65,7 +50,7 @@ def test_answers_together_are_the_answers_alone(engines, settings):
     fitted = [plain.prepare([{"role": "user", "content": p}], settings) for p in PROMPTS]
     alone = ["".join(plain.generate(f, settings)) for f in fitted]
     batched.batcher.largest_batch = 0
-    together = at_once([batched.generate(f, settings) for f in fitted])
+    together = at_once(started_together(batched, fitted, settings))
     assert together == alone
     assert batched.batcher.largest_batch > 1  # they really shared steps
 

@@ -21,7 +21,7 @@ from chat.local.omp_threads import release_this_threads_team
 from chat.provenance import Provenance
 from chat.settings import GenerationSettings
 from chat.skills_file import load_skills
-from tests.helpers.engines import engine_on, load_quietly
+from tests.helpers.engines import at_once, engine_on, load_quietly, started_together
 from tests.helpers.sessions import seeded_session
 from tests.helpers.settings import greedy
 from tests.helpers.waiting import wait_for
@@ -53,20 +53,6 @@ def engines(loaded):
     return engine_on(loaded), engine_on(loaded, batching=True)
 
 
-def at_once(generations) -> list[str]:
-    texts = [""] * len(generations)
-
-    def read(index):
-        texts[index] = "".join(generations[index])
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(generations))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return texts
-
-
 def prompt(engine, text: str, settings: GenerationSettings):
     return engine.prepare([{"role": "user", "content": text}], settings)
 
@@ -89,7 +75,8 @@ def test_the_weights_are_smaller(tiny_chat_dir, loaded, weights):
 def test_answers_batched_are_the_answers_alone(engines, settings):
     plain, batched = engines
     alone = ["".join(plain.generate(prompt(plain, text, settings), settings)) for text in PROMPTS]
-    together = at_once([batched.generate(prompt(batched, text, settings), settings) for text in PROMPTS])
+    batched.batcher.largest_batch = 0
+    together = at_once(started_together(batched, [prompt(batched, text, settings) for text in PROMPTS], settings))
     assert together == alone
     assert batched.batcher.largest_batch > 1
     assert all(alone)
@@ -125,16 +112,23 @@ def test_a_long_prompt_read_at_once_agrees_with_the_same_tokens_read_one_by_one(
 
 def test_stop_halts_an_answer(tiny_chat_dir, weights):
     engine = engine_on(load_quietly(tiny_chat_dir, quantize=weights), endless=True)
+    steps, stopped = [], threading.Event()
+
+    def hold_after_five_steps(module, inputs):  # the answer can't end on its own before Stop is pressed
+        steps.append(1)
+        if len(steps) > 5:
+            stopped.wait(30)
+
+    engine.model.register_forward_pre_hook(hold_after_five_steps)
     settings = greedy(400)
     generation = engine.generate(prompt(engine, "Tell me a long story", settings), settings)
-    pieces = iter(generation)
-    next(pieces)
+    assert wait_for(lambda: len(steps) > 5, 30)
     generation.cancel()
-    for _ in pieces:
-        pass
+    stopped.set()
+    "".join(generation)
     assert wait_for(lambda: not generation.running, 10)
     assert generation.stats.stop_reason == StopReason.CANCELLED
-    assert generation.stats.new_tokens < 400
+    assert generation.stats.new_tokens < 10
 
 
 def test_the_prefix_cache_is_reused_and_changes_nothing(engines):

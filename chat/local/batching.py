@@ -93,6 +93,12 @@ class StepBatcher:
         self._thread: threading.Thread | None = None
         self.largest_batch = 0  # most rows ever stepped together (for benchmarks and tests)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting to join the batch (for benchmarks and tests)."""
+        with self._wake:
+            return len(self._waiting)
+
     def run(
         self, ids: list[int], settings: GenerationSettings, max_new_tokens: int, eos_ids: frozenset[int],
         stop_strings, streamer, criteria, past: Any = None, recorder: TokenRecorder | None = None,

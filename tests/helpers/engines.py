@@ -3,6 +3,7 @@ remembers what it generated."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from pathlib import Path
@@ -62,6 +63,43 @@ def paced(engine, seconds_per_step: float = 0.002):
     can make hundreds of tokens in the half second such a client waits). Give it an engine of its own."""
     engine.model.register_forward_pre_hook(lambda module, inputs: time.sleep(seconds_per_step))
     return engine
+
+
+def at_once(generations) -> list[str]:
+    """Reads all `generations` in parallel, as browser tabs would; their texts, in order."""
+    texts = [""] * len(generations)
+
+    def read(index):
+        texts[index] = "".join(generations[index])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(generations))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return texts
+
+
+def started_together(engine, fitted, settings) -> list[Any]:
+    """An answer for each of `fitted` on the batching `engine`, all started while its model holds the first
+    one's first step: every answer is waiting to join before any can end, so they share steps on any CPU,
+    however busy (started one after another, a tiny model can finish one before the next is asked)."""
+    from tests.helpers.waiting import wait_for
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(module, inputs):
+        holding.set()
+        release.wait(30)
+
+    handle = engine.model.register_forward_pre_hook(hold)
+    try:
+        generations = [engine.generate(f, settings) for f in fitted]
+        assert wait_for(lambda: holding.is_set() and engine.batcher.queued == len(fitted) - 1, 30), "the answers never queued"
+    finally:
+        handle.remove()
+        release.set()
+    return generations
 
 
 class RecordingEngine:
