@@ -56,11 +56,13 @@ def chat_list(page):
 
 
 def listed(page) -> list[str]:
-    return [label.inner_text().strip() for label in chat_list(page).locator("label").all()]
+    # Read in one go: the list re-renders while the page updates, and a label found first and read afterwards
+    # may be gone by then (its read then waits 30 s for it to come back).
+    return [text.strip() for text in chat_list(page).locator("label").all_inner_texts()]
 
 
 def asked(page) -> list[str]:
-    return [questions(page).nth(i).inner_text().strip() for i in range(questions(page).count())]
+    return [text.strip() for text in questions(page).all_inner_texts()]  # in one go: see `listed`
 
 
 def chat(page, *texts: str) -> None:

@@ -95,7 +95,7 @@ def test_html_in_model_answers_shows_as_text_runs_nothing_and_loads_nothing(brow
         send(page, "one more")
         page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"bot\"]')].some(b => b.innerText.includes('answer failed'))",
                                timeout=20_000)
-        shown = [answers(page).nth(i).inner_text() for i in range(answers(page).count())]
+        shown = answers(page).all_inner_texts()
         shown = [text for text in shown if "no longer sees the messages above" not in text]  # (the long chat's notice)
         for links in (answers(page).locator("a"), questions(page).locator("a")):
             for index in range(links.count()):

@@ -42,7 +42,7 @@ def test_pick_an_alternative_token_and_a_new_version_goes_on_from_it(page):
     send(page, "Hello")
     wait_done(page)
     chips(page).first.wait_for(timeout=WAIT_MS)
-    shown = [chips(page).nth(i).inner_text() for i in range(chips(page).count())]
+    shown = chips(page).all_inner_texts()
     assert len(shown) == 12  # every token of the answer (it runs to its limit)
     assert "%" in chips(page).first.get_attribute("title")  # hover: its probability and the likeliest others
 

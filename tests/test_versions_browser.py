@@ -101,8 +101,8 @@ def test_an_edited_first_message_is_answered_and_the_old_branch_comes_back_whole
     assert answers(page).count() == 1 and last_answer(page)
     assert "Your message 1" in versions_line(page) and "2 / 2" in versions_line(page)
     step(page, "Previous version", "1 / 2")
-    assert [questions(page).nth(i).inner_text().strip() for i in range(questions(page).count())] == old_branch
-    assert [answers(page).nth(i).inner_text() for i in range(answers(page).count())] == old_answers
+    assert [text.strip() for text in questions(page).all_inner_texts()] == old_branch
+    assert answers(page).all_inner_texts() == old_answers
 
 
 def test_continue_extends_the_same_bubble_after_the_token_limit(page):
