@@ -49,10 +49,13 @@ FAULTS = {
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["batched", "alone"])
-def engine(tiny_chat_dir, request):
+def engine(tmp_path_factory, request):
     """The tiny model with end-of-sequence off (answers run to their limit), remembering each generation;
-    answers sharing each step (the app's default) and each running its own `generate`."""
-    return RecordingEngine(make_engine(tiny_chat_dir, batching=request.param, endless=True))
+    answers sharing each step (the app's default) and each running its own `generate`. Its context holds
+    8,192 tokens: a `LONG` answer runs for seconds, so a test sees it streaming before it can end (in a
+    512-token context it got the ~400 tokens left, and a fast machine finished them between two looks)."""
+    model = save_tiny_model(tmp_path_factory.mktemp("tiny-faults"), context=8192)
+    return RecordingEngine(make_engine(model, batching=request.param, endless=True))
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["batched", "alone"])
