@@ -11,6 +11,7 @@ import pytest
 from chat.engine import StopReason
 from chat.settings import SETTINGS
 from tests.helpers.api_servers import TEST_SKILLS, WAIT_S, serve_api
+from tests.helpers.tiny_models import save_tiny_model
 from tests.helpers.engines import RecordingEngine, finished, make_engine, paced
 from tests.helpers.ports import free_port
 from tests.helpers.settings import greedy
@@ -21,9 +22,11 @@ KEY = "test-key-5f3a"
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_chat_dir):
-    """A tiny engine that never meets end-of-sequence, so every answer runs to its token limit."""
-    return RecordingEngine(make_engine(tiny_chat_dir, endless=True))
+def engine(tmp_path_factory):
+    """A tiny engine that never meets end-of-sequence, so every answer runs to its token limit. Its context holds
+    8,192 tokens: a 3,000-token answer runs for seconds, so a client that closes its stream after a few pieces
+    does so while the answer still streams (in 512 tokens the ~490 left could end first on a fast machine)."""
+    return RecordingEngine(make_engine(save_tiny_model(tmp_path_factory.mktemp("tiny-api"), context=8192), endless=True))
 
 
 @pytest.fixture(scope="module")
