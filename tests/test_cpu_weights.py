@@ -31,8 +31,8 @@ SEEDED = GenerationSettings(temperature=0.9, top_p=0.9, top_k=40, seed=11, max_n
 PROMPTS = ["Hello there", "What is the capital of France? Tell me more.", "Hi", "Summarize: the quick brown fox jumps."]
 LAYER = {"int8": Int8Linear, "int4": Int4Linear}
 # Largest change of any next-token probability against the float model, over every position of a prompt.
-# Measured on the tiny model: int8 ~0.002, int4 ~0.02.
-TOLERANCE = {"int8": 0.02, "int4": 0.1}
+# Measured on the tiny model (TINY_MODEL_SEED 0 and 1): int8 2e-5, int4 2e-4; the limits leave 25-50x for other CPUs.
+TOLERANCE = {"int8": 0.001, "int4": 0.005}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
