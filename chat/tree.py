@@ -41,7 +41,11 @@ class ChatMessage(TypedMessage, total=False):
 
 
 def new_id() -> str:
-    return secrets.token_urlsafe(16)  # 128 random bits: ids can't be guessed or enumerated
+    """128 random bits (ids can't be guessed or enumerated), URL-safe; never starting with "-", which a command
+    line would take for a flag (`python -m chat --resume ID`)."""
+    while (made := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return made
 
 
 def path_ids(leaf_id: str | None, parents: Mapping[str, str | None]) -> list[str]:
