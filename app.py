@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from chat.cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_engine, build_instructions,
-                           build_skills, open_store_from_args, settings_from_args)
+from chat.cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_instructions, build_models,
+                           build_skills, load_default, open_store_from_args, settings_from_args)
 from chat.errors import ChatError
 from chat.remote.engine import add_backend_arguments
 
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         auth = read_auth(args)
         conversations = open_store_from_args(args)  # first: a database that can't be opened is one line, before the model loads
-        engine = build_engine(args)
+        models = build_models(args, keeper=conversations)  # (the store keeps each model's defaults)
+        engine = load_default(models)
         skills = build_skills(args)
         settings = settings_from_args(args)
         instructions = build_instructions(args, engine)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.user and auth:
         print("error: --user and --auth: with --auth the login says whose chats they are", file=sys.stderr)
         return 1
-    demo = build_ui(engine, skills, instructions, settings, title=args.title, conversations=conversations, everyone=args.user)
+    demo = build_ui(engine, skills, instructions, settings, title=args.title, conversations=conversations, everyone=args.user,
+                    models=models)
     concurrency = max(1, args.concurrency or default_concurrency(engine))
     demo.queue(default_concurrency_limit=concurrency, max_size=max(1, args.queue_size))
     if args.share and not auth:
@@ -90,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         server_name=args.host, server_port=args.port, share=args.share, auth=auth,
         prevent_thread_lock=True, quiet=True, show_error=True,
     )
-    _mount_api(demo, args, engine, skills, settings, instructions, auth)
+    _mount_api(demo, args, models, skills, settings, instructions, auth)
     print(f"Chat workbench running at {local_url} (up to {concurrency} answers at once)", flush=True)
+    print(f"Models: {len(models.names())} listed (the page's Models section); a new chat starts with {models.default}", flush=True)
     if args.share:
         print(f"Public link: {share_url}" if share_url else
               "Could not create a public link (no internet?): serving locally only.", flush=True)
@@ -108,11 +111,13 @@ def default_concurrency(engine) -> int:
     return SHARED_CONCURRENCY if engine.shares_steps else 1
 
 
-def _mount_api(demo, args, engine, skills, settings, instructions, auth) -> None:
+def _mount_api(demo, args, models, skills, settings, instructions, auth) -> None:
     from chat.api.server import mount_api  # (with the page's imports: see build_ui's)
 
     api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV)
-    mount_api(demo.app, engine=engine, skills=skills, defaults=settings, instructions=instructions, api_key=api_key, auth=auth)
+    engine = models.loaded_engine(models.default)
+    mount_api(demo.app, engine=engine, skills=skills, defaults=settings, instructions=instructions, api_key=api_key, auth=auth,
+              models=models)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ BENCHMARKS = {
     "concurrency": [],
     "concurrency-tiny": ["--model", "tiny"],
     "memory": [],
+    "models": [],
     "store": [],
     "versions": [],
     "tokens": [],
 }
-TAKES_REPEATS = {"peers", "weights", "multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "store", "tokens"}
+TAKES_REPEATS = {"peers", "weights", "multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "models", "store", "tokens"}
 
 
 def main() -> int:

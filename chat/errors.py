@@ -22,6 +22,10 @@ class ModelLoadError(ChatError):
     """The model could not be found, loaded, quantized or placed."""
 
 
+class ModelUnloaded(ModelLoadError):
+    """The model was unloaded after the chat got it: the chat asks the model list again (it loads it)."""
+
+
 class GenerationError(ChatError):
     """Generation failed or timed out; the conversation is intact and can be retried."""
 

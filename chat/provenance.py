@@ -162,6 +162,7 @@ class Provenance:
     fork: Fork | None = None  # it began with a token the user chose
     reproduces: str | None = None  # the id of the answer it reproduces
     version: int = PROVENANCE_VERSION
+    model_defaults: tuple[str, ...] = ()  # what the model's own defaults set, in words ("instructions", "stop strings '###'")
 
     @classmethod
     def begin(cls, engine: Engine, skill: str | None, instructions: str, first: Part | None = None,
@@ -197,6 +198,8 @@ class Provenance:
                       "skill": self.skill, "instructions": self.instructions, "parts": parts}
         if self.reproduces:
             data["reproduces"] = self.reproduces
+        if self.model_defaults:
+            data["model_defaults"] = list(self.model_defaults)
         return data
 
     @classmethod
@@ -206,4 +209,5 @@ class Provenance:
         return cls(str(data.get("model", "?")), data.get("revision"), str(data.get("backend", "?")), str(data.get("device", "?")),
                    str(data.get("prompt_format", "?")), int(data.get("context_window") or 0), data.get("skill"),
                    str(data.get("instructions", "")), [Part.from_json(part) for part in raw if "settings" in part], fork,
-                   data.get("reproduces"), int(data.get("version", PROVENANCE_VERSION)))
+                   data.get("reproduces"), int(data.get("version", PROVENANCE_VERSION)),
+                   tuple(str(said) for said in data.get("model_defaults") or ()))

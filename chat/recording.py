@@ -50,6 +50,10 @@ class ConversationRecord(Protocol):
         """What the chat uses now, for the next time it is opened."""
         ...
 
+    def model(self, name: str) -> None:
+        """The chat answers with the model `name` from now on."""
+        ...
+
 
 class TokenLogs:
     """Each answer's token data, by answer id: the latest in memory, every one in the record (read from it

@@ -16,7 +16,9 @@ from .context_window import FittedPrompt
 from .engine import Engine, Generation, Stats
 from .errors import ChatError
 from .files import read_conversation
+from .errors import ModelUnloaded
 from .messages import Message, is_blank
+from .models import ModelList, Progress
 from .provenance import Fork, Part, Provenance, with_seed
 from .recording import ConversationRecord, TokenLogs
 from .reply import NextPart, Reply
@@ -35,11 +37,15 @@ class ChatSession:
     shows, the plain messages list the page, the engine and the files see. Methods that start an
     answer take `tokens`: record each token's probabilities too (the token view, `/tokens`).
     `seeds` draws the seed of each sampled answer (recorded with it); by default, from the OS.
+    `models`: the app's model list, from which `use_model` picks the chat's model (`model`); `engine` is its
+    engine as the chat last got it, asked for again at each answer (the model may have been unloaded since).
     """
 
     def __init__(self, engine: Engine, skills: SkillBook, instructions: str = "", settings: GenerationSettings | None = None,
-                 seeds: random.Random | None = None):
+                 seeds: random.Random | None = None, models: ModelList | None = None):
         self.engine, self.skills = engine, skills
+        self.models = models
+        self.model = engine.name  # the chat's model: its name in `models`
         self.instructions = instructions
         self.settings = settings or GenerationSettings()
         self.seeds = seeds or random.Random()
@@ -61,6 +67,59 @@ class ChatSession:
     def record(self, record: ConversationRecord | None) -> None:
         self._record = record
         self.token_logs = TokenLogs(record)  # each answer's token data, kept beside the record
+
+    # -- the model ------------------------------------------------------------------------
+
+    def use_model(self, name: str, progress: Progress | None = None) -> None:
+        """The chat answers with `name` from its next answer on (loaded now if it isn't), with the model's
+        defaults (instructions, settings) where it has them. The conversation goes on as it is."""
+        if self.models is None:
+            if name == self.model:
+                return
+            raise ChatError("this app has one model")
+        found = self.models.find(name)
+        if found is None:
+            raise ChatError(f"no model called {name!r}; the list has: {', '.join(self.models.names())}")
+        self._switch_engine(self.models.engine(found, progress))
+        self.model = found
+        defaults = self.models.defaults(found)
+        if defaults.instructions is not None:
+            self.instructions = defaults.instructions
+        if defaults.settings:
+            self.settings = self.settings.merged(defaults.settings)
+        if self.record is not None:
+            self.record.model(found)
+
+    def _engine_now(self, model: str | None = None, again: bool = False) -> Engine:
+        """The engine of `model` (default: the chat's), loaded again if it was unloaded since (`again`: it was)."""
+        if self.models is None:
+            return self.engine
+        name = model or self.model
+        engine = self.models.engine(name) if (again or model or not self._usable(self.engine)) else self.engine
+        if model is None:
+            self._switch_engine(engine)
+        return engine
+
+    def _usable(self, engine: Engine) -> bool:
+        return self.models is not None and self.models.loaded_engine(self.model) is engine
+
+    def _switch_engine(self, engine: Engine) -> None:
+        if engine is not self.engine:
+            self.engine = engine
+            self.kv_cache = engine.new_cache()  # a cache belongs to the model that made it
+
+    def _generate(self, engine: Engine, fitted: FittedPrompt, settings: GenerationSettings, stop_strings: tuple[str, ...],
+                  tokens: bool, model: str | None = None) -> tuple[Engine, Generation]:
+        """Starts the answer; a model unloaded since the chat got it is loaded again (once), never an error."""
+        stops = stop_strings + (self.models.defaults(model or self.model).stop_strings if self.models is not None else ())
+        try:
+            return engine, engine.generate(fitted, settings, stops, cache=self._cache_for(engine), tokens=tokens)
+        except ModelUnloaded:
+            engine = self._engine_now(model, again=True)
+            return engine, engine.generate(fitted, settings, stops, cache=self._cache_for(engine), tokens=tokens)
+
+    def _cache_for(self, engine: Engine) -> Any:
+        return self.kv_cache if engine is self.engine else None  # another model's answer (Reproduce) uses no cache
 
     # -- the conversation ---------------------------------------------------------------
 
@@ -149,7 +208,7 @@ class ChatSession:
         settings, drawn = with_seed(self.settings.merged(skill.settings if skill else None), self.seeds)
         generation, made = self._continuation(settings, drawn, skill, self.instructions, tokens)
         answer.pop("interrupted", None)
-        answer.setdefault("provenance", Provenance.begin(self.engine, skill.name if skill else None, self.instructions)).parts.append(made)
+        answer.setdefault("provenance", self._begin(self.engine, skill, self.instructions)).parts.append(made)
         return self._started(self._reply(generation, answer, made))
 
     def reproduce(self, tokens: bool = False) -> Reply:
@@ -171,7 +230,9 @@ class ChatSession:
         self.take_back_answer()
         self.stop()
         then = tuple(self._next_part(later, False, skill, provenance.instructions, tokens) for later in settings[1:])
-        reply = self._answer_or_fail(lambda: self._answer(skill, tokens, settings[0], provenance.instructions, answer["id"], then))
+        model = self.models.find(provenance.model) if self.models is not None else None  # its model, where the list has it
+        reply = self._answer_or_fail(lambda: self._answer(skill, tokens, settings[0], provenance.instructions, answer["id"], then,
+                                                          None if model == self.model else model))
         if provenance.parts[0].prompt_sha256 not in ("", reply.made.prompt_sha256):
             reply.answer["notice"] = ("Note: the prompt is not the one recorded (another model, template or skill file?): "
                                       "the text may differ.")
@@ -199,7 +260,7 @@ class ChatSession:
         self._discard_answer()
         self.history[:] = self.history[:index]
         answer: ChatMessage = {"role": "assistant", "content": fork.text,
-                               "provenance": Provenance.begin(self.engine, skill.name if skill else None, instructions, fork=fork)}
+                               "provenance": self._begin(self._engine_now(), skill, instructions, fork=fork)}
         self._append(answer)
         if log is not None:
             self.token_logs.keep(answer, log)
@@ -306,14 +367,19 @@ class ChatSession:
         self.record = None  # a loaded file is not the stored chat (the caller may `start_record` a new one)
 
     def open(self, record: ConversationRecord, tree: ConversationTree, history: list[ChatMessage], instructions: str,
-             settings: GenerationSettings) -> None:
-        """Shows a stored chat (from `chat.store.record.tree_of`); what happens next is written to `record`."""
+             settings: GenerationSettings, model: str | None = None) -> None:
+        """Shows a stored chat (from `chat.store.record.tree_of`); what happens next is written to `record`.
+        `model`: the one it answers with (loaded at its next answer; a model the list no longer has: the current one)."""
         self._show(tree, history)
         self.instructions, self.settings, self.record = instructions, settings, record
+        found = self.models.find(model) if self.models is not None and model else None
+        if found is not None and found != self.model:
+            self.model = found  # (its engine is fetched, and loaded if need be, when it answers)
 
     def start_record(self, record: ConversationRecord) -> None:
         """Writes the chat as it is (a loaded file: every version) to a new `record`, and what happens next."""
         self.record = record
+        record.model(self.model)
         for message in self.tree.ordered():
             parent_id = self.tree.parent[message["id"]]
             record.added(message, self.tree.messages.get(parent_id) if parent_id else None)
@@ -354,19 +420,19 @@ class ChatSession:
             raise
 
     def _answer(self, skill: Skill | None, tokens: bool, settings: GenerationSettings | None = None, instructions: str | None = None,
-                reproduces: str | None = None, then: tuple[NextPart, ...] = ()) -> Reply:
+                reproduces: str | None = None, then: tuple[NextPart, ...] = (), model: str | None = None) -> Reply:
         instructions = self.instructions if instructions is None else instructions
+        engine = self._engine_now(model)
         sent = sent_messages(self.history)
         request = model_request(list(sent.values()), instructions, skill, settings or self.settings)
         if settings is not None:  # recorded as they were (the skill's settings among them): as they are
             request = ModelRequest(request.messages, settings, request.stop_strings)
         seeded, drawn = with_seed(request.settings, self.seeds)
-        fitted = self.engine.prepare(request.messages, seeded)
-        generation = self.engine.generate(fitted, seeded, request.stop_strings, cache=self.kv_cache, tokens=tokens)
-        made = Part.made(self.engine, fitted, seeded, drawn)
+        fitted = engine.prepare(request.messages, seeded)
+        engine, generation = self._generate(engine, fitted, seeded, request.stop_strings, tokens, model)
+        made = Part.made(engine, fitted, seeded, drawn)
         answer: ChatMessage = {"role": "assistant", "content": "",
-                               "provenance": Provenance.begin(self.engine, skill.name if skill else None, instructions, made,
-                                                              reproduces=reproduces)}
+                               "provenance": self._begin(engine, skill, instructions, made, reproduces=reproduces)}
         if fitted.message_notice:
             answer["notice"] = f"Note: {fitted.message_notice}."
         # One notice for left-out history, kept current: where the part the model sees now begins.
@@ -376,6 +442,13 @@ class ChatSession:
             self.record.settings(self.instructions, skill.name if skill else None, self.settings)
         return self._started(self._reply(generation, answer, made, then))
 
+    def _begin(self, engine: Engine, skill: Skill | None, instructions: str, first: Part | None = None, **more: Any) -> Provenance:
+        """An answer's provenance, with what the model's defaults set (where it has any)."""
+        provenance = Provenance.begin(engine, skill.name if skill else None, instructions, first, **more)
+        if self.models is not None:
+            provenance.model_defaults = tuple(self.models.defaults(engine.name).words())
+        return provenance
+
     def _next_part(self, settings: GenerationSettings, drawn: bool, skill: Skill | None, instructions: str,
                    tokens: bool) -> NextPart:
         """Starts, when called, the next part of an answer with `settings` (see `_continuation`)."""
@@ -384,9 +457,10 @@ class ChatSession:
     def _continuation(self, settings: GenerationSettings, drawn: bool, skill: Skill | None, instructions: str,
                       tokens: bool) -> tuple[Generation, Part]:
         """A generation for more of the last shown answer, and its provenance part."""
-        fitted = self.engine.prepare(self.model_messages(instructions), settings, continues=True)
-        generation = self.engine.generate(fitted, settings, answer_stop_strings(skill), cache=self.kv_cache, tokens=tokens)
-        return generation, Part.made(self.engine, fitted, settings, drawn)
+        engine = self._engine_now()
+        fitted = engine.prepare(self.model_messages(instructions), settings, continues=True)
+        engine, generation = self._generate(engine, fitted, settings, answer_stop_strings(skill), tokens)
+        return generation, Part.made(engine, fitted, settings, drawn)
 
     def _reply(self, generation: Generation, answer: ChatMessage, made: Part, then: tuple[NextPart, ...] = ()) -> Reply:
         return Reply(generation, answer, made, self.record, self.token_logs, self._ended, then)

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Column, Integer, text
 
 from chat.errors import StoreError
+from chat.models import ModelDefaults
 from chat.store import schema
 from chat.store.rows import MessageStatus
 from chat.store.store import Store, open_store
@@ -285,6 +286,8 @@ def release_1_database(db_url: str) -> str:
     source = sqlite3.connect(RELEASE_1_FILE)
     store = Store(db_url)
     with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE model_defaults"))  # (release 4's)
+        connection.execute(text("ALTER TABLE conversations DROP COLUMN model"))  # (release 4's)
         connection.execute(text("DROP TABLE token_data"))  # (release 3's)
         connection.execute(text("ALTER TABLE messages DROP COLUMN shown_at"))  # (release 2's)
         connection.execute(text("DELETE FROM meta"))
@@ -309,10 +312,16 @@ def test_a_release_1_database_is_upgraded_with_every_chat_and_version_kept(db_ur
     assert sorted(m["content"] for m in chat.all_messages if m["role"] == "assistant") == ["4", "5", "Hello"]
     assert chat.instructions == "Be brief." and chat.settings["temperature"] == 0.7
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "3"
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "4"
         assert connection.execute(text("SELECT count(*) FROM messages WHERE shown_at IS NULL")).scalar_one() == 0
     # Release 3 keeps answers' token data: the upgraded database takes it.
     answer = next(m for m in chat.messages if m["content"] == "4")
     store.save_tokens("user:ada", chat.id, answer["id"], b"token data")
     assert store.tokens("user:ada", chat.id, answer["id"]) == b"token data"
     assert store.tokens("user:eve", chat.id, answer["id"]) is None
+    # Release 4: a chat names its model (release 1's: none, so the app's default), and models keep their defaults.
+    assert chat.model is None
+    store.save_chat_model("user:ada", chat.id, "SmolLM2-135M-Instruct · int4")
+    assert store.open_chat("user:ada", chat.id).model == "SmolLM2-135M-Instruct · int4"
+    store.save_model_defaults("SmolLM2-135M-Instruct · int4", ModelDefaults("Be terse.", {"temperature": 0.2}))
+    assert Store(db_url).model_defaults("SmolLM2-135M-Instruct · int4") == ModelDefaults("Be terse.", {"temperature": 0.2})

@@ -81,9 +81,26 @@ def test_the_adapter_records_its_base_and_loads_in_the_chat(lora_run, tiny_chat_
     adapter = json.loads((lora_run / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_chat_dir.resolve())
     engine, session = chat(lora_run)
-    assert type(engine.model).__name__ == "PeftModelForCausalLM"
     reply = session.send(SPELLS[0][0])
     assert "".join(reply) and reply.stats.new_tokens > 0
+
+
+@pytest.mark.parametrize("weights", ["none", "int8", "int4"])
+def test_the_adapter_changes_what_the_model_computes_in_every_cpu_format(lora_run, tiny_chat_dir, weights):
+    """The adapter's model is not its base's: in float weights, and in the CPU formats (int8 is the default), whose
+    layers once took the adapter's input as int8 and lost it. It batches as its base does."""
+    import torch
+
+    def next_token_logits(folder):
+        engine = make_engine(folder, quantize=weights, batching=True)
+        ids = engine.prepare([{"role": "user", "content": SPELLS[0][0]}], GREEDY).prompt.ids
+        with torch.no_grad():
+            return engine.model(input_ids=torch.tensor([ids])).logits[0, -1], engine
+
+    tuned, engine = next_token_logits(lora_run)
+    base, _ = next_token_logits(tiny_chat_dir)
+    assert (tuned - base).abs().max() > 0.1
+    assert engine.shares_steps
 
 
 def test_progress_and_losses_are_shown_per_epoch(tmp_path, tiny_chat_dir, capsys):

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
 from pydantic_core import PydanticCustomError
 
 from ..messages import is_blank, normalize_messages
+from ..models import ModelList as ModelList_  # (this module's `ModelList` is /v1/models' body)
 from ..engine import Stats, StopReason
 from ..errors import ConversationError, SettingsError
 from ..settings import SETTINGS, GenerationSettings, Setting
@@ -261,15 +262,20 @@ def skill_ids(skills: SkillBook) -> dict[str, Skill]:
     return ids
 
 
-def requested_skill(request: ChatRequest, served_model: str, skills: Mapping[str, Skill]) -> Skill | None:
-    """The skill named by the `model` suffix or the `skill` field; raises `ApiError` if it isn't one."""
-    suffix = None
-    if request.model != served_model:
-        prefix = served_model + SKILL_SEPARATOR
-        suffix = _find(request.model.removeprefix(prefix), skills) if request.model.startswith(prefix) else None
-        if suffix is None:
-            known = ", ".join([served_model] + [prefix + sid for sid in skills])
-            raise ApiError(404, f"the model {request.model!r} does not exist; this server has: {known}", "model", "model_not_found")
+def requested_model(request: ChatRequest, models: ModelList_, skills: Mapping[str, Skill]) -> tuple[str, Skill | None]:
+    """(the model, the skill) the request names: `model` is a model of the list (by its name, or its base
+    model's: the default variant), or `<model>:<skill id>`; the `skill` field names one too. Raises `ApiError`:
+    404 for a model the list doesn't have, 400 for an unknown or conflicting skill."""
+    model, suffix = models.find(request.model), None
+    if model is None and SKILL_SEPARATOR in request.model:
+        named_model, _, skill_id = request.model.rpartition(SKILL_SEPARATOR)
+        model, suffix = models.find(named_model), _find(skill_id, skills)
+        if model is not None and suffix is None:
+            raise ApiError(404, f"the model {request.model!r} does not exist: {named_model!r} has no skill {skill_id!r}; "
+                           f"skills: {', '.join(skills)}", "model", "model_not_found")
+    if model is None:
+        raise ApiError(404, f"the model {request.model!r} does not exist; GET /v1/models lists this server's models: "
+                       f"{', '.join(models.names())}", "model", "model_not_found")
     named = None
     if request.skill:
         named = _find(request.skill, skills)
@@ -277,7 +283,7 @@ def requested_skill(request: ChatRequest, served_model: str, skills: Mapping[str
             raise ApiError(400, f"unknown skill {request.skill!r}; known skills: {', '.join(skills)}", "skill", "unknown_skill")
     if suffix is not None and named is not None and suffix is not named:
         raise ApiError(400, f"model names skill {suffix.name!r} but skill names {named.name!r}: pick one", "skill", "conflicting_skill")
-    return named or suffix
+    return model, named or suffix
 
 
 def _find(name: str, skills: Mapping[str, Skill]) -> Skill | None:
@@ -328,16 +334,23 @@ def chunk(cid: str, model: str, delta: dict[str, str] | None = None, finish: Sta
                                                "model": model, "choices": [choice]})
 
 
-def models_list(served_model: str, skills: Mapping[str, Skill], context_window: int) -> ModelList:
-    """The served model, then one entry per skill: `<model>:<skill id>` (with the skill's name and description).
+def models_list(models: ModelList_, skills: Mapping[str, Skill]) -> ModelList:
+    """Every model of the list, then one entry per skill of the default model: `<model>:<skill id>` (with the
+    skill's name and description; any model of the list takes the same suffix).
 
     Each says its context length as vLLM does (`max_model_len`), so that clients, and this app on
-    `--backend openai`, can trim long chats to fit.
+    `--backend openai`, can trim long chats to fit; and whether it is loaded now (`loaded`: a request for one
+    that isn't loads it first).
     """
     created = int(time.time())
-    own = {"object": "model", "created": created, "owned_by": OWN_MODELS_OWNER, "max_model_len": context_window}
-    entries = [Model.model_validate({"id": served_model, **own})]
+    own = {"object": "model", "created": created, "owned_by": OWN_MODELS_OWNER}
+    listing = models.listing()
+    entries = [Model.model_validate({"id": info.name, **own, "max_model_len": info.context_window or 0, "loaded": info.loaded,
+                                     "weights": info.weights, "source": info.source}) for info in listing]
+    default = next((info for info in listing if info.name == models.default), None)
     for sid, skill in skills.items():
-        entries.append(Model.model_validate({"id": f"{served_model}{SKILL_SEPARATOR}{sid}", **own,
+        entries.append(Model.model_validate({"id": f"{models.default}{SKILL_SEPARATOR}{sid}", **own,
+                                             "max_model_len": default.context_window if default else 0,
+                                             "loaded": default.loaded if default else False,
                                              "skill": skill.name, "description": skill.description}))
     return ModelList(object="list", data=entries)

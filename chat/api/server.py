@@ -5,8 +5,12 @@ Any OpenAI client can chat with the app's model, with or without a skill:
 >>> client = openai.OpenAI(base_url="http://127.0.0.1:7860/v1", api_key=KEY)  # doctest: +SKIP
 >>> client.chat.completions.create(model=f"{name}:translate-to-german", messages=[...])  # doctest: +SKIP
 
-* Skills: `model` is the served model's name (no skill: the messages as sent) or
-  `"<model>:<skill id>"` as listed by `/v1/models`; or send `"skill": "<id or name>"` in the body.
+* Models: `model` names a model of the app's list, as `/v1/models` lists them (every model, with
+  `max_model_len` and `loaded`); its base name means its default variant ("SmolLM2-135M-Instruct" →
+  "SmolLM2-135M-Instruct · int8"). One that isn't loaded loads first, with the page's memory check (503
+  when it won't fit); an unknown one is a 404.
+* Skills: `"<model>:<skill id>"` (any model of the list, any skill; `/v1/models` lists the default model's),
+  or `"skill": "<id or name>"` in the body; without either, the messages go as sent.
 * Settings: the app's defaults, then the skill's settings, then the request's fields (chat/request.py,
   as the page builds them).
 * Auth: with `--api-key`, `Authorization: Bearer <key>`; with `--auth`, an account as
@@ -34,10 +38,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from . import schema
 from ..answer_tokens import TokenStep
 from ..engine import Engine
-from ..errors import ChatError, SettingsError
+from ..errors import ChatError, ModelUnloaded, SettingsError
+from ..models import ModelList
 from ..request import ModelRequest, model_request
 from ..settings import GenerationSettings
-from ..skills import SkillBook
+from ..shelf import ModelShelf
+from ..skills import Skill, SkillBook
 from .auth import Accounts, Guard
 from .logprobs import choice_logprobs, whole_answer
 from .pump import Pump
@@ -49,14 +55,19 @@ DRAIN_LIMIT_BYTES = 16 * schema.MAX_BODY_BYTES  # an oversize body is read (and 
 RETRY_AFTER_S = 2
 
 
-def mount_api(app: Any, engine: Engine, skills: SkillBook, defaults: GenerationSettings | None = None, instructions: str = "",
+def mount_api(app: Any, engine: Engine | None, skills: SkillBook, defaults: GenerationSettings | None = None, instructions: str = "",
               api_key: str | None = None, auth: Accounts = None, max_parallel: int | None = None,
-              queue_wait_s: float = QUEUE_WAIT_S) -> "ChatApi":
+              queue_wait_s: float = QUEUE_WAIT_S, models: ModelList | None = None) -> "ChatApi":
     """Adds the /v1 routes to a FastAPI app (Gradio's `demo.app` included, even after launch).
 
     Gradio's `auth` does not cover routes added this way: the API checks `api_key`/`auth` itself.
+    `models`: the app's model list (without one: `engine` alone).
     """
-    api = ChatApi(engine, skills, defaults or GenerationSettings(), instructions, Guard(api_key, auth),
+    if models is None:
+        assert engine is not None, "mount_api needs an engine or a model list"
+        models = ModelShelf.of(engine)
+    engine = engine or models.engine(models.default)
+    api = ChatApi(models, skills, defaults or GenerationSettings(), instructions, Guard(api_key, auth),
                   max_parallel or engine.answers_at_once, queue_wait_s)
     app.include_router(api.router)
     return api
@@ -87,25 +98,27 @@ async def chat_request(request: Request) -> ChatRequest:
 
 
 class ChatApi:
-    """The /v1 routes, bound to one engine, its skills and the app's defaults."""
+    """The /v1 routes, bound to the app's model list, its skills and defaults."""
 
-    def __init__(self, engine: Engine, skills: SkillBook, defaults: GenerationSettings, instructions: str,
+    def __init__(self, models: ModelList, skills: SkillBook, defaults: GenerationSettings, instructions: str,
                  guard: Guard, max_parallel: int, queue_wait_s: float):
-        self.engine, self.defaults, self.instructions, self.guard = engine, defaults, instructions, guard
+        self.models, self.defaults, self.instructions, self.guard = models, defaults, instructions, guard
         self.skills = schema.skill_ids(skills)
         self.max_parallel, self.queue_wait_s = max_parallel, queue_wait_s
         self._slots = asyncio.Semaphore(max_parallel)
         self.router = APIRouter(prefix="/v1", route_class=OpenAIErrors, dependencies=[Depends(guard.check)])
-        self.router.add_api_route("/models", self.models, methods=["GET"])
+        self.router.add_api_route("/models", self.list_models, methods=["GET"])
         self.router.add_api_route("/chat/completions", self.chat_completions, methods=["POST"])
 
-    async def models(self) -> Response:
-        return JSONResponse(_json(schema.models_list(self.engine.name, self.skills, self.engine.context_window)))
+    async def list_models(self) -> Response:
+        return JSONResponse(_json(schema.models_list(self.models, self.skills)))
 
     async def chat_completions(self, chat: Annotated[ChatRequest, Depends(chat_request)], request: Request) -> Response:
-        asked = self.request_for(chat)
+        model, skill = schema.requested_model(chat, self.models, self.skills)
+        asked = self.request_for(chat, skill)
+        engine = await self._engine(model)
         await self._take_slot()
-        pump = await self._started(asked, chat)
+        pump = await self._started(engine, asked, chat)
         notice = pump.generation.fitted.notice
         headers = {"X-Context-Notice": notice} if notice else {}
         if chat.stream:
@@ -113,9 +126,18 @@ class ChatApi:
                                      headers={**headers, "Cache-Control": "no-cache"})
         return await self._whole(pump, chat, request, headers)
 
-    def request_for(self, chat: ChatRequest) -> ModelRequest:
+    async def _engine(self, model: str) -> Engine:
+        """The model's engine, loaded first (in a thread: other requests go on meanwhile) if it isn't."""
+        engine = self.models.loaded_engine(model)
+        if engine is not None:
+            return engine
+        try:
+            return await asyncio.to_thread(self.models.engine, model)
+        except ChatError as error:  # won't fit, or its files are broken
+            raise ApiError(503, str(error), "model", "model_not_loadable", kind="server_error") from None
+
+    def request_for(self, chat: ChatRequest, skill: Skill | None) -> ModelRequest:
         """Messages, settings and stop strings for the engine, as the page builds them (chat/request.py)."""
-        skill = schema.requested_skill(chat, self.engine.name, self.skills)
         assert chat.messages is not None  # the request model refuses a request without them
         try:  # only the new message takes the skill: earlier turns were wrapped when they were sent
             return model_request(chat.messages, self.instructions, skill, self.defaults, chat.overrides(), chat.stop,
@@ -123,11 +145,16 @@ class ChatApi:
         except SettingsError as error:
             raise ApiError(400, str(error), code="invalid_value") from None
 
-    async def _started(self, asked: ModelRequest, chat: ChatRequest) -> Pump:
+    async def _started(self, engine: Engine, asked: ModelRequest, chat: ChatRequest) -> Pump:
         """The answer, begun in its own thread, which frees the slot taken for it when it ends."""
+        stops = asked.stop_strings + self.models.defaults(engine.name).stop_strings
         try:
-            fitted = await asyncio.to_thread(self.engine.prepare, asked.messages, asked.settings, bool(chat.continue_final_message))
-            generation = self.engine.generate(fitted, asked.settings, asked.stop_strings, tokens=bool(chat.logprobs))
+            fitted = await asyncio.to_thread(engine.prepare, asked.messages, asked.settings, bool(chat.continue_final_message))
+            try:
+                generation = engine.generate(fitted, asked.settings, stops, tokens=bool(chat.logprobs))
+            except ModelUnloaded:  # unloaded since this request got it: loaded again, never an error
+                engine = await self._engine(engine.name)
+                generation = engine.generate(fitted, asked.settings, stops, tokens=bool(chat.logprobs))
             return Pump(generation, on_done=self._slots.release, tokens=bool(chat.logprobs and chat.stream))
         except ChatError as error:  # e.g. the instructions alone overflow the context
             self._slots.release()

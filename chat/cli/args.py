@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import re
+from pathlib import Path
 from typing import Any, Callable
 
 from ..engine import Engine
 from ..formats import FORMATS, choose_format
 from ..instructions import default_instructions, read_instructions
+from ..library.entries import LocalFlags, local_entries, server_entries
+from ..shelf import Entry
+from ..shelf import DefaultsKeeper, ModelShelf
+from ..local import discovery
 from ..local.loader import DTYPE_CHOICES, QUANTIZE_CHOICES, LoadOptions, load_model
-from ..remote.engine import RemoteEngine
+from ..remote.engine import API_KEY_ENV, RemoteEngine
+from ..remote.servers import list_models
+from .progress import terminal_bar
 from ..settings import SETTINGS, GenerationSettings
 from ..skills import SkillBook
 from ..skills_file import DEFAULT_SKILLS_PATH, load_skills
@@ -23,8 +32,18 @@ from ..store.store import open_store, user_owner
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="hub id (Qwen/Qwen2.5-7B-Instruct), local folder or .gguf file; "
-                       "default: the embedded SmolLM2-135M-Instruct (with --backend openai: the served model's name)")
+    group.add_argument("--model", action="append", metavar="MODEL",
+                       help="hub id (Qwen/Qwen2.5-7B-Instruct), local folder, .gguf file or adapter folder; repeatable: the "
+                       "first is a new chat's model, every one is in the model list. Default: the embedded "
+                       "SmolLM2-135M-Instruct (with --backend openai: the served model's name)")
+    group.add_argument("--models-dir", metavar="DIR",
+                       help="a folder of models to list too (transformers folders, .gguf files, adapters), read at start "
+                       "and on Refresh. The Hugging Face cache and adapters trained here are always listed")
+    group.add_argument("--max-loaded", type=int, metavar="N",
+                       help="models loaded at once; loading one more unloads the least recently used (never one answering)")
+    group.add_argument("--memory-budget", metavar="SIZE", type=parse_size,
+                       help="memory the loaded models may take together, by their estimates (e.g. 8GB); loading past it "
+                       "unloads the least recently used")
     group.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="auto",
                        help="weights: int8/int4 for the CPU (PyTorch's kernels), 8bit/4bit for GPUs (bitsandbytes), none: as loaded; "
                        "auto (default): int8 on a CPU, as loaded on a GPU")
@@ -49,11 +68,81 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"{declared.help} (default {default})")
 
 
+def parse_size(text: str) -> int:
+    """'8GB', '512MiB', '1.5 GB' → bytes (argparse type)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"can't read {text!r} as a size; write e.g. 8GB or 512MiB")
+    number, unit, binary = match.groups()
+    power = "KMGT".find(unit.upper()) + 1 if unit else 0
+    return int(float(number) * (1024 if binary else 1000) ** power)
+
+
+def first_model(args: argparse.Namespace) -> str | None:
+    return (args.model or [None])[0]
+
+
 def load_options(args: argparse.Namespace) -> LoadOptions:
     return LoadOptions(
-        model=args.model, quantize=args.quantize, dtype=args.dtype, device_map=args.device_map,
+        model=first_model(args), quantize=args.quantize, dtype=args.dtype, device_map=args.device_map,
         max_memory=args.max_memory, trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir,
     )
+
+
+def local_flags(args: argparse.Namespace, quantize: str = "auto") -> LocalFlags:
+    batching = getattr(args, "batching", False)
+    return LocalFlags(quantize=quantize, dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
+                      trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir, prompt_format=args.format,
+                      user_name=args.user_name, bot_name=args.bot_name, batching=batching,
+                      answers=max(1, getattr(args, "concurrency", None) or (4 if batching else 1)),
+                      context_window=getattr(args, "context_window", None))
+
+
+def build_models(args: argparse.Namespace, say: Callable[[str], None] = print, keeper: DefaultsKeeper | None = None) -> ModelShelf:
+    """The model list the flags ask for: each --model, the embedded model, adapters trained here, --models-dir and the
+    Hugging Face cache; with --base-url, the server's models (with --backend openai, only those)."""
+    remote = getattr(args, "backend", "local") == "openai"
+    base_url = getattr(args, "base_url", None)
+    if remote:
+        RemoteEngine.check_flags(base_url, first_model(args))
+    key = os.environ.get(API_KEY_ENV) or getattr(args, "api_key", None)
+
+    def discover() -> list[Entry]:
+        entries: list[Entry] = []
+        if base_url:
+            ids, problem = list_models(base_url.rstrip("/"), key)
+            ids = list(dict.fromkeys([*(args.model or [] if remote else []), *ids]))
+            entries += server_entries(base_url.rstrip("/"), key, ids, problem, getattr(args, "context_window", None),
+                                      getattr(args, "standard_sampling", False))
+        if not remote:
+            entries += _local_entries(args)
+        return entries
+
+    default = first_model(args) if remote or args.model else None
+    return ModelShelf(discover, default, getattr(args, "max_loaded", None), getattr(args, "memory_budget", None), keeper, say)
+
+
+def _local_entries(args: argparse.Namespace) -> list[Entry]:
+    gpu, bf16 = _gpu()
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    given = [discovery.given_model(spec, hub_cache=cache) for spec in args.model or []]
+    found = [discovery.embedded_model(), *discovery.trained_models()]
+    if getattr(args, "models_dir", None):
+        found += discovery.folder_models(Path(args.models_dir).expanduser())
+    found += discovery.cache_models(cache)
+    chosen = len(given) or 1  # the models whose default variant follows --quantize: those given, else the embedded one
+    listed = discovery.distinct([*given, *found])
+    entries = []
+    for index, model in enumerate(listed):
+        entries += local_entries(model, local_flags(args, args.quantize if index < chosen else "auto"), gpu, bf16)
+    return entries
+
+
+def _gpu() -> tuple[bool, bool]:
+    import torch  # (the local models load with it anyway)
+
+    gpu = torch.cuda.is_available()
+    return gpu, gpu and torch.cuda.is_bf16_supported()
 
 
 def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
@@ -61,7 +150,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
 
 
 def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -> Engine:
-    """The backend the flags ask for: a local transformers model, or an OpenAI-compatible server."""
+    """The first model the flags ask for, loaded: a local transformers model, or an OpenAI-compatible server."""
     if getattr(args, "backend", "local") == "openai":
         return RemoteEngine.from_args(args, say)
     from ..local.engine import LocalEngine  # here: torch (seconds to import) only for the local backend
@@ -69,9 +158,17 @@ def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -
     loaded = load_model(load_options(args), say)
     say(f"Model: {loaded.name} on {loaded.device}")
     engine = LocalEngine(loaded, choose_format(loaded.tokenizer, args.format, args.user_name, args.bot_name),
-                         batching=getattr(args, "batching", False))
+                         batching=getattr(args, "batching", False), context_window=getattr(args, "context_window", None))
     if getattr(args, "batching", False) and engine.batcher is None:
         say("Batching: off (this model's cache is not plain attention); answers at once take turns")
+    return engine
+
+
+def load_default(models: ModelShelf, say: Callable[[str], None] = print) -> Engine:
+    """Loads the list's default model (a new chat's), with a bar on the terminal."""
+    with terminal_bar(models.default) as bar:
+        engine = models.engine(models.default, bar)
+    say(f"Model: {engine.name} on {engine.device}")
     return engine
 
 

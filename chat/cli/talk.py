@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from .args import build_engine, build_instructions, build_skills, open_store_from_args, owner_from_args, settings_from_args
+from .args import (build_instructions, build_models, build_skills, load_default, open_store_from_args, owner_from_args,
+                   settings_from_args)
 from ..files import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
 from ..session import ChatSession, Reply
@@ -27,6 +28,10 @@ from ..skills import SkillBook
 from ..files import conversation_document
 from ..tree import ChatMessage
 from ..answer_tokens import MODEL, DistributionName
+from ..models import ModelList
+from .model_lines import find_model, model_line
+from .names import matching
+from .progress import terminal_bar
 from .token_lines import USAGE, chosen_distribution, token_lines
 from ..store.record import ChatRecord, settings_of, tree_of
 from ..store.store import Store
@@ -34,6 +39,10 @@ from ..store.store import Store
 HELP = """Commands:
   /skill NAME    use a skill for the next messages (a number or part of the name will do)
   /skills        list the skills
+  /models        the models: weights, size, memory estimate, which are loaded (* marks this chat's)
+  /model NAME    answer with another model from the next message on (a number or part of the name will do;
+                 /model alone says which one answers)
+  /unload NAME   free a model's memory (a chat that uses it loads it again at its next answer)
   /retry         a new answer to your last message (the old one stays: a version)
   /continue      more of the last answer, where it stopped (its token limit, or Ctrl+C)
   /reproduce     the last answer again, from its recorded settings and seed (same model: same text)
@@ -72,8 +81,9 @@ def add_talk_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_talk(args: argparse.Namespace) -> int:
     store = open_store_from_args(args)  # first: a database that can't be opened is one line, before the model loads
-    engine = build_engine(args, say=lambda line: print(line, file=sys.stderr))
-    session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args))
+    models = build_models(args, say=_say_on_stderr, keeper=store)  # (the store keeps each model's defaults)
+    engine = load_default(models, say=_say_on_stderr)
+    session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args), models=models)
     talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner_from_args(args))
     if args.skill:
         talk.skill = find_skill(session.skills, args.skill)
@@ -88,6 +98,11 @@ def run_talk(args: argparse.Namespace) -> int:
     return talk.run_lines(sys.stdin)
 
 
+def _say_on_stderr(line: str) -> None:
+    """Loading messages: stderr, so that a piped run's stdout holds only answers."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def find_skill(skills: SkillBook, query: str) -> str:
     """The skill a user means: its name, its number in /skills, or a unique part of the name
     ("german" → "🔄 Translate to German"). Raises `SkillError` naming the candidates if unclear."""
@@ -97,19 +112,12 @@ def find_skill(skills: SkillBook, query: str) -> str:
         return query
     if query.isdigit() and 1 <= int(query) <= len(names):
         return names[int(query) - 1]
-    wanted = _plain(query)
-    for matches_word in (str.__eq__, str.startswith, str.__contains__):
-        matches = [name for name in names if wanted and matches_word(_plain(name), wanted)]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise SkillError(f"{query!r} matches several skills: {', '.join(matches)}; type more of the name")
+    matches = matching(names, query)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise SkillError(f"{query!r} matches several skills: {', '.join(matches)}; type more of the name")
     raise SkillError(f"no skill called {query!r}; /skills lists them")
-
-
-def _plain(name: str) -> str:
-    """'🔄 Translate to German' → 'translate to german': what a user types for a skill name."""
-    return " ".join(re.sub(r"[^\w\s]", " ", name).split()).casefold()
 
 
 class Talk:
@@ -130,6 +138,7 @@ class Talk:
         self.can_prefill = False  # the line reader can put text on the input line
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "/skill": self.use_skill, "/skills": self.list_skills, "/retry": self.retry, "/undo": self.undo,
+            "/model": self.use_model, "/models": self.list_models, "/unload": self.unload_model,
             "/continue": self.continue_answer, "/reproduce": self.reproduce, "/versions": self.versions,
             "/tokens": self.tokens,
             "/prev": lambda number: self.switch(number, -1), "/next": lambda number: self.switch(number, +1),
@@ -146,7 +155,7 @@ class Talk:
         # background jobs, and as some CI runners start everything): Python then never raises it.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         read, self.can_prefill = _line_reader()
-        self.show(f"Chatting with {self.session.engine.name}. Type a message; /help lists the commands. "
+        self.show(f"Chatting with {self.session.model}. Type a message; /help lists the commands. "
                   "Ctrl+C stops an answer, Ctrl+D or /quit leaves.")
         while True:
             try:
@@ -236,6 +245,40 @@ class Talk:
     def retry(self, _: str) -> None:
         self.stream(self.session.retry(tokens=self.record_tokens))
 
+    # -- models -------------------------------------------------------------------------------------
+
+    def use_model(self, name: str) -> None:
+        """The next answers come from `name`, loaded first (with a bar) if it isn't. A model that can't load
+        (it won't fit, its folder is broken) raises a `ChatError`: one line, and the chat keeps its model."""
+        if not name:
+            self.show(f"Model: {self.session.model} (/models lists them)")
+            return
+        wanted = find_model(self._models(), name)
+        with terminal_bar(wanted, self.err) as bar:
+            self.session.use_model(wanted, bar)
+        self.note(f"Model: {self.session.model}")
+
+    def list_models(self, _: str) -> None:
+        for number, info in enumerate(self._models().listing(), start=1):
+            self.show(model_line(number, info, self.session.model))
+
+    def unload_model(self, name: str) -> None:
+        if not name:
+            raise ChatError("/unload needs a model, e.g. /unload 2 (/models lists them)")
+        models = self._models()
+        wanted = find_model(models, name)
+        if models.loaded_engine(wanted) is None:
+            self.note(f"{wanted} is not loaded.")
+            return
+        models.unload(wanted)
+        again = " (this chat loads it again at its next answer)" if wanted == self.session.model else ""
+        self.note(f"Unloaded {wanted}{again}")
+
+    def _models(self) -> ModelList:
+        if self.session.models is None:
+            raise ChatError(f"this chat has one model: {self.session.model}")
+        return self.session.models
+
     # -- saved conversations ------------------------------------------------------------------------
 
     def keep_in_store(self) -> None:
@@ -266,14 +309,24 @@ class Talk:
             raise ChatError(f"{'several' if matches else 'no'} saved conversations match {wanted!r}: /chats lists them"
                             if wanted else "no saved conversations yet")
         chat = store.open_chat(self.owner, matches[0].id)
+        before = self.session.model
         self.session.open(ChatRecord(store, self.owner, chat.id), *tree_of(chat), chat.instructions,
-                          settings_of(chat, self.session.settings))
+                          settings_of(chat, self.session.settings), chat.model)
         if chat.skill in self.session.skills.names():
             self.skill = chat.skill
         self.note(f"Continuing {chat.title or 'an empty conversation'!r} ({len(chat.messages)} messages)")
+        self._tell_model_of(chat.model, before)
         for message in self.session.history[-LOADED_SHOWN:] if self.interactive else ():
             mark = " [interrupted]" if message.get("interrupted") else ""
             self.show(f"{message['role']}: {message.get('typed', message['content'])}{mark}")
+
+    def _tell_model_of(self, saved: str | None, before: str) -> None:
+        """After /open: the model that answers now, where it is not the one that answered before, or where the
+        chat's own model is no longer in the list."""
+        if self.session.model != before:
+            self.note(f"Model: {self.session.model} (this conversation's)")
+        elif saved and self.session.models is not None and self.session.models.find(saved) is None:
+            self.note(f"Note: this conversation's model {saved} is not in the list; {self.session.model} answers.")
 
     def _store(self) -> Store:
         if self.store is None:

@@ -25,6 +25,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.generation import GenerateDecoderOnlyOutput
 
 from .loader import input_device
+from .omp_threads import release_this_threads_team
 from ..settings import GenerationSettings
 from .criteria import CancelCriteria, stop_string_criteria
 from .sampling import TokenPicker, TokenRecorder
@@ -32,6 +33,7 @@ from .sampling import TokenPicker, TokenRecorder
 
 # Settings a model's generation_config.json may carry that `generate` would apply and the batcher
 # does not: such a model answers alone, so that batching never changes an answer.
+STOP_WAIT_S = 10.0  # unloading waits this long for the loop's thread to end
 UNBATCHED_GENERATION_OPTIONS = (
     "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "min_new_tokens", "bad_words_ids", "suppress_tokens",
     "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty",
@@ -91,6 +93,7 @@ class StepBatcher:
         self._cache: Any = None
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self.largest_batch = 0  # most rows ever stepped together (for benchmarks and tests)
 
     @property
@@ -123,11 +126,26 @@ class StepBatcher:
 
     # -- the loop -----------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """Ends the loop's thread once no request is left (the model is being unloaded: nothing may hold it)."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(STOP_WAIT_S)
+
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._waiting and not self._rows:
+                if not self._waiting and not self._rows:
+                    # Idle: let this thread's OpenMP workers go, or they would slow down the threads of the
+                    # other models loaded (see omp_threads); a next answer makes them again in microseconds.
+                    release_this_threads_team()
+                while not self._waiting and not self._rows and not self._stopped:
                     self._wake.wait()
+                if self._stopped and not self._waiting and not self._rows:
+                    self._cache = None
+                    return
                 # One newcomer between steps: answers already streaming never wait for several prefills.
                 newcomer = self._waiting.pop(0) if self._waiting else None
             with torch.inference_mode():

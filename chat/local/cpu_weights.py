@@ -108,6 +108,19 @@ def quantize_for_cpu(model: nn.Module, weights: str) -> int:
     return replaced
 
 
+def own_float_tensors(model: nn.Module) -> None:
+    """Copies the float tensors left after `quantize_for_cpu` (embeddings, norms) into memory of their own.
+
+    transformers maps a safetensors file rather than reading it: the float tensors point into that mapping, and
+    while one does, every page of the file that quantizing read stays in the process's memory, the replaced
+    float weights included (SmolLM2-135M with int8 weights: 674 MB instead of 237). With copies, the mapping goes.
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.clone()
+
+
 def weight_bytes(model: Any) -> int:
     """Bytes a forward pass reads from the weights: parameters and buffers, the input embedding's table left
     out (a step reads one row of it)."""

@@ -21,7 +21,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from ..context_window import FittedPrompt, fit_to_context
 from ..engine import Generation, SessionCache, StopReason
-from ..errors import ChatError, GenerationError
+from ..errors import ChatError, GenerationError, ModelUnloaded
 from ..formats import Messages, PromptFormat, encode, render
 from ..prompt_tokens import PromptTokens, read_prompt
 from ..settings import GenerationSettings
@@ -34,6 +34,7 @@ from .sampling import GENERATE_PICKS, PickedByPicker, TokenPicker, TokenRecorder
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
+CLOSE_WAIT_S = 30.0  # unloading waits this long for a warm-up (a prefill of the history) to end
 
 
 class Clock(StoppingCriteria):
@@ -62,6 +63,7 @@ class LocalGeneration(Generation):
                  cache: PrefixCache | None = None, tokens: bool = False):
         super().__init__(fitted, settings, stop_strings)
         self.engine = engine
+        engine.hold()  # (raises ModelUnloaded when the model went away since the session got its engine)
         # Beam search keeps several candidates: no one distribution per token to show.
         self._recorder = TokenRecorder() if tokens and settings.num_beams == 1 else None
         self._texts = TokenTexts(engine.decode_answer)
@@ -92,6 +94,7 @@ class LocalGeneration(Generation):
                 self._streamer.end()
         finally:
             self._give_back_cache()
+            self.engine.release()
 
     def _chunks(self) -> Iterator[str]:
         if self._streamer is None:
@@ -178,12 +181,13 @@ class LocalEngine:
     exact_prompt = True  # the prompt shown is the very text and token ids the model gets
     answers_at_once = 4  # answers take turns or share steps on one machine
 
-    def __init__(self, loaded: LoadedModel, prompt_format: PromptFormat, batching: bool = False):
+    def __init__(self, loaded: LoadedModel, prompt_format: PromptFormat, batching: bool = False, context_window: int | None = None):
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
-        self.device = loaded.device
+        self.device, self.weights = loaded.device, loaded.weights
         self.format = prompt_format
-        self.context_window = _context_window(self.model, self.tokenizer)
-        self.window_source = "the model's configuration"
+        own = _context_window(self.model, self.tokenizer)
+        self.context_window = min(own, context_window or own)  # --context-window: less KV cache per answer
+        self.window_source = "--context-window" if self.context_window < own else "the model's configuration"
         self.revision = getattr(getattr(self.model, "config", None), "_commit_hash", None)  # set for Hub downloads
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.special_ids = frozenset(self.tokenizer.all_special_ids) | self.eos_ids
@@ -191,6 +195,62 @@ class LocalEngine:
         self.warm_up = True  # after an answer, prefill the history for the next turn in the background
         # Answers generated at the same time share each model step (models with plain attention caches).
         self.batcher = StepBatcher(self.model, self.tokenizer) if batching and can_batch(self.model) else None
+        self._users = self._answers = 0  # answers and warm-ups using the model now; answers alone
+        self._users_changed = threading.Condition()
+        self.closed = False
+
+    # -- in use, and unloaded --------------------------------------------------------------------
+
+    @property
+    def answering(self) -> int:
+        """Answers computing with the model now: it can't be unloaded meanwhile."""
+        return self._answers
+
+    def hold(self, answer: bool = True) -> None:
+        """One more user of the model (an answer, or a warm-up); raises `ModelUnloaded` once `close` has run."""
+        with self._users_changed:
+            if self.closed:
+                raise ModelUnloaded(f"{self.name} was unloaded")
+            self._users += 1
+            self._answers += answer
+
+    def release(self, answer: bool = True) -> None:
+        with self._users_changed:
+            self._users -= 1
+            self._answers -= answer
+            self._users_changed.notify_all()
+
+    def close(self) -> bool:
+        """Lets the model go (Unload): its weights, its batcher's thread and every session's cache of it. False,
+        and nothing changes, while an answer uses it (a warm-up is waited for: a short prefill). Sessions holding
+        this engine get `ModelUnloaded` at their next answer and ask the model list again."""
+        with self._users_changed:
+            if self._answers:
+                return False
+            self.closed = True
+            self._users_changed.wait_for(lambda: not self._users, timeout=CLOSE_WAIT_S)
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.caches.clear()
+        self.model = self.batcher = None
+        return True
+
+    def memory_in_use(self) -> int:
+        """Bytes its weights and the caches it keeps take now."""
+        from .memory import model_bytes
+
+        if self.model is None:
+            return 0
+        per_token = self.kv_bytes_per_token()
+        return model_bytes(self.model) + self.caches.tokens * per_token
+
+    def kv_bytes_per_token(self) -> int:
+        config = getattr(self.model, "config", None)
+        get = lambda name, default=0: getattr(config, name, None) or default  # noqa: E731
+        heads = get("num_attention_heads", 1)
+        head_dim = get("head_dim") or get("hidden_size") // heads
+        dtype = getattr(self.model, "dtype", torch.float32)
+        return 2 * get("num_hidden_layers") * get("num_key_value_heads", heads) * head_dim * torch.finfo(dtype).bits // 8
 
     @property
     def shares_steps(self) -> bool:
@@ -237,7 +297,15 @@ class LocalEngine:
     def warm(self, cache: PrefixCache, messages: Messages) -> threading.Thread | None:
         """Prefills, in the background, the next turn's prompt up to where the user's next message
         will start (see `warmup`). Returns the thread, or None when the cache is busy or empty."""
-        return warm_next_turn(self.model, self.caches, cache, self._next_turn_prefix, messages)
+        try:
+            self.hold(answer=False)
+        except ModelUnloaded:
+            return None
+        thread = warm_next_turn(self.model, self.caches, cache, self._next_turn_prefix, messages,
+                                on_end=lambda: self.release(answer=False))
+        if thread is None:
+            self.release(answer=False)
+        return thread
 
     def _next_turn_prefix(self, messages: Messages) -> list[int]:
         """The token ids every next prompt after `messages` starts with (whatever the user writes)."""

@@ -54,8 +54,12 @@ class LoadedModel:
     weights: str = "float32"  # the weight format: float32, bfloat16, int8, int4, 8bit (bitsandbytes) ...
 
 
-def load_model(options: LoadOptions, say: Callable[[str], None] = print) -> LoadedModel:
-    """Loads tokenizer and model as `options` say. Raises `ModelLoadError` with one clear line."""
+def load_model(options: LoadOptions, say: Callable[[str], None] = print,
+               progress: Callable[[float, str], None] | None = None) -> LoadedModel:
+    """Loads tokenizer and model as `options` say. Raises `ModelLoadError` with one clear line.
+    `progress(fraction, words)` hears each stage (a loading bar)."""
+    step = progress or (lambda fraction, words: None)
+    step(0.02, "starting")
     import torch
 
     if options.quantize not in QUANTIZE_CHOICES:
@@ -67,7 +71,9 @@ def load_model(options: LoadOptions, say: Callable[[str], None] = print) -> Load
     kwargs = _from_pretrained_kwargs(options, torch)
     say(f"Loading {name} ({_placement_words(options, torch)}) ...")
     try:
+        step(0.1, "tokenizer")
         tokenizer = _load_tokenizer(source, options)
+        step(0.2, "weights")
         model = _load_weights(source, kwargs, say)
     except torch.OutOfMemoryError:
         raise ModelLoadError(
@@ -81,11 +87,14 @@ def load_model(options: LoadOptions, say: Callable[[str], None] = print) -> Load
     model.eval()
     weights = _weight_format(model, options)
     if options.quantize in CPU_QUANTIZE:
-        from .cpu_weights import quantize_for_cpu
+        from .cpu_weights import own_float_tensors, quantize_for_cpu
 
+        step(0.8, f"{options.quantize} weights")
         if not quantize_for_cpu(model, options.quantize):
             weights = _weight_format(model, replace(options, quantize="none"))  # no layer the kernels take
+        own_float_tensors(model)
     release_this_threads_team()  # answers compute on other threads: at full speed only once this one's team is gone
+    step(1.0, "ready")
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=describe_device(model, weights), weights=weights)
 
 
@@ -233,8 +242,13 @@ def _load_weights(source: str, kwargs: dict[str, Any], say: Callable[[str], None
 
     say(f"{source} holds a LoRA adapter; loading its base model {base} first")
     base_source, _ = _resolve_source(LoadOptions(model=base if base != "embedded" else None, cache_dir=kwargs.get("cache_dir")), say)
-    model = AutoModelForCausalLM.from_pretrained(base_source, **kwargs)
-    return PeftModel.from_pretrained(model, source)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_source, **kwargs), source)
+    if "quantization_config" in kwargs:  # bitsandbytes' weights: merging would round the adapter away
+        return model
+    # Merged into the base weights, the adapter costs nothing per token, the model batches like any other, and the
+    # CPU formats quantize the merged weights (PEFT's layers would cast their input to the adapter's int8 weights
+    # and lose the adapter: its answers were the base model's).
+    return model.merge_and_unload()
 
 
 def _adapter_base(source: str) -> str | None:

@@ -23,20 +23,22 @@ from .loader import input_device
 
 def warm_next_turn(
     model: Any, pool: CachePool, cache: PrefixCache, next_turn_prefix: Callable[[Messages], list[int]], messages: Messages,
+    on_end: Callable[[], None] = lambda: None,
 ) -> threading.Thread | None:
     """Starts the warm-up of `cache` for the turn after `messages`; the thread, or None when the
-    cache is busy (an answer is using it) or empty."""
+    cache is busy (an answer is using it) or empty. `on_end` runs in the thread when it is done."""
     lent = pool.lend(cache)
     if lent is None:
         return None
     # Not a daemon: a program that exits right after an answer (a piped chat) waits for this
     # short prefill, instead of killing a thread inside torch (which aborts the process).
-    thread = threading.Thread(target=_warm, args=(model, pool, cache, next_turn_prefix, messages, *lent), name="warm-up", daemon=False)
+    thread = threading.Thread(target=_warm, args=(model, pool, cache, next_turn_prefix, messages, *lent, on_end), name="warm-up", daemon=False)
     thread.start()
     return thread
 
 
-def _warm(model, pool: CachePool, cache: PrefixCache, next_turn_prefix, messages: Messages, ids: Sequence[int], kv: Any) -> None:
+def _warm(model, pool: CachePool, cache: PrefixCache, next_turn_prefix, messages: Messages, ids: Sequence[int], kv: Any,
+          on_end: Callable[[], None]) -> None:
     try:
         target = next_turn_prefix(messages)
         kv, kept = crop_to_prefix(ids, kv, target)
@@ -48,6 +50,7 @@ def _warm(model, pool: CachePool, cache: PrefixCache, next_turn_prefix, messages
         kv, ids = None, []
     finally:
         pool.keep(cache, ids, kv)
+        on_end()
 
 
 def prefill(model: Any, ids: list[int], start: int, kv: Any) -> None:

@@ -47,14 +47,16 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=BACKENDS, default="local",
                        help="local: run --model here; openai: use an OpenAI-compatible server (vLLM, TGI, llama.cpp, "
                        "another instance of this app) at --base-url, serving --model")
-    group.add_argument("--base-url", metavar="URL", help="with --backend openai: the server's API root, e.g. http://gpu-box:8000/v1")
+    group.add_argument("--base-url", metavar="URL",
+                       help="an OpenAI-compatible server's API root, e.g. http://gpu-box:8000/v1: its models join the model list "
+                       "(with --backend openai, they are the list)")
     group.add_argument("--api-key", metavar="KEY",
                        help=f"the key clients must send to this app's /v1 API. With --backend openai the server gets "
                        f"${API_KEY_ENV}, or this key when that is unset. Prefer the environment: flags show in `ps`")
     group.add_argument("--context-window", type=int, metavar="TOKENS",
-                       help=f"with --backend openai: the served model's context length, for trimming long chats. "
-                       f"Default: what the server reports (vLLM, llama.cpp's llama-server, TGI, Ollama), "
-                       f"else {DEFAULT_CONTEXT_WINDOW}; a smaller value limits it further")
+                       help=f"a smaller context than the model's (local models: less KV cache to estimate and keep). With "
+                       f"--backend openai: the served model's context length, for trimming long chats; default what the "
+                       f"server reports (vLLM, llama.cpp's llama-server, TGI, Ollama), else {DEFAULT_CONTEXT_WINDOW}")
     group.add_argument("--standard-sampling", action="store_true",
                        help="with --backend openai: send only the OpenAI API's own sampling fields (for api.openai.com "
                        "and other strict servers); top_k, min_p and repetition_penalty (and a server's own names for "
@@ -82,11 +84,9 @@ class RemoteEngine:
 
     def __init__(self, base_url: str | None, model: str | None, api_key: str | None = None,
                  context_window: int | None = None, standard_sampling: bool = False, timeout_s: float = READ_TIMEOUT_S):
-        if not base_url or not base_url.startswith(("http://", "https://")):
-            raise ChatError("--backend openai needs --base-url http(s)://HOST:PORT/v1, the server's API root")
+        self.check_flags(base_url, model, need_model=True)
+        assert base_url is not None and model is not None
         self.base_url = base_url.rstrip("/")
-        if not model:
-            raise ChatError(f"--backend openai needs --model NAME, the served model's name ({self.base_url}/models lists them)")
         if context_window is not None and context_window < 2:
             raise ChatError(f"--context-window must be at least 2 tokens, got {context_window}")
         self.name, self.device = model, f"remote server {self.base_url}"
@@ -106,11 +106,20 @@ class RemoteEngine:
             max_retries=MAX_RETRIES, timeout=openai.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
         )
 
+    @staticmethod
+    def check_flags(base_url: str | None, model: str | None, need_model: bool = False) -> None:
+        """Raises the `ChatError` that says which flag is missing (--model may be left out where the server lists its models)."""
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ChatError("--backend openai needs --base-url http(s)://HOST:PORT/v1, the server's API root")
+        if need_model and not model:
+            raise ChatError(f"--backend openai needs --model NAME, the served model's name ({base_url.rstrip('/')}/models lists them)")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, say: Callable[[str], None] = print) -> "RemoteEngine":
         # --api-key is first this app's own API key; the server's own key, if it has one, wins.
         key = os.environ.get(API_KEY_ENV) or getattr(args, "api_key", None)
-        engine = cls(args.base_url, args.model, key, getattr(args, "context_window", None), getattr(args, "standard_sampling", False))
+        model = args.model[0] if isinstance(args.model, list) else args.model
+        engine = cls(args.base_url, model, key, getattr(args, "context_window", None), getattr(args, "standard_sampling", False))
         engine.connect(say)
         return engine
 

@@ -67,6 +67,21 @@ def probe(base_url: str, model: str, api_key: str | None, timeout_s: float = PRO
         return ServerInfo("unknown", problem=_reason(error))
 
 
+def list_models(base_url: str, api_key: str | None, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[list[str], str | None]:
+    """The model ids the server at `base_url` lists (`GET /v1/models`), and why it couldn't be asked (None: it
+    answered). Skill entries of this app's own list (`model:skill`) are left out: skills are picked apart."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(timeout=timeout_s, headers=headers) as http:
+            response = http.get(f"{base_url}/models")
+    except httpx.HTTPError as error:
+        return [], _reason(error)
+    if response.status_code >= 400:
+        return [], f"HTTP {response.status_code} from {base_url}/models"
+    entries = [entry for entry in _json(response).get("data") or [] if isinstance(entry, dict) and entry.get("id")]
+    return [str(entry["id"]) for entry in entries if not entry.get("skill")], None
+
+
 def _identify(http: httpx.Client, root: str, model: str, entry: dict[str, Any]) -> ServerInfo:
     owner = str(entry.get("owned_by", ""))
     if isinstance(entry.get("max_model_len"), int):

@@ -67,6 +67,10 @@ class ChatRecord:
         """The chat now shows `history` (a version switch, Undo, Clear, Retry; nothing is deleted)."""
         self.store.show(self.owner, self.chat_id, [message["id"] for message in history if "id" in message])
 
+    def model(self, name: str) -> None:
+        """The chat answers with `name` from now on."""
+        self.store.save_chat_model(self.owner, self.chat_id, name)
+
     def settings(self, instructions: str, skill: str | None, settings: GenerationSettings) -> None:
         self.store.save_chat_settings(self.owner, self.chat_id, instructions, skill, asdict(settings))
 

@@ -46,6 +46,7 @@ class ChatSummary:
     id: str
     title: str
     updated_at: float
+    model: str | None = None  # the model it answers with (None: the app's default)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class StoredChat:
     # Every version of every message (each with its `parent_id` and `shown_at`), in the order made.
     all_messages: list[StoredMessage] = field(default_factory=list)
     shown_leaf: str | None = None
+    model: str | None = None  # the model it answers with (None: the app's default)
 
     @property
     def messages(self) -> list[StoredMessage]:

@@ -15,7 +15,7 @@ from typing import Callable
 
 from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
 
-SCHEMA_VERSION = 3  # this release's; a database with a larger one was made by a newer release
+SCHEMA_VERSION = 4  # this release's; a database with a larger one was made by a newer release
 ID_LENGTH = 32  # ids are 22-character URL-safe random tokens (128 bits): unguessable
 
 metadata = MetaData()
@@ -38,6 +38,7 @@ conversations = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("deleted_at", Float),  # deleted chats are kept a while, so that Undo can bring them back
+    Column("model", String(400)),  # schema 4: the model the chat answers with (None: the app's default)
     Index("ix_conversations_owner_updated", "owner", "updated_at"),
 )
 
@@ -73,6 +74,16 @@ token_data = Table(
 )
 
 
+# Schema 4: each model's defaults (instructions, settings, stop strings, prompt format), as set on the page:
+# the app's, not one user's (the model is shared by every chat).
+model_defaults = Table(
+    "model_defaults", metadata,
+    Column("model", String(400), primary_key=True),
+    Column("defaults", JSON, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
 def _add_shown_at(connection: Connection) -> None:
     """1 → 2: versions remember which branch was shown last (release 1's rows: their creation time)."""
     connection.execute(text("ALTER TABLE messages ADD COLUMN shown_at FLOAT"))
@@ -84,6 +95,12 @@ def _add_token_data(connection: Connection) -> None:
     token_data.create(connection)
 
 
+def _add_models(connection: Connection) -> None:
+    """3 → 4: a chat names its model (earlier chats: the app's default), and models keep their defaults."""
+    connection.execute(text("ALTER TABLE conversations ADD COLUMN model VARCHAR(400)"))
+    model_defaults.create(connection)
+
+
 # Steps that bring a database from version N to N + 1, run in order inside one transaction.
 # A step adds tables or columns; it never changes meaning.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data, 3: _add_models}

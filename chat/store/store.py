@@ -22,10 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import StoreError
+from ..models import ModelDefaults
 from ..tree import new_id
 from .connection import WriteLock, reason
 from .rows import ChatSummary, MessageStatus, StoredChat, no_such_chat, storable, stored_message
-from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, token_data
+from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, model_defaults, token_data
 
 APP_DIR = "chat-workbench"  # under the user data dir (platformdirs)
 DEFAULT_FILE = "chats.sqlite3"
@@ -149,7 +150,7 @@ class Store:
 
     def chats(self, owner: str, search: str = "", limit: int = 200) -> list[ChatSummary]:
         """The owner's chats, newest first; `search` matches titles and message text (any case)."""
-        query = select(conversations.c.id, conversations.c.title, conversations.c.updated_at).where(
+        query = select(conversations.c.id, conversations.c.title, conversations.c.updated_at, conversations.c.model).where(
             conversations.c.owner == owner, conversations.c.deleted_at.is_(None))
         if search.strip():
             words = search.strip()
@@ -170,7 +171,7 @@ class Store:
                                       .order_by(messages.c.position)).mappings().all()
         every = [stored_message(m, self.stale_after_s) for m in rows]
         return StoredChat(row["id"], row["title"], row["instructions"], row["skill"], dict(row["settings"] or {}), every,
-                          row["shown_leaf"])
+                          row["shown_leaf"], row["model"])
 
     def title(self, owner: str, chat_id: str) -> str:
         """The chat's title ("" for an id that isn't the owner's)."""
@@ -183,6 +184,27 @@ class Store:
     def save_chat_settings(self, owner: str, chat_id: str, instructions: str, skill: str | None,
                            settings: dict[str, Any]) -> None:
         self._change_chat(owner, chat_id, instructions=storable(instructions), skill=skill, settings=settings)
+
+    def save_chat_model(self, owner: str, chat_id: str, model: str) -> None:
+        self._change_chat(owner, chat_id, touch=False, model=model)
+
+    # -- models' defaults ----------------------------------------------------------------------
+
+    def model_defaults(self, model: str) -> ModelDefaults | None:
+        with self.engine.connect() as connection:
+            data = connection.execute(select(model_defaults.c.defaults).where(model_defaults.c.model == model)).scalar()
+        if not isinstance(data, dict):
+            return None
+        return ModelDefaults(data.get("instructions"), dict(data.get("settings") or {}), tuple(data.get("stop_strings") or ()),
+                             data.get("prompt_format"))
+
+    def save_model_defaults(self, model: str, defaults: ModelDefaults) -> None:
+        data = {"instructions": storable(defaults.instructions), "settings": defaults.settings,
+                "stop_strings": list(defaults.stop_strings), "prompt_format": defaults.prompt_format}
+        with self._write() as connection:
+            connection.execute(delete(model_defaults).where(model_defaults.c.model == model))
+            if not defaults.empty:
+                connection.execute(insert(model_defaults).values(model=model, defaults=data, updated_at=time.time()))
 
     def delete(self, owner: str, chat_id: str) -> None:
         """Hides the chat; `restore` brings it back (for UNDO_DELETE_S), then it is removed for good."""

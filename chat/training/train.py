@@ -27,6 +27,7 @@ from ..errors import ChatError
 from ..formats import FORMATS, choose_format
 from ..instructions import default_instructions, read_instructions
 from ..local.loader import DTYPE_CHOICES, LoadOptions, load_model
+from ..local.discovery import remember_trained
 from .data import Encoder, count_examples, load_training_data
 
 INFO_FILE = "training.json"  # marks a folder as ours: retraining may replace it
@@ -151,6 +152,7 @@ def _train(options: TrainOptions, say: Callable[[str], None]) -> TrainResult:
         trainer.train()
         result.seconds = time.perf_counter() - started
         _save(model, loaded.tokenizer, options, result, staging)
+        _remember(result.out, say)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -272,6 +274,15 @@ def _save(model: Any, tokenizer: Any, options: TrainOptions, result: TrainResult
         staging.rename(result.out)
     except OSError as error:
         raise TrainingError(f"could not save to {result.out}: {error}") from None
+
+
+def _remember(out: Path, say: Callable[[str], None]) -> None:
+    """Lists the saved output in the app's models from now on (the page's Models section, /models in the terminal).
+    A data folder that can't be written costs only that: the output is saved, and `--model` still loads it."""
+    try:
+        remember_trained(out)
+    except OSError as error:
+        say(f"Note: the app won't list {out} by itself ({error.strerror or error}); give it with --model {out}")
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:

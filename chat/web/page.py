@@ -14,6 +14,8 @@ import random
 import gradio as gr
 
 from ..engine import Engine
+from ..shelf import ModelShelf
+from ..models import ModelList
 from ..session import ChatSession
 from ..settings import SETTINGS, GenerationSettings
 from ..skills import SkillBook
@@ -21,6 +23,7 @@ from ..store.store import Store
 from .panels.chat import ChatPanel, Posting
 from .panels.controls import ControlsPanel
 from .panels.file import FilePanel, upload
+from .panels.models import ModelsPanel
 from .panels.prompt import PromptPanel
 from .panels.sidebar import LISTING, Sidebar
 from .panels.tokens import TokensPanel
@@ -30,26 +33,36 @@ from .view import NO_ANSWER_YET, PAGE
 from .wiring import Wiring
 
 def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench",
-             conversations: Store | None = None, everyone: str | None = None, seeds: random.Random | None = None) -> gr.Blocks:
+             conversations: Store | None = None, everyone: str | None = None, seeds: random.Random | None = None,
+             models: ModelList | None = None) -> gr.Blocks:
     """The page; with `conversations` (the store), a sidebar of the user's saved chats (`everyone`: the
     user every visitor is without --auth, from app.py --user; None: each browser its own). `seeds`: where
-    the tabs' sessions draw the seeds of sampled answers (by default, from the OS)."""
+    the tabs' sessions draw the seeds of sampled answers (by default, from the OS). `models`: the app's model
+    list, `engine` its default model's engine (without a list: that engine alone)."""
     seeds = seeds or random.Random()
-    tabs = Tabs(lambda: Tab(ChatSession(engine, skills, instructions, defaults, seeds=seeds)))
+    models = models or one_model(engine)
+    tabs = Tabs(lambda: Tab(ChatSession(models.loaded_engine(models.default) or engine, skills, instructions, defaults, seeds=seeds,
+                                        models=models)))
     with gr.Blocks(title=title) as demo:
-        page = Page(engine, skills, instructions, defaults, title, conversations, tabs)
+        page = Page(models, skills, instructions, defaults, title, conversations, tabs)
         page.wire(Wiring(tabs, page.state), demo, everyone)
     return demo
+
+
+def one_model(engine: Engine) -> ModelList:
+    """A model list of `engine` alone (a page built around one engine: tests, programs)."""
+    return ModelShelf.of(engine)
 
 
 class Page:
     """The panels, laid out in the order the page shows them."""
 
-    def __init__(self, engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str,
+    def __init__(self, models: ModelList, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str,
                  conversations: Store | None, tabs: Tabs):
-        self.default_instructions = instructions
+        self.default_instructions, self.models = instructions, models
         self.sidebar = Sidebar.build(conversations) if conversations is not None else None
-        gr.Markdown(f"## 💬 {title}\n**Model:** {engine.name} · {engine.device}")
+        gr.Markdown(f"## 💬 {title}\n{len(models.names())} models · a new chat starts with **{models.default}** "
+                    "(the Model menu picks another; Models below shows what is loaded)")
         # A key per tab; `Tabs` holds the tab. The callback is a plain function, not the bound method `tabs.drop`:
         # Gradio deep-copies the page config (State props included) on every page load, and deep-copying a bound
         # method copies its object: every tab, every session, the model. The key is made by the tab's first
@@ -60,8 +73,9 @@ class Page:
         self.state = gr.State({}, delete_callback=lambda state: tabs.drop(state.get("key")))
         self.chatbot = ChatPanel.build_chatbot()
         self.versions = VersionsPanel.build()
-        self.chat = ChatPanel.build(self.chatbot, skills, box_open=conversations is None)
+        self.chat = ChatPanel.build(self.chatbot, skills, box_open=conversations is None, models=models)
         self.controls = ControlsPanel.build(instructions, defaults)
+        self.models_panel = ModelsPanel.build(models)
         self.tokens = TokensPanel.build()
         with gr.Accordion("How this answer was made", open=False):
             self.provenance = gr.Markdown(NO_ANSWER_YET, elem_id="provenance")
@@ -76,22 +90,24 @@ class Page:
         self.chat.wire_quick(wiring)
         switched, picked = self.versions.wire(wiring, self.chatbot)
         self.controls.wire(wiring, self.default_instructions)
+        self.models_panel.wire(wiring, self.chat.model)
         self.prompt.wire(wiring)
         uploading, inputs, shows = self.sidebar.uploading() if self.sidebar is not None else (upload, (), ())
         uploaded = self.file.wire(wiring, uploading, inputs, shows)
         opened = self.sidebar.wire(wiring, demo, everyone, self._chat_outputs()) if self.sidebar is not None else []
         self.tokens.redraw_after(wiring, [*wiring.generating, *switched, picked])
         self.file.redraw_after(wiring, [*wiring.generating, *switched, uploaded, *opened])
+        self.models_panel.redraw_after(wiring, self.models)
 
     def _name(self, wiring: Wiring) -> None:
         """Registers every panel's outputs under the names handlers give them."""
         wiring.name(provenance=self.provenance, skill=self.chat.skill)
-        for panel in (self.chat, self.versions, self.controls, self.tokens, self.prompt, self.sidebar):
+        for panel in (self.chat, self.versions, self.controls, self.models_panel, self.tokens, self.prompt, self.sidebar):
             if panel is not None:
                 panel.name(wiring)
 
     @staticmethod
     def _chat_outputs() -> tuple[str, ...]:
         """Everything a chat sets when it is shown: the page, its instructions, skill and settings, the sidebar."""
-        return (*PAGE, "instructions", "skill", *(declared.name for declared in SETTINGS), *LISTING)
+        return (*PAGE, "instructions", "model", "skill", *(declared.name for declared in SETTINGS), *LISTING)
 

@@ -27,6 +27,7 @@ NOTICE_PREFIX = "ℹ️"
 UNANSWERED_NOTE = "⏹️ *No answer: stopped before it began.*"
 STOPPED_NOTE = "⏹️ *Stopped before the end.*"  # under what came of an answer cut short (Stop, a crash)
 VERSION_MARK = "version"  # under an answer that has other versions: "version 2 / 3"
+MODEL_MARK = "model:"  # under each answer of a chat whose answers come from several models: "model: SmolLM2-135M-Instruct · int4"
 NO_ANSWER_YET = "No answer yet: each answer's model, settings, seed and exact prompt appear here."
 NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
 # The page's named outputs that `page` draws (API clients get them in this order: chat first).
@@ -72,6 +73,7 @@ def _rows(session: ChatSession) -> list[tuple[int | None, dict[str, Any]]]:
     shown: list[tuple[int | None, dict[str, Any]]] = []
     default_skill = session.skills.default.name
     versions = {index: (k, n) for index, k, n in session.tree.versions(session.history)}
+    models = answer_models(session.history)
     for index, message in enumerate(session.history):
         if index and index == session.out_of_view:
             shown.append((None, {"role": "assistant", "content": out_of_view_note(session)}))
@@ -81,10 +83,18 @@ def _rows(session: ChatSession) -> list[tuple[int | None, dict[str, Any]]]:
         if message.get("notice"):
             shown.append((None, {"role": "assistant", "content": f"{NOTICE_PREFIX} {message.get('notice')}"}))
         version = f"\n\n*{VERSION_MARK} {versions[index][0]} / {versions[index][1]}*" if index in versions else ""
+        if len(set(models.values())) > 1 and index in models:
+            version = f"\n\n*{MODEL_MARK} {shown_text(models[index])}*" + version.replace("\n\n*", " · *", 1)
         bubble = _answer_bubble(message, version)
         if bubble is not None:
             shown.append((index, {"role": "assistant", "content": bubble}))
     return shown
+
+
+def answer_models(history: list[ChatMessage]) -> dict[int, str]:
+    """The model that wrote each answer shown (by history index), where its provenance says."""
+    return {index: message["provenance"].model for index, message in enumerate(history)
+            if message["role"] == "assistant" and message.get("provenance") is not None and message["provenance"].model}
 
 
 def _answer_bubble(message: ChatMessage, version: str) -> str | None:
@@ -146,6 +156,7 @@ def provenance_view(tab: Tab) -> str:
     lines = [f"**{_name(session, index)}** · {shown_text(provenance.summary())}", "",
              f"- **Model:** {shown_text(provenance.model)}{revision} ({provenance.backend}, {shown_text(provenance.device)}, "
              f"prompt format {provenance.prompt_format}, context {provenance.context_window:,} tokens)",
+             *([f"- **The model's defaults:** {shown_text('; '.join(provenance.model_defaults))}"] if provenance.model_defaults else []),
              f"- **Skill:** {shown_text(provenance.skill or 'none')}",
              f"- **Instructions:** {shown_text(_one_line(provenance.instructions) or '(none)')}"]
     reproduces = provenance.reproduces

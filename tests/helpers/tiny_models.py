@@ -51,13 +51,13 @@ def build_tokenizer(chat_template: bool = True):
     return tokenizer
 
 
-def build_model(tokenizer, seed: int | None = None, layers: int = 2, hidden: int = 64, context: int = 512):
+def build_model(tokenizer, seed: int | None = None, layers: int = 2, hidden: int = 64, context: int = 512, vocab: int | None = None):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(int(os.environ.get(SEED_VARIABLE, "0")) if seed is None else seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab or len(tokenizer),  # more than the tokenizer's: a bigger model (its extra rows never come up)
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,

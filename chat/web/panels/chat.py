@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from ...models import ModelList
 from ...skills import SkillBook
 from .. import handlers
 from ..view import PAGE
@@ -47,6 +48,7 @@ class Posting:
 @dataclass
 class ChatPanel:
     chatbot: gr.Chatbot
+    model: gr.Dropdown  # the chat's model (the Models section: loading, unloading, defaults)
     skill: gr.Dropdown
     message: gr.Textbox
     send: gr.Button
@@ -67,10 +69,11 @@ class ChatPanel:
         )
 
     @classmethod
-    def build(cls, chatbot: gr.Chatbot, skills: SkillBook, box_open: bool) -> "ChatPanel":
+    def build(cls, chatbot: gr.Chatbot, skills: SkillBook, box_open: bool, models: ModelList) -> "ChatPanel":
         """Below the chatbot (and the versions bar): the message row, the buttons, the status line.
         `box_open`: the message box takes text at once (with saved chats it opens once the page knows whose)."""
         with gr.Row(equal_height=True):
+            model = gr.Dropdown(models.names(), value=models.default, label="Model", scale=1, min_width=220, elem_id="model")
             skill = gr.Dropdown(skills.names(), value=skills.default.name, label="Skill", scale=1, min_width=180)
             message = gr.Textbox(label="Message", placeholder="Type a message, Enter sends (Shift+Enter: new line). /retry retries.",
                                  lines=1, max_lines=10, scale=4, autofocus=True, elem_id="message", interactive=box_open)
@@ -81,11 +84,11 @@ class ChatPanel:
                        "continue": gr.Button("Continue", size="sm"), "reproduce": gr.Button("Reproduce", size="sm"),
                        "undo": gr.Button("Undo", size="sm"), "clear": gr.Button("Clear", size="sm")}
         status = gr.Markdown("", elem_id="status")
-        return cls(chatbot, skill, message, send, skill_help, buttons, status, gr.Textbox(visible=False),
+        return cls(chatbot, model, skill, message, send, skill_help, buttons, status, gr.Textbox(visible=False),
                    gr.Number(0, precision=0, visible=False), gr.Button(visible=False), gr.Button(visible=False))
 
     def name(self, wiring: Wiring) -> None:
-        wiring.name(chat=self.chatbot, message=self.message, status=self.status, taken=self.taken)
+        wiring.name(chat=self.chatbot, model=self.model, message=self.message, status=self.status, taken=self.taken)
 
     def wire_answers(self, wiring: Wiring, posting: Posting) -> None:
         """The events that stream an answer (counted in `wiring.generating`)."""

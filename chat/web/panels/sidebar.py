@@ -20,6 +20,7 @@ import gradio as gr
 from ...errors import ChatError, StoreError
 from ...settings import SETTINGS
 from ...store.record import ChatRecord, settings_of, tree_of
+from ...store.rows import ChatSummary
 from ...store.store import Store, browser_owner, user_owner
 from .. import handlers
 from ..handlers import warn
@@ -106,7 +107,14 @@ def chat_list(store: Store, tab: Tab, search: str = "") -> Any:
     record = tab.session.record
     # The chat shown is marked if it is listed (a search may leave it out: a value not among the choices fails the update).
     shown = record.chat_id if record is not None and any(c.id == record.chat_id for c in chats) else None
-    return gr.update(choices=[(c.title or "(empty chat)", c.id) for c in chats], value=shown)
+    return gr.update(choices=[(_label(c, tab), c.id) for c in chats], value=shown)
+
+
+def _label(chat: ChatSummary, tab: Tab) -> str:
+    """A chat's line in the list: its title, and its model where that is not the one new chats start with."""
+    title = chat.title or "(empty chat)"
+    models = tab.session.models
+    return f"{title} · {chat.model}" if models is not None and chat.model and chat.model != models.default else title
 
 
 def listing(store: Store, tab: Tab, search: str, saved: Saved) -> PageUpdate:
@@ -134,12 +142,14 @@ def opened(store: Store, tab: Tab, saved: Saved, search: str = "") -> PageUpdate
     skill = next((m.get("skill") for m in reversed(session.history) if m["role"] == "user"), None)
     if skill in session.skills:  # the Skill menu shows the chat's last (unchanged when it has none this app knows)
         shown["skill"] = skill
+    shown["model"] = session.model
     return shown
 
 
 def _open(store: Store, tab: Tab, chat_id: str) -> None:
     chat = store.open_chat(tab.owner, chat_id)
-    tab.session.open(ChatRecord(store, tab.owner, chat.id), *tree_of(chat), chat.instructions, settings_of(chat, tab.session.settings))
+    tab.session.open(ChatRecord(store, tab.owner, chat.id), *tree_of(chat), chat.instructions, settings_of(chat, tab.session.settings),
+                     chat.model)
     tab.focus = None
 
 
