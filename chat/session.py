@@ -52,6 +52,7 @@ class ChatSession:
         self.tree = ConversationTree()
         self.history: list[ChatMessage] = []
         self.last_prompt: FittedPrompt | None = None
+        self.prompt_engine = engine  # the engine that made `last_prompt` (its tokenizer reads it; its window bounds it)
         self.last_stats: Stats | None = None
         self.first_in_view = 0  # history index of the first message the model saw last turn (trimming)
         self.kv_cache = engine.new_cache()  # what the engine reuses of this session's last turn (never shared)
@@ -113,10 +114,12 @@ class ChatSession:
         """Starts the answer; a model unloaded since the chat got it is loaded again (once), never an error."""
         stops = stop_strings + (self.models.defaults(model or self.model).stop_strings if self.models is not None else ())
         try:
-            return engine, engine.generate(fitted, settings, stops, cache=self._cache_for(engine), tokens=tokens)
+            generation = engine.generate(fitted, settings, stops, cache=self._cache_for(engine), tokens=tokens)
         except ModelUnloaded:
             engine = self._engine_now(model, again=True)
-            return engine, engine.generate(fitted, settings, stops, cache=self._cache_for(engine), tokens=tokens)
+            generation = engine.generate(fitted, settings, stops, cache=self._cache_for(engine), tokens=tokens)
+        self.prompt_engine = engine
+        return engine, generation
 
     def _cache_for(self, engine: Engine) -> Any:
         return self.kv_cache if engine is self.engine else None  # another model's answer (Reproduce) uses no cache
@@ -221,18 +224,19 @@ class ChatSession:
             raise ChatError("nothing to reproduce: the last answer has no record of how it was made")
         skill = self.skills.find(provenance.skill)
         settings = [part.settings_in(self.settings) for part in provenance.parts]
+        found = self.models.find(provenance.model) if self.models is not None else None  # its model, where the list has it
+        model = None if found == self.model else found
         if provenance.fork is not None:  # it began with a token the user chose: so does its reproduction
             reply = self._fork(len(self.history) - 1, provenance.fork, skill, provenance.instructions,
-                               [(s, False) for s in settings], tokens=tokens)
+                               [(s, False) for s in settings], tokens=tokens, model=model)
             assert reply is not None
             reply.answer["provenance"].reproduces = answer["id"]
             return reply
         self.take_back_answer()
         self.stop()
-        then = tuple(self._next_part(later, False, skill, provenance.instructions, tokens) for later in settings[1:])
-        model = self.models.find(provenance.model) if self.models is not None else None  # its model, where the list has it
+        then = tuple(self._next_part(later, False, skill, provenance.instructions, tokens, model) for later in settings[1:])
         reply = self._answer_or_fail(lambda: self._answer(skill, tokens, settings[0], provenance.instructions, answer["id"], then,
-                                                          None if model == self.model else model))
+                                                          model))
         if provenance.parts[0].prompt_sha256 not in ("", reply.made.prompt_sha256):
             reply.answer["notice"] = ("Note: the prompt is not the one recorded (another model, template or skill file?): "
                                       "the text may differ.")
@@ -254,13 +258,14 @@ class ChatSession:
         return self._fork(index, fork, skill, instructions, [settings], kept, tokens)
 
     def _fork(self, index: int, fork: Fork, skill: Skill | None, instructions: str,
-              settings: list[tuple[GenerationSettings, bool]], log: TokenLog | None = None, tokens: bool = False) -> Reply | None:
+              settings: list[tuple[GenerationSettings, bool]], log: TokenLog | None = None, tokens: bool = False,
+              model: str | None = None) -> Reply | None:
         """A new version of the answer at `index` that begins with `fork.text`, continued by the model
         with each of `settings` in turn (none when the fork ended the answer)."""
         self._discard_answer()
         self.history[:] = self.history[:index]
         answer: ChatMessage = {"role": "assistant", "content": fork.text,
-                               "provenance": self._begin(self._engine_now(), skill, instructions, fork=fork)}
+                               "provenance": self._begin(self._engine_now(model), skill, instructions, fork=fork)}
         self._append(answer)
         if log is not None:
             self.token_logs.keep(answer, log)
@@ -268,7 +273,7 @@ class ChatSession:
             if self.record is not None:
                 self.record.ended(answer)
             return None
-        first, *later = (self._next_part(given, drawn, skill, instructions, tokens) for given, drawn in settings)
+        first, *later = (self._next_part(given, drawn, skill, instructions, tokens, model) for given, drawn in settings)
         generation, made = first()
         answer["provenance"].parts.append(made)
         return self._started(self._reply(generation, answer, made, tuple(later)))
@@ -372,9 +377,11 @@ class ChatSession:
         `model`: the one it answers with (loaded at its next answer; a model the list no longer has: the current one)."""
         self._show(tree, history)
         self.instructions, self.settings, self.record = instructions, settings, record
-        found = self.models.find(model) if self.models is not None and model else None
-        if found is not None and found != self.model:
-            self.model = found  # (its engine is fetched, and loaded if need be, when it answers)
+        if self.models is not None:  # (a chat saved before models were chosen, or one whose model is gone: the default)
+            self.model = (self.models.find(model) if model else None) or self.models.default
+            loaded = self.models.loaded_engine(self.model)
+            if loaded is not None:
+                self._switch_engine(loaded)  # (otherwise it loads at the chat's next answer)
 
     def start_record(self, record: ConversationRecord) -> None:
         """Writes the chat as it is (a loaded file: every version) to a new `record`, and what happens next."""
@@ -450,16 +457,16 @@ class ChatSession:
         return provenance
 
     def _next_part(self, settings: GenerationSettings, drawn: bool, skill: Skill | None, instructions: str,
-                   tokens: bool) -> NextPart:
+                   tokens: bool, model: str | None = None) -> NextPart:
         """Starts, when called, the next part of an answer with `settings` (see `_continuation`)."""
-        return lambda: self._continuation(settings, drawn, skill, instructions, tokens)
+        return lambda: self._continuation(settings, drawn, skill, instructions, tokens, model)
 
     def _continuation(self, settings: GenerationSettings, drawn: bool, skill: Skill | None, instructions: str,
-                      tokens: bool) -> tuple[Generation, Part]:
-        """A generation for more of the last shown answer, and its provenance part."""
-        engine = self._engine_now()
+                      tokens: bool, model: str | None = None) -> tuple[Generation, Part]:
+        """A generation for more of the last shown answer (by `model`; default: the chat's), and its provenance part."""
+        engine = self._engine_now(model)
         fitted = engine.prepare(self.model_messages(instructions), settings, continues=True)
-        engine, generation = self._generate(engine, fitted, settings, answer_stop_strings(skill), tokens)
+        engine, generation = self._generate(engine, fitted, settings, answer_stop_strings(skill), tokens, model)
         return generation, Part.made(engine, fitted, settings, drawn)
 
     def _reply(self, generation: Generation, answer: ChatMessage, made: Part, then: tuple[NextPart, ...] = ()) -> Reply:

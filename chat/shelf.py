@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from .engine import Engine
 from .errors import ChatError, ModelLoadError
 from .machine import available_ram, give_back_freed_memory, gpu_free
-from .models import MemoryEstimate, ModelDefaults, ModelInfo, Progress, size_words
+from .models import ModelDefaults, ModelInfo, Progress, size_words
 
 log = logging.getLogger(__name__)
 
 
 Say = Callable[[str], None]
 Build = Callable[[Say, "Progress | None", ModelDefaults], Engine]
+Reformat = Callable[[Engine, ModelDefaults], None]  # a loaded engine takes its model's (new) default prompt format
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,27 @@ class Entry:
     info: ModelInfo
     build: Build
     local: bool = True  # it takes this machine's memory (checked before it loads)
+    reloadable: bool = True  # False: an engine made elsewhere, which can't be made again once unloaded
+    reformat: Reformat | None = None  # None: its prompt format is the server's, or was made elsewhere
 
 
 def loaded_entry(engine: Engine, source: str = "given") -> Entry:
     """An entry for an engine made elsewhere (tests, one-engine programs): loaded already."""
     info = ModelInfo(engine.name, engine.name, source, engine.device, getattr(engine, "weights", "?"),
                      context_window=engine.context_window)
-    return Entry(info, lambda say, progress, defaults: engine, local=hasattr(engine, "model"))
+    return Entry(info, lambda say, progress, defaults: engine, local=hasattr(engine, "model"), reloadable=False)
+
+
+def _begin_close(engine: Engine) -> bool:
+    """Unload's first step (see `LocalEngine.begin_close`); an engine without one (a server's) just goes."""
+    begin = getattr(engine, "begin_close", None)
+    return begin() if begin is not None else True
+
+
+def _cancel_close(engine: Engine) -> None:
+    cancel = getattr(engine, "cancel_close", None)
+    if cancel is not None:
+        cancel()
 
 
 class DefaultsKeeper(Protocol):
@@ -83,7 +98,7 @@ class ModelShelf:
         self._lock = threading.RLock()
         self._entries: dict[str, Entry] = {}
         self._loaded: OrderedDict[str, Engine] = OrderedDict()  # least recently used first
-        self._loading: dict[str, MemoryEstimate | None] = {}
+        self._loading: dict[str, Entry] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._read(discover())
         if not self._entries:
@@ -132,7 +147,7 @@ class ModelShelf:
         """Reads the folders and servers again; loaded models stay, even if their files went away."""
         found = list(self._discover())
         with self._lock:
-            kept = {name: self._entries[name] for name in self._loaded if name in self._entries}
+            kept = {name: self._entries[name] for name in [*self._loaded, *self._loading] if name in self._entries}
             self._entries = {}
             self._read(found)
             for name, entry in kept.items():
@@ -141,8 +156,9 @@ class ModelShelf:
     # -- loading and unloading -------------------------------------------------------------------
 
     def loaded_engine(self, name: str) -> Engine | None:
+        """The model's engine if it is loaded (counted as a use: the least recently used is unloaded first)."""
         with self._lock:
-            return self._loaded.get(self.find(name) or name)
+            return self._use(self.find(name) or name)
 
     def engine(self, name: str, progress: Progress | None = None) -> Engine:
         key = self._known(name)
@@ -156,11 +172,14 @@ class ModelShelf:
                 engine = self._use(key)
                 if engine is not None:
                     return engine
-                entry = self._entries[key]
+                entry = self._entries.get(key)
+                if entry is None:
+                    raise ModelLoadError(f"{key} is no longer in the list (Refresh read the folders again)")
                 if entry.info.problem:
                     raise ModelLoadError(f"{key} can't load: {entry.info.problem}")
-                self._make_room(entry)
-                self._loading[key] = entry.info.estimate
+                making_room = self._make_room(entry)
+                self._loading[key] = entry
+            self._let_go(making_room)  # (outside the lock: letting a model go may wait for a warm-up's last step)
             try:
                 engine = entry.build(self._say, progress, self.defaults(key))
             finally:
@@ -168,24 +187,32 @@ class ModelShelf:
                     self._loading.pop(key, None)
             with self._lock:
                 self._loaded[key] = engine
+                self._entries.setdefault(key, entry)  # (a Refresh meanwhile may have dropped it: it is loaded)
             log.info("loaded %s", key)
             return engine
 
     def unload(self, name: str) -> None:
         key = self._known(name)
         with self._lock:
-            self._unload(key)
-        give_back_freed_memory()
+            engine = self._loaded.get(key)
+            if engine is None:
+                return
+            if not self._entries[key].reloadable:
+                raise ChatError(f"{key} was given to this app loaded: it could not be loaded again")
+            if not _begin_close(engine):
+                raise ChatError(f"{key} is answering now: it can be unloaded when its answers end (Stop ends them)")
+            del self._loaded[key]
+        self._let_go([(key, engine)])
 
-    def _unload(self, key: str) -> None:
-        engine = self._loaded.get(key)
-        if engine is None:
-            return
-        close = getattr(engine, "close", None)
-        if close is not None and not close():
-            raise ChatError(f"{key} is answering now: it can be unloaded when its answers end (Stop ends them)")
-        del self._loaded[key]
-        log.info("unloaded %s", key)
+    def _let_go(self, closing: list[tuple[str, Engine]]) -> None:
+        """Unload's second step, outside the list's lock: the engines' memory goes, and back to the system."""
+        for key, engine in closing:
+            finish = getattr(engine, "finish_close", None)
+            if finish is not None:
+                finish()
+            log.info("unloaded %s", key)
+        if closing:
+            give_back_freed_memory()
 
     def _use(self, key: str) -> Engine | None:
         engine = self._loaded.get(key)
@@ -193,21 +220,30 @@ class ModelShelf:
             self._loaded.move_to_end(key)
         return engine
 
-    def _make_room(self, entry: Entry) -> None:
-        """Under a limit, unloads the least recently used idle models until `entry` fits; refuses (changing nothing)
-        when it would not fit even then, or when it doesn't fit and no limit allows unloading."""
+    def _make_room(self, entry: Entry) -> list[tuple[str, Engine]]:
+        """Under a limit, takes the least recently used idle models out of the list until `entry` fits, and returns
+        them (their memory is let go outside the lock); refuses, changing nothing, when it would not fit even then,
+        or when it doesn't fit and no limit allows unloading."""
         problem = self._over(entry)
         if problem is None:
-            return
+            return []
         limited = self.max_loaded is not None or self.memory_budget is not None
-        idle = [key for key, engine in self._loaded.items() if not getattr(engine, "answering", 0)]
+        idle = [key for key, engine in self._loaded.items()
+                if self._entries[key].reloadable and not getattr(engine, "answering", 0)]
         victims = self._victims(entry, idle) if limited else None
         if victims is None:
             raise ModelLoadError(self._refusal(entry, problem))
-        for key in victims:
+        closing: list[tuple[str, Engine]] = []
+        for key in victims:  # each closes at once or not at all; one that began an answer meanwhile: none close
+            if not _begin_close(self._loaded[key]):
+                for _, engine in closing:
+                    _cancel_close(engine)
+                raise ModelLoadError(self._refusal(entry, problem))
+            closing.append((key, self._loaded[key]))
+        for key, _ in closing:
             self._say(f"Unloading {key} to make room for {entry.info.name}")
-            self._unload(key)
-        give_back_freed_memory()
+            del self._loaded[key]
+        return closing
 
     def _victims(self, entry: Entry, idle: list[str]) -> list[str] | None:
         """The fewest idle models, least recently used first, whose unloading lets `entry` fit (None: none do)."""
@@ -227,7 +263,7 @@ class ModelShelf:
             return "budget"
         free = self._free(need.where)
         freed = sum(self._in_use(self._loaded[key]) or 0 for key in without)
-        loading = sum(e.while_loading for e in self._loading.values() if e is not None)
+        loading = sum(e.info.estimate.while_loading for e in self._loading.values() if e.info.estimate is not None)
         if free is not None and need.while_loading > free + freed - loading:
             return "free"
         return None
@@ -235,7 +271,7 @@ class ModelShelf:
     def _budgeted(self, without: tuple[str, ...] = ()) -> int:
         """What the loaded and loading models count against --memory-budget: their estimates."""
         counted = [self._entries[key].info.estimate for key in self._loaded if key in self._entries and key not in without]
-        counted += list(self._loading.values())
+        counted += [entry.info.estimate for entry in self._loading.values()]
         return sum(estimate.total for estimate in counted if estimate is not None)
 
     @staticmethod
@@ -281,13 +317,13 @@ class ModelShelf:
             return ModelDefaults()
 
     def save_defaults(self, name: str, defaults: ModelDefaults) -> None:
+        """Keeps `defaults` for the model; a loaded one takes its prompt format at once. Raises `ChatError`, saving
+        nothing, for a format the loaded model can't do."""
         key = self._known(name)
+        engine, entry = self.loaded_engine(key), self._entries[key]
+        if engine is not None and entry.reformat is not None:
+            entry.reformat(engine, defaults)
         self.keeper.save_model_defaults(key, defaults)
-        engine = self.loaded_engine(key)
-        if engine is not None and defaults.prompt_format and hasattr(engine, "tokenizer"):
-            from .formats import choose_format
-
-            setattr(engine, "format", choose_format(getattr(engine, "tokenizer"), defaults.prompt_format))
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     """No test touches the real user cache or the hub (as `llm` does with its user dir)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))  # the default conversation database
+    # The default conversation database, and the adapters trained here that the model list shows: each test its own.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,17 @@ def test_langchain_picks_the_model_by_name(client, models, tiny_base_dir):
                       temperature=0, max_tokens=6)
     reply = chat.invoke("Hello")
     assert reply.response_metadata["model_name"] == f"{tiny_base_dir.name} · int8" and reply.content
+
+
+def test_a_model_unloaded_while_a_request_starts_is_loaded_again_for_it(client, models):
+    first = models.loaded_engine(models.default)
+    prepare = first.prepare
+
+    def prepared_then_unloaded(*args, **kwargs):
+        fitted = prepare(*args, **kwargs)
+        models.unload(models.default)  # (the page's Unload, at the worst moment)
+        return fitted
+
+    first.prepare = prepared_then_unloaded
+    assert ask(client, models.default).choices[0].message.content
+    assert first.model is None and models.loaded_engine(models.default) not in (None, first)

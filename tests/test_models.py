@@ -149,7 +149,7 @@ def test_unload_frees_the_models_memory(tmp_path):
     give_back_freed_memory()
     before = process_rss()
     engine = models.engine(name)
-    "".join(engine.generate(engine.prepare([{"role": "user", "content": "Hi"}], SETTINGS), SETTINGS, cache=engine.new_cache()))
+    "".join(engine.generate(engine.prepare([{"role": "user", "content": "Hi"}], SETTINGS), SETTINGS))  # (no cache: no warm-up after)
     give_back_freed_memory()
     loaded = process_rss()
     models.unload(name)
@@ -256,11 +256,12 @@ def test_loading_one_model_never_holds_up_another_models_answers(two, tiny_base_
         return entry.build(say, progress, defaults)
 
     two._entries[slow] = changed(entry, build=held_build)
+    engine = two.engine(two.default)
     loading = threading.Thread(target=two.engine, args=(slow,))
     loading.start()
     try:
         assert building.wait(10)
-        engine = two.engine(two.default)
+        assert two.loaded_engine(two.default) is engine and len(two.listing()) == 6
         assert "".join(engine.generate(engine.prepare([{"role": "user", "content": "Hi"}], SETTINGS), SETTINGS))
         assert not two.info(slow).loaded and two.info(two.default).loaded
     finally:
@@ -311,3 +312,31 @@ def test_the_pages_models_section_saves_a_models_defaults_and_picking_it_brings_
     assert about["stops"] == "###" and about["prompt_format"] == "transcript" and "stop strings '###'" in about["about"]
     section.clear_defaults(tab, other)
     assert two.defaults(other).empty
+
+
+def test_a_model_unloaded_after_the_chat_got_it_is_loaded_again_for_that_answer(two):
+    """Unloaded between the chat getting its engine and the answer starting: the answer starts all the same."""
+    session = session_on(two)
+    "".join(session.send("Hi"))
+    first = session.engine
+    prepare = first.prepare
+
+    def prepared_then_unloaded(*args, **kwargs):
+        fitted = prepare(*args, **kwargs)
+        two.unload(session.model)  # (another tab's Unload, at the worst moment)
+        return fitted
+
+    first.prepare = prepared_then_unloaded
+    "".join(session.send("And again?"))
+    assert "error" not in session.history[-1] and session.history[-1]["content"]
+    assert first.model is None and two.loaded_engine(session.model) is session.engine is not first
+
+
+def test_the_least_recently_used_is_the_one_a_chat_used_least_recently(tiny_chat_dir, tiny_base_dir):
+    models = shelf_of(tiny_chat_dir, tiny_base_dir, max_loaded=2)
+    a, b, c = f"{tiny_chat_dir.name} · int8", f"{tiny_base_dir.name} · int8", f"{tiny_chat_dir.name} · int4"
+    chat = session_on(models)  # on a
+    models.engine(b)
+    "".join(chat.send("Hi"))  # a answers after b was loaded: b is the least recently used now
+    models.engine(c)
+    assert [info.name for info in models.listing() if info.loaded] == [a, c]

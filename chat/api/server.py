@@ -156,6 +156,9 @@ class ChatApi:
                 engine = await self._engine(engine.name)
                 generation = engine.generate(fitted, asked.settings, stops, tokens=bool(chat.logprobs))
             return Pump(generation, on_done=self._slots.release, tokens=bool(chat.logprobs and chat.stream))
+        except ApiError:  # the model was unloaded meanwhile and won't fit now
+            self._slots.release()
+            raise
         except ChatError as error:  # e.g. the instructions alone overflow the context
             self._slots.release()
             raise ApiError(400, str(error), "messages", "invalid_prompt") from None

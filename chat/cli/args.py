@@ -89,10 +89,14 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
     )
 
 
-def local_flags(args: argparse.Namespace, quantize: str = "auto") -> LocalFlags:
+def local_flags(args: argparse.Namespace, given: bool = False) -> LocalFlags:
+    """The flags for a local model of the list; `given`: one the flags named (--model, or the embedded one without
+    any), to which --quantize and --trust-remote-code apply. (Code shipped with a model in the cache or a folder
+    runs only when that model is named.)"""
     batching = getattr(args, "batching", False)
-    return LocalFlags(quantize=quantize, dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
-                      trust_remote_code=args.trust_remote_code, cache_dir=args.cache_dir, prompt_format=args.format,
+    return LocalFlags(quantize=args.quantize if given else "auto", dtype=args.dtype, device_map=args.device_map,
+                      max_memory=args.max_memory, trust_remote_code=given and args.trust_remote_code, cache_dir=args.cache_dir,
+                      prompt_format=args.format,
                       user_name=args.user_name, bot_name=args.bot_name, batching=batching,
                       answers=max(1, getattr(args, "concurrency", None) or (4 if batching else 1)),
                       context_window=getattr(args, "context_window", None))
@@ -108,14 +112,12 @@ def build_models(args: argparse.Namespace, say: Callable[[str], None] = print, k
     key = os.environ.get(API_KEY_ENV) or getattr(args, "api_key", None)
 
     def discover() -> list[Entry]:
-        entries: list[Entry] = []
+        entries: list[Entry] = [] if remote else _local_entries(args)  # (the first is a new chat's model)
         if base_url:
             ids, problem = list_models(base_url.rstrip("/"), key)
             ids = list(dict.fromkeys([*(args.model or [] if remote else []), *ids]))
             entries += server_entries(base_url.rstrip("/"), key, ids, problem, getattr(args, "context_window", None),
                                       getattr(args, "standard_sampling", False))
-        if not remote:
-            entries += _local_entries(args)
         return entries
 
     default = first_model(args) if remote or args.model else None
@@ -130,11 +132,10 @@ def _local_entries(args: argparse.Namespace) -> list[Entry]:
     if getattr(args, "models_dir", None):
         found += discovery.folder_models(Path(args.models_dir).expanduser())
     found += discovery.cache_models(cache)
-    chosen = len(given) or 1  # the models whose default variant follows --quantize: those given, else the embedded one
-    listed = discovery.distinct([*given, *found])
+    named = {id(model) for model in given or found[:1]}  # those --model named, else the embedded one
     entries = []
-    for index, model in enumerate(listed):
-        entries += local_entries(model, local_flags(args, args.quantize if index < chosen else "auto"), gpu, bf16)
+    for model in discovery.distinct([*given, *found]):
+        entries += local_entries(model, local_flags(args, given=id(model) in named), gpu, bf16)
     return entries
 
 

@@ -89,6 +89,8 @@ def run_talk(args: argparse.Namespace) -> int:
         talk.skill = find_skill(session.skills, args.skill)
     if args.resume:
         talk.open_chat("" if args.resume == LAST else args.resume)
+        if session.model != models.default:  # the chat has a model of its own: the one loaded to start with can go
+            models.unload(models.default)
     if args.load:
         talk.load(args.load)
         if args.instructions is not None:  # the flag wins over the file's instructions

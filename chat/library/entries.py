@@ -15,7 +15,8 @@ from ..engine import Engine
 from ..local.discovery import LocalModel
 from ..local.memory import FLOAT_BYTES, estimate
 from ..models import ModelDefaults, ModelInfo, Progress
-from ..shelf import Build, Entry, Say
+from ..errors import ChatError
+from ..shelf import Build, Entry, Reformat, Say
 NAME_SEPARATOR = " · "  # "SmolLM2-135M-Instruct · int8"
 CPU_VARIANTS = ("int8", "int4", "none")  # `--quantize auto` picks the first on a CPU
 GPU_VARIANTS = ("none", "8bit", "4bit")
@@ -66,7 +67,7 @@ def _local_entry(model: LocalModel, flags: LocalFlags, quantize: str, float_name
     notes = (f"adapter of {model.adapter_of}",) if model.adapter_of else ()
     info = ModelInfo(name, model.base, model.source, model.shown_location, label, shape.parameters if shape else None, context,
                      model.disk_bytes, guess, problem=model.problem, notes=notes)
-    return Entry(info, _local_builder(model, flags, quantize, name))
+    return Entry(info, _local_builder(model, flags, quantize, name), reformat=_reformatter(flags))
 
 
 def _local_builder(model: LocalModel, flags: LocalFlags, quantize: str, name: str) -> Build:
@@ -79,7 +80,12 @@ def _local_builder(model: LocalModel, flags: LocalFlags, quantize: str, name: st
                               max_memory=flags.max_memory, trust_remote_code=flags.trust_remote_code, cache_dir=flags.cache_dir)
         loaded = load_model(options, say, progress)
         loaded.name = name
-        prompt_format = choose_format(loaded.tokenizer, defaults.prompt_format or flags.prompt_format, flags.user_name, flags.bot_name)
+        try:
+            prompt_format = choose_format(loaded.tokenizer, defaults.prompt_format or flags.prompt_format, flags.user_name,
+                                          flags.bot_name)
+        except ChatError as error:  # a default saved before the model was ever loaded, which its tokenizer can't do
+            say(f"{name}: its default prompt format can't be used ({error}); using --format {flags.prompt_format}")
+            prompt_format = choose_format(loaded.tokenizer, flags.prompt_format, flags.user_name, flags.bot_name)
         engine = LocalEngine(loaded, prompt_format, batching=flags.batching, context_window=flags.context_window)
         engine.revision = engine.revision or model.revision
         if flags.batching and engine.batcher is None:
@@ -89,13 +95,35 @@ def _local_builder(model: LocalModel, flags: LocalFlags, quantize: str, name: st
     return build
 
 
+def _reformatter(flags: LocalFlags) -> Reformat:
+    def reformat(engine: Engine, defaults: ModelDefaults) -> None:
+        """A loaded model takes its (new) default prompt format, or --format's again; raises `ChatError` for one its
+        tokenizer can't do (a chat template it doesn't have), changing nothing."""
+        from ..formats import choose_format
+
+        tokenizer = getattr(engine, "tokenizer")
+        setattr(engine, "format", choose_format(tokenizer, defaults.prompt_format or flags.prompt_format, flags.user_name,
+                                                flags.bot_name))
+
+    return reformat
+
+
 def server_entries(base_url: str, api_key: str | None, model_ids: list[str], problem: str | None, context_window: int | None,
                    standard_sampling: bool) -> list[Entry]:
     """One entry per model the server at `base_url` lists (`problem`: why it could not be asked)."""
-    return [Entry(ModelInfo(model_id, model_id, f"server {base_url}", base_url, "server", context_window=context_window,
+    shown = shown_url(base_url)
+    return [Entry(ModelInfo(model_id, model_id, f"server {shown}", shown, "server", context_window=context_window,
                             problem=None, notes=(f"server unreachable at start: {problem}",) if problem else ()),
                   _server_builder(base_url, api_key, model_id, context_window, standard_sampling), local=False)
             for model_id in model_ids]
+
+
+def shown_url(url: str) -> str:
+    """`url` as the page and /v1/models may show it: without a user name or password written into it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) if parts.hostname else url
 
 
 def _server_builder(base_url: str, api_key: str | None, model_id: str, context_window: int | None, standard_sampling: bool) -> Build:

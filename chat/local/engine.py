@@ -34,7 +34,6 @@ from .sampling import GENERATE_PICKS, PickedByPicker, TokenPicker, TokenRecorder
 from .warmup import warm_next_turn
 
 STREAM_TIMEOUT_S = 120.0  # longest wait for the next piece of text before the worker counts as stuck
-CLOSE_WAIT_S = 30.0  # unloading waits this long for a warm-up (a prefill of the history) to end
 
 
 class Clock(StoppingCriteria):
@@ -63,7 +62,6 @@ class LocalGeneration(Generation):
                  cache: PrefixCache | None = None, tokens: bool = False):
         super().__init__(fitted, settings, stop_strings)
         self.engine = engine
-        engine.hold()  # (raises ModelUnloaded when the model went away since the session got its engine)
         # Beam search keeps several candidates: no one distribution per token to show.
         self._recorder = TokenRecorder() if tokens and settings.num_beams == 1 else None
         self._texts = TokenTexts(engine.decode_answer)
@@ -76,7 +74,12 @@ class LocalGeneration(Generation):
         self._streamer = None if settings.num_beams > 1 else TextIteratorStreamer(
             engine.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
         )
-        self._start()
+        engine.hold()  # (raises ModelUnloaded when the model went away since the session got its engine)
+        try:
+            self._start()
+        except BaseException:
+            engine.release()
+            raise
 
     def _run(self) -> None:
         try:
@@ -197,7 +200,8 @@ class LocalEngine:
         self.batcher = StepBatcher(self.model, self.tokenizer) if batching and can_batch(self.model) else None
         self._users = self._answers = 0  # answers and warm-ups using the model now; answers alone
         self._users_changed = threading.Condition()
-        self.closed = False
+        self.closed = False  # being unloaded: no answer may start
+        self._finishing = False  # unloaded: the last user lets the model go
 
     # -- in use, and unloaded --------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class LocalEngine:
         return self._answers
 
     def hold(self, answer: bool = True) -> None:
-        """One more user of the model (an answer, or a warm-up); raises `ModelUnloaded` once `close` has run."""
+        """One more user of the model (an answer, or a warm-up); raises `ModelUnloaded` once it is being unloaded."""
         with self._users_changed:
             if self.closed:
                 raise ModelUnloaded(f"{self.name} was unloaded")
@@ -218,22 +222,47 @@ class LocalEngine:
         with self._users_changed:
             self._users -= 1
             self._answers -= answer
-            self._users_changed.notify_all()
+            last = self._finishing and not self._users
+        if last:
+            self._let_go()  # the last user of a model being unloaded: its memory goes now
 
-    def close(self) -> bool:
-        """Lets the model go (Unload): its weights, its batcher's thread and every session's cache of it. False,
-        and nothing changes, while an answer uses it (a warm-up is waited for: a short prefill). Sessions holding
-        this engine get `ModelUnloaded` at their next answer and ask the model list again."""
+    def begin_close(self) -> bool:
+        """Unload, its first step: from now on no answer starts (they get `ModelUnloaded` and ask the model list
+        again). False, and nothing changes, while an answer uses the model. Quick: the list calls it under its lock."""
         with self._users_changed:
             if self._answers:
                 return False
             self.closed = True
-            self._users_changed.wait_for(lambda: not self._users, timeout=CLOSE_WAIT_S)
-        if self.batcher is not None:
-            self.batcher.stop()
-        self.caches.clear()
-        self.model = self.batcher = None
+            return True
+
+    def cancel_close(self) -> None:
+        """Takes `begin_close` back (the list found it could not make room after all)."""
+        with self._users_changed:
+            self.closed = False
+
+    def finish_close(self) -> None:
+        """Unload, its second step: lets the weights, the batcher's thread and every session's cache of them go, now
+        or, while a warm-up still prefills (a short step), when it ends."""
+        with self._users_changed:
+            self._finishing = True
+            idle = not self._users
+        if idle:
+            self._let_go()
+
+    def close(self) -> bool:
+        """`begin_close` and `finish_close`."""
+        if not self.begin_close():
+            return False
+        self.finish_close()
         return True
+
+    def _let_go(self) -> None:
+        with self._users_changed:
+            batcher, self.batcher = self.batcher, None
+            self.model = None
+        if batcher is not None:
+            batcher.stop()
+        self.caches.clear()
 
     def memory_in_use(self) -> int:
         """Bytes its weights and the caches it keeps take now."""
@@ -301,10 +330,13 @@ class LocalEngine:
             self.hold(answer=False)
         except ModelUnloaded:
             return None
-        thread = warm_next_turn(self.model, self.caches, cache, self._next_turn_prefix, messages,
-                                on_end=lambda: self.release(answer=False))
-        if thread is None:
-            self.release(answer=False)
+        thread = None
+        try:
+            thread = warm_next_turn(self.model, self.caches, cache, self._next_turn_prefix, messages,
+                                    on_end=lambda: self.release(answer=False))
+        finally:
+            if thread is None:
+                self.release(answer=False)
         return thread
 
     def _next_turn_prefix(self, messages: Messages) -> list[int]:

@@ -49,8 +49,10 @@ def _warm(model, pool: CachePool, cache: PrefixCache, next_turn_prefix, messages
     except Exception:  # a failed warm-up costs the next turn time, never correctness
         kv, ids = None, []
     finally:
-        pool.keep(cache, ids, kv)
-        on_end()
+        try:
+            pool.keep(cache, ids, kv)
+        finally:
+            on_end()
 
 
 def prefill(model: Any, ids: list[int], start: int, kv: Any) -> None:

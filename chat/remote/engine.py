@@ -51,7 +51,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help="an OpenAI-compatible server's API root, e.g. http://gpu-box:8000/v1: its models join the model list "
                        "(with --backend openai, they are the list)")
     group.add_argument("--api-key", metavar="KEY",
-                       help=f"the key clients must send to this app's /v1 API. With --backend openai the server gets "
+                       help=f"the key clients must send to this app's /v1 API. The server at --base-url gets "
                        f"${API_KEY_ENV}, or this key when that is unset. Prefer the environment: flags show in `ps`")
     group.add_argument("--context-window", type=int, metavar="TOKENS",
                        help=f"a smaller context than the model's (local models: less KV cache to estimate and keep). With "

@@ -12,14 +12,16 @@ COLUMNS = ("Model", "Loaded", "Memory (estimate · uses now)", "Weights", "Param
 CSS = """
 .models { width: 100%; border-collapse: collapse; font-size: 0.9em; }
 .models th, .models td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
-.models td.name { font-family: var(--font-mono); white-space: nowrap; }
+.models td { white-space: nowrap; }
+.models td.name { font-family: var(--font-mono); }
+.models td.name .note { font-family: var(--font); font-size: 0.85em; opacity: 0.8; }
 .models .meter { position: relative; height: 0.8em; width: 10em; border-radius: 3px; background: var(--background-fill-secondary);
   border: 1px solid var(--border-color-primary); margin-top: 3px; }
 .models .meter > span { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; }
 .models .meter .estimate { background: rgba(59, 130, 246, 0.35); }
 .models .meter .used { background: rgba(59, 130, 246, 0.9); }
 .models .meter .over { background: rgba(239, 68, 68, 0.8); }
-.models .problem { color: var(--error-text-color, #b91c1c); }
+.models .problem { color: var(--error-text-color, #b91c1c); white-space: normal; }
 .models-legend { font-size: 0.8em; opacity: 0.8; margin-top: 4px; }
 """
 
@@ -34,13 +36,13 @@ def models_table(listing: list[ModelInfo], free: int | None) -> str:
 
 
 def _row(info: ModelInfo, free: int | None) -> str:
-    cells = [f'<td class="name">{html.escape(info.name)}</td>', f"<td>{html.escape(_state(info))}</td>",
+    note = f'<div class="note">{html.escape("; ".join(info.notes))}</div>' if info.notes else ""
+    cells = [f'<td class="name">{html.escape(info.name)}{note}</td>', f"<td>{html.escape(_state(info))}</td>",
              f"<td>{_memory(info, free)}</td>", f"<td>{html.escape(info.weights)}</td>",
              f"<td>{html.escape(_parameters(info.parameters))}</td>",
              f"<td>{f'{info.context_window:,}' if info.context_window else '?'}</td>",
              f"<td>{html.escape(size_words(info.disk_bytes) if info.disk_bytes else '')}</td>",
-             f"<td>{html.escape(info.source + (' · ' + '; '.join(info.notes) if info.notes else ''))}"
-             f"{_problem(info)}</td>"]
+             f"<td>{html.escape(info.source)}{_problem(info)}</td>"]
     return f"<tr>{''.join(cells)}</tr>"
 
 

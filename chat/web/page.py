@@ -61,8 +61,8 @@ class Page:
                  conversations: Store | None, tabs: Tabs):
         self.default_instructions, self.models = instructions, models
         self.sidebar = Sidebar.build(conversations) if conversations is not None else None
-        gr.Markdown(f"## 💬 {title}\n{len(models.names())} models · a new chat starts with **{models.default}** "
-                    "(the Model menu picks another; Models below shows what is loaded)")
+        gr.Markdown(f"## 💬 {title}\n{len(models.names())} models · chats start with **{models.default}** "
+                    "(the Model menu picks another for this chat; Models below shows what is loaded)")
         # A key per tab; `Tabs` holds the tab. The callback is a plain function, not the bound method `tabs.drop`:
         # Gradio deep-copies the page config (State props included) on every page load, and deep-copying a bound
         # method copies its object: every tab, every session, the model. The key is made by the tab's first

@@ -46,7 +46,7 @@ def prompt_tokens_html(session: ChatSession) -> str:
     fitted = session.last_prompt
     if fitted is None:
         return f"<p>{html.escape(NO_TOKENS_YET)}</p>"
-    tokens = session.engine.prompt_tokens(fitted, _typed(session)) if session.engine.exact_prompt else None
+    tokens = session.prompt_engine.prompt_tokens(fitted, _typed(session)) if session.prompt_engine.exact_prompt else None
     return tokens_html(tokens) if tokens is not None else f"<p>{html.escape(SERVER_TOKENIZES)}</p>"
 
 

@@ -214,7 +214,7 @@ def _fenced(text: str) -> str:
 
 def out_of_view_note(session: ChatSession) -> str:
     """The one notice about trimmed history, shown where what the model still sees begins."""
-    window = session.engine.context_window
+    window = session.prompt_engine.context_window
     return (f"{NOTICE_PREFIX} *The model no longer sees the messages above: they no longer fit its {window:,}-token "
             f"context, so they were left out of its prompt.*")
 
@@ -230,7 +230,7 @@ def prompt_view(session: ChatSession) -> tuple[str, str]:
     fitted = session.last_prompt
     if fitted is None:
         return "", NO_PROMPT_YET
-    engine = session.engine
+    engine = session.prompt_engine
     prompt = f"{fitted.prompt.length:,} prompt tokens"
     if not engine.exact_prompt:  # (the status line gives the server's own count after the answer, where it sends one)
         prompt = f"about {prompt} (an estimate: the server applies its own chat template and counts them)"

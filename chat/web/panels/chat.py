@@ -73,7 +73,7 @@ class ChatPanel:
         """Below the chatbot (and the versions bar): the message row, the buttons, the status line.
         `box_open`: the message box takes text at once (with saved chats it opens once the page knows whose)."""
         with gr.Row(equal_height=True):
-            model = gr.Dropdown(models.names(), value=models.default, label="Model", scale=1, min_width=220, elem_id="model")
+            model = gr.Dropdown(models.names(), value=models.default, label="Model", scale=2, min_width=280, elem_id="model")
             skill = gr.Dropdown(skills.names(), value=skills.default.name, label="Skill", scale=1, min_width=180)
             message = gr.Textbox(label="Message", placeholder="Type a message, Enter sends (Shift+Enter: new line). /retry retries.",
                                  lines=1, max_lines=10, scale=4, autofocus=True, elem_id="message", interactive=box_open)

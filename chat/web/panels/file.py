@@ -33,7 +33,7 @@ def download(tab: Tab) -> tuple[str, str]:
     document = conversation_document(session)
     json_path, markdown_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
-    markdown_path.write_text(markdown(session, session.engine.name, session.skills.default.name, _title_of(session)),
+    markdown_path.write_text(markdown(session, session.model, session.skills.default.name, _title_of(session)),
                              encoding="utf-8")
     return str(json_path), str(markdown_path)
 

@@ -185,11 +185,12 @@ class ModelsPanel:
                 unload_button = gr.Button("Unload", size="sm", scale=0, min_width=80)
                 refresh_button = gr.Button("Refresh", size="sm", scale=0, min_width=80)
             about_box = gr.Markdown(about(models, models.default), elem_id="model-about")
-            with gr.Accordion("This model's defaults (a chat that picks it starts with them)", open=False):
+            with gr.Accordion("This model's defaults, for everyone using this app (a chat that picks it starts with them)",
+                              open=False):
                 stops = gr.Textbox(label="Extra stop strings, one per line", lines=2, max_lines=6)
                 prompt_format = gr.Dropdown(list(FORMATS), value="auto", label="Prompt format")
                 with gr.Row():
-                    save = gr.Button("Save this chat's instructions and settings as its defaults", size="sm")
+                    save = gr.Button("Save this chat's instructions and settings as its defaults (shared)", size="sm")
                     clear = gr.Button("Clear its defaults", size="sm")
         return cls(table, picked, about_box, load_button, unload_button, refresh_button, stops, prompt_format, save, clear)
 
