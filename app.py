@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from chat.cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_instructions, build_models,
-                           build_skills, load_default, open_store_from_args, settings_from_args)
+                           build_skills, load_default, open_store_from_args, settings_from_args, starting_with)
 from chat.errors import ChatError
 from chat.remote.engine import add_backend_arguments
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_default(models)
         skills = build_skills(args)
         settings = settings_from_args(args)
-        instructions = build_instructions(args, engine)
+        instructions, settings = starting_with(models, args, build_instructions(args, engine), settings)
     except ChatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

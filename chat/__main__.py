@@ -9,8 +9,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from .cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_engine, build_instructions,
-                       build_skills, settings_from_args)
+from .cli.args import (add_model_arguments, add_sampling_arguments, add_store_arguments, build_instructions, build_models,
+                       build_skills, load_default, open_store_from_args, settings_from_args, starting_with)
 from .cli.talk import add_talk_arguments, run_talk
 from .errors import ChatError
 from .files import load_conversation
@@ -36,8 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_command(args: argparse.Namespace) -> int:
     """Prints the exact prompt the model would receive; its token count goes to stderr."""
-    engine = build_engine(args, say=lambda line: print(line, file=sys.stderr))
-    session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args))
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout holds the prompt alone)
+    models = build_models(args, say=say, keeper=open_store_from_args(args))  # (the store keeps each model's defaults)
+    engine = load_default(models, say=say)
+    instructions, settings = starting_with(models, args, build_instructions(args, engine), settings_from_args(args))
+    session = ChatSession(engine, build_skills(args), instructions, settings, models=models)
     if args.history:
         session.load_messages(load_conversation(args.history), args.history)
         if args.instructions is not None:
@@ -81,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     add_model_arguments(render)
     add_backend_arguments(render)
     add_sampling_arguments(render)
+    add_store_arguments(render)  # (--db: where the models' defaults are kept)
     render.set_defaults(run=render_command)
 
     train = commands.add_parser("train", help="teach the model new instructions from a text file")

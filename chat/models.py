@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .engine import Engine
+from .settings import GenerationSettings
 
 Progress = Callable[[float, str], None]  # (fraction done, what happens now): a loading bar
 
@@ -91,6 +92,12 @@ class ModelDefaults:
     @property
     def empty(self) -> bool:
         return self.instructions is None and not self.settings and not self.stop_strings and self.prompt_format is None
+
+    def applied(self, instructions: str, settings: GenerationSettings) -> tuple[str, GenerationSettings]:
+        """A chat's instructions and settings once it picks the model: these defaults where they are set (a stored
+        setting this release can't take is left out)."""
+        return (instructions if self.instructions is None else self.instructions,
+                GenerationSettings.from_json(self.settings, settings))
 
     def words(self) -> list[str]:
         """What these defaults set, for "How this answer was made"."""

@@ -83,11 +83,7 @@ class ChatSession:
             raise ChatError(f"no model called {name!r}; the list has: {', '.join(self.models.names())}")
         self._switch_engine(self.models.engine(found, progress))
         self.model = found
-        defaults = self.models.defaults(found)
-        if defaults.instructions is not None:
-            self.instructions = defaults.instructions
-        if defaults.settings:
-            self.settings = self.settings.merged(defaults.settings)
+        self.instructions, self.settings = self.models.defaults(found).applied(self.instructions, self.settings)
         if self.record is not None:
             self.record.model(found)
 

@@ -340,3 +340,18 @@ def test_the_least_recently_used_is_the_one_a_chat_used_least_recently(tiny_chat
     "".join(chat.send("Hi"))  # a answers after b was loaded: b is the least recently used now
     models.engine(c)
     assert [info.name for info in models.listing() if info.loaded] == [a, c]
+
+
+def test_a_models_defaults_hold_on_every_path_that_loads_it(tmp_path, tiny_chat_dir, capsys):
+    """The terminal's renderer (as the page and the terminal chat, through the same list): the default model's
+    stored prompt format and instructions are what its prompt is built with; --instructions still wins."""
+    from chat.__main__ import main
+
+    db = str(tmp_path / "chats.sqlite3")
+    Store(f"sqlite:///{db}").save_model_defaults(f"{tiny_chat_dir.name} · int8",
+                                                 ModelDefaults("Answer as a pirate.", {}, (), "transcript"))
+    assert main(["render", "--model", str(tiny_chat_dir), "--db", db, "--message", "Ahoy"]) == 0
+    prompt = capsys.readouterr().out
+    assert prompt.startswith("Answer as a pirate.") and "User: Ahoy" in prompt and "<|im_start|>" not in prompt
+    assert main(["render", "--model", str(tiny_chat_dir), "--db", db, "--message", "Ahoy", "--instructions", "Be plain."]) == 0
+    assert capsys.readouterr().out.startswith("Be plain.")

@@ -165,6 +165,14 @@ def build_engine(args: argparse.Namespace, say: Callable[[str], None] = print) -
     return engine
 
 
+def starting_with(models: ModelShelf, args: argparse.Namespace, instructions: str,
+                  settings: GenerationSettings) -> tuple[str, GenerationSettings]:
+    """The instructions and settings a chat starts with: the flags', with the default model's own defaults where it
+    has them (instructions given with --instructions win: they were asked for now)."""
+    applied, settings = models.defaults(models.default).applied(instructions, settings)
+    return (instructions if args.instructions is not None else applied), settings
+
+
 def load_default(models: ModelShelf, say: Callable[[str], None] = print) -> Engine:
     """Loads the list's default model (a new chat's), with a bar on the terminal."""
     with terminal_bar(models.default) as bar:

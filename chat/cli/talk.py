@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from .args import (build_instructions, build_models, build_skills, load_default, open_store_from_args, owner_from_args,
+from .args import (build_instructions, build_models, build_skills, load_default, open_store_from_args, owner_from_args, starting_with,
                    settings_from_args)
 from ..files import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
@@ -83,7 +83,8 @@ def run_talk(args: argparse.Namespace) -> int:
     store = open_store_from_args(args)  # first: a database that can't be opened is one line, before the model loads
     models = build_models(args, say=_say_on_stderr, keeper=store)  # (the store keeps each model's defaults)
     engine = load_default(models, say=_say_on_stderr)
-    session = ChatSession(engine, build_skills(args), build_instructions(args, engine), settings_from_args(args), models=models)
+    instructions, settings = starting_with(models, args, build_instructions(args, engine), settings_from_args(args))
+    session = ChatSession(engine, build_skills(args), instructions, settings, models=models)
     talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner_from_args(args))
     if args.skill:
         talk.skill = find_skill(session.skills, args.skill)
