@@ -24,10 +24,15 @@ _INLINE_CODE = re.compile(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 _IMAGE = re.compile(r"!(?=\[)")
 
 
+# ␀: how a NUL character a model wrote is shown, and stored (PostgreSQL text can't hold NUL): the same before a
+# reload and after it (a browser drops a NUL from the page).
+NUL_SHOWN_AS = "\u2400"
+
+
 def escape_html_outside_code(text: str) -> str:
-    """`<b>hi</b> and `<b>`` → `&lt;b&gt;hi&lt;/b&gt; and `<b>``."""
+    """`<b>hi</b> and `<b>`` → `&lt;b&gt;hi&lt;/b&gt; and `<b>``; a NUL character shows as ␀."""
     lines, fence = [], None
-    for line in text.split("\n"):
+    for line in text.replace("\x00", NUL_SHOWN_AS).split("\n"):
         if fence is None:
             fence = _opens(line)
             lines.append(line if fence else _escape_line(line))

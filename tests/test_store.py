@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Column, Integer, text
 
 from chat.errors import StoreError
+from chat.markup import escape_html_outside_code
 from chat.models import ModelDefaults
 from chat.store import schema
 from chat.store.rows import MessageStatus
@@ -270,6 +271,8 @@ def test_any_text_a_model_writes_is_stored_even_a_nul_character(db_url):
     chat = store.open_chat("alice", chat_id)
     assert chat.instructions == "tab\tand␀nul" and chat.title == "a␀b"
     assert [m["content"] for m in chat.messages] == ["a␀b", "ver␀\ufffd Ü😀"]  # (PostgreSQL text can't hold NUL)
+    # The chat shows it so before a reload too (a browser would drop the NUL): the same text before and after.
+    assert escape_html_outside_code("ver\x00\ufffd Ü😀") == "ver␀\ufffd Ü😀"
 
 
 RELEASE_1_FILE = Path(__file__).parent / "data" / "chats-schema-1.sqlite3"  # made by release 1's code (commit 36337cc)

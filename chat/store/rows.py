@@ -11,6 +11,7 @@ from typing import Any, NotRequired, TypedDict
 
 from ..errors import StoreError
 from ..messages import Role
+from ..markup import NUL_SHOWN_AS  # (PostgreSQL text can't hold NUL: both databases store it so)
 from ..tree import path_ids
 
 
@@ -68,7 +69,6 @@ class StoredChat:
         return [by_id[message_id] for message_id in path_ids(self.shown_leaf, {m["id"]: m.get("parent_id") for m in self.all_messages})]
 
 
-NUL_SHOWN_AS = "\u2400"  # ␀: PostgreSQL text can't hold NUL, which a model may write; both databases store it so
 
 
 def storable(text: str | None) -> str | None:
