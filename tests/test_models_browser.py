@@ -18,7 +18,7 @@ FLAGS = ["--temperature", "0", "--max-new-tokens", "6"]
 def pick_model(page, name: str) -> None:
     """The Model menu beside Skill, as a person uses it; returns once the chat's model is loaded."""
     page.get_by_label("Model", exact=True).click()
-    page.get_by_role("option", name=name, exact=True).click()
+    page.locator("#model").get_by_role("option", name=name, exact=True).click()
     wait_loaded(page, name)
 
 
@@ -65,6 +65,11 @@ def test_a_chats_model_is_picked_switched_mid_chat_named_under_each_answer_and_b
         assert f"model: {first}" in written[0] and f"model: {second}" in written[1], written
         assert page.get_by_label("Model", exact=True).input_value() == second
         assert page.locator("#chat-list label").all_inner_texts() == [f"Hello there · {second}"]
+        open_section(page, "Models")  # drawn as things are now, not as they were when the page was built
+        assert "● loaded" in row_of(page, first) and "● loaded" in row_of(page, second)
+        options = page.get_by_label("Model", exact=True)
+        options.click()
+        assert f"{tiny_base_dir.name} · float32" in page.locator("#model").get_by_role("option").all_inner_texts()
 
 
 def budget_between(folder, smaller: str, larger: str) -> int:
@@ -87,7 +92,7 @@ def test_unload_frees_the_model_and_one_over_the_budget_is_refused_with_nothing_
         assert "● loaded" in row_of(page, default) and re.search(r"uses \d+ [kM]B", row_of(page, default))
 
         page.get_by_label("Model", exact=True).click()  # the float32 variant alone is over the budget
-        page.get_by_role("option", name=f"{tiny_chat_dir.name} · float32", exact=True).click()
+        page.locator("#model").get_by_role("option", name=f"{tiny_chat_dir.name} · float32", exact=True).click()
         refusal = toast_text(page, "won't fit")
         assert "--memory-budget" in refusal and "KV cache" in refusal
         # Nothing else changed. (The warning shows while the event still runs: its page comes after.)
@@ -95,7 +100,7 @@ def test_unload_frees_the_model_and_one_over_the_budget_is_refused_with_nothing_
         assert "loaded" in row_of(page, default) and "loaded" not in row_of(page, f"{tiny_chat_dir.name} · float32")
 
         page.get_by_label("Model to load, unload or set up").click()
-        page.get_by_role("option", name=default, exact=True).click()
+        page.locator("#model-picked").get_by_role("option", name=default, exact=True).click()
         page.get_by_role("button", name="Unload").click()
         wait_loaded(page, default, False)
         chat_once(page, "Still there?")  # the chat's model loads again for its next message

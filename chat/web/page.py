@@ -91,6 +91,7 @@ class Page:
         switched, picked = self.versions.wire(wiring, self.chatbot)
         self.controls.wire(wiring, self.default_instructions)
         self.models_panel.wire(wiring, self.chat.model)
+        self.models_panel.on_load(demo, self.chat.model, self.models)
         self.prompt.wire(wiring)
         uploading, inputs, shows = self.sidebar.uploading() if self.sidebar is not None else (upload, (), ())
         uploaded = self.file.wire(wiring, uploading, inputs, shows)

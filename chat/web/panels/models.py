@@ -177,14 +177,15 @@ class ModelsPanel:
     @classmethod
     def build(cls, models: ModelList) -> "ModelsPanel":
         with gr.Accordion("Models", open=False, elem_id="models"):
-            table = gr.HTML(rows(models), elem_id="model-table", css_template=CSS)
+            # (A function: drawn for each page load, not once when the page was built.)
+            table = gr.HTML(lambda: rows(models), elem_id="model-table", css_template=CSS)
             with gr.Row(equal_height=True):
                 picked = gr.Dropdown(models.names(), value=models.default, label="Model to load, unload or set up",
                                      scale=3, elem_id="model-picked")
                 load_button = gr.Button("Load", size="sm", scale=0, min_width=80)
                 unload_button = gr.Button("Unload", size="sm", scale=0, min_width=80)
                 refresh_button = gr.Button("Refresh", size="sm", scale=0, min_width=80)
-            about_box = gr.Markdown(about(models, models.default), elem_id="model-about")
+            about_box = gr.Markdown(lambda: about(models, models.default), elem_id="model-about")
             with gr.Accordion("This model's defaults, for everyone using this app (a chat that picks it starts with them)",
                               open=False):
                 stops = gr.Textbox(label="Extra stop strings, one per line", lines=2, max_lines=6)
@@ -210,6 +211,11 @@ class ModelsPanel:
         self.save.click(bind(save_defaults), [state, self.picked, self.stops, self.prompt_format, *wiring.controls],
                         self.about, **QUICK)
         self.clear.click(bind(clear_defaults), [state, self.picked], wiring.outputs("about", "stops", "prompt_format"), **QUICK)
+
+    def on_load(self, demo: gr.Blocks, model_menu: gr.Dropdown, models: ModelList) -> None:
+        """Each page load: both menus list the models as they are now (a Refresh in another tab may have found more)."""
+        demo.load(lambda: (gr.update(choices=models.names()), gr.update(choices=models.names())), None, [model_menu, self.picked],
+                  **QUICK)
 
     def redraw_after(self, wiring: Wiring, models: ModelList) -> None:
         """After each answer: the table again (what is loaded, answering, and what each uses)."""
