@@ -18,9 +18,40 @@ def texts(chat) -> list[tuple[str, str]]:
     return [(m["role"], "".join(p.get("text", "") for p in m["content"])) for m in chat]
 
 
+class SteadyClient(Client):
+    """gradio_client's `Client`, less a race it has with Gradio 6's event streams (sse_v3).
+
+    The server closes a session's stream once no event of the session is left. An event the client sent while its
+    reader was about to act on that close was registered with the closing reader, which then failed it
+    (`CancelledError`) though the server runs it and sends its messages to the next stream. A storm of buttons on a
+    busy machine met it (tests/test_faults.py); tests/test_client_race.py meets it every time. Here a reader that
+    meets the close reads on while an event it answers for has not completed. (gradio_client 2.7.2's own attributes:
+    the versions are pinned.)
+    """
+
+    def stream_messages(self, protocol, session_hash):
+        with self.pending_lock:
+            epoch = self.stream_epoch
+        while True:
+            super().stream_messages(protocol, session_hash)
+            with self.pending_lock:
+                waiting = [event for event in self.pending_event_ids
+                           if self.pending_event_epoch.get(event) == epoch and not self._completed(event)]
+                if not waiting:
+                    return
+                if self.stream_epoch != epoch:  # a newer reader reads the session's stream now: it answers for them
+                    self.pending_event_epoch.update({event: self.stream_epoch for event in waiting})
+                    return
+                self.stream_open = True  # (the close set it False) this reader opens the stream again
+
+    def _completed(self, event: str) -> bool:
+        messages = self.pending_messages_per_event.get(event)
+        return messages is None or any(message is not None and message.get("msg") == "process_completed" for message in messages)
+
+
 def new_client(url: str, **options) -> Client:
     """A quiet gradio_client on the app at `url`; `options` go to `Client` (auth ...)."""
-    return Client(url, verbose=False, analytics_enabled=False, **options)
+    return SteadyClient(url, verbose=False, analytics_enabled=False, **options)
 
 
 def close_all(clients: list[Client]) -> None:
