@@ -48,7 +48,7 @@ def open_tab(browser, url: str) -> Iterator[Any]:
 
 
 def message_box(page):
-    return page.get_by_role("textbox", name="Message")
+    return page.get_by_role("textbox", name="Message", exact=True)
 
 
 def answers(page):
@@ -104,9 +104,15 @@ def set_max_new_tokens(page, value: int) -> None:
 
 def upload_conversation(page, path: Path) -> None:
     """Through the page's own 'Upload conversation (JSON)' button in the Conversation file section."""
-    if not page.locator("input[type=file]").count():
+    upload = upload_input(page, "upload-conversation")
+    if not upload.count():
         open_section(page, "Conversation file")
-    page.locator("input[type=file]").set_input_files(str(path))
+    upload.set_input_files(str(path))
+
+
+def upload_input(page, button_id: str):
+    """The file input of the UploadButton `button_id` (Gradio puts it beside the button, not in it)."""
+    return page.locator(f"#{button_id}").locator("xpath=..").locator("input[type=file]")
 
 
 def write_conversation(folder: Path, messages: Any, name: str = "conversation.json") -> Path:
