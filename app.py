@@ -19,6 +19,7 @@ from chat.cli.args import (add_model_arguments, add_sampling_arguments, add_stor
                            build_skills, load_default, open_store_from_args, settings_from_args, starting_with)
 from chat.errors import ChatError
 from chat.remote.engine import add_backend_arguments
+from chat.skill_library import SkillLibrary
 
 DEFAULT_PORT = 7860
 API_KEY_ENV = "CHAT_API_KEY"
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         conversations = open_store_from_args(args)  # first: a database that can't be opened is one line, before the model loads
         models = build_models(args, keeper=conversations)  # (the store keeps each model's defaults)
         engine = load_default(models)
-        skills = build_skills(args)
+        skills = SkillLibrary(build_skills(args), conversations.skills if conversations is not None else None)  # (users' own too)
         settings = settings_from_args(args)
         instructions, settings = starting_with(models, args, build_instructions(args, engine), settings)
     except ChatError as error:

@@ -43,6 +43,8 @@ class FittedPrompt:
     message_trimmed: bool  # the current message itself was cut
     max_new_tokens: int  # answer room actually left
     continues: bool = False  # the prompt ends inside the last answer, for more of it (Continue)
+    wanted: int = 0  # the prompt's tokens before anything was left out or cut
+    room: int = 0  # the tokens a prompt may have: the window less the answer's room
 
     @property
     def notice(self) -> str | None:
@@ -78,7 +80,8 @@ def fit_to_context(
     system, history, current = _split(messages)
     whole = encode(messages)
     if whole.length <= budget:  # a chat that fits is sent whole
-        return FittedPrompt(whole, list(messages), 0, False, min(max_new_tokens, context_window - whole.length), continues)
+        return FittedPrompt(whole, list(messages), 0, False, min(max_new_tokens, context_window - whole.length), continues,
+                            whole.length, budget)
     start = _window_start(system, history, current, budget, encode, tokenize)
     extra, prompt = _drop_oldest_until_fit(system, history[start:], current, budget, encode)
     dropped = start + extra
@@ -96,7 +99,7 @@ def fit_to_context(
             )
         candidate = system + [current]
     room = min(max_new_tokens, context_window - prompt.length)
-    return FittedPrompt(prompt, candidate, dropped, trimmed, room, continues)
+    return FittedPrompt(prompt, candidate, dropped, trimmed, room, continues, whole.length, budget)
 
 
 def _split(messages: Messages) -> tuple[list[Message], list[Message], Message]:

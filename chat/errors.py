@@ -15,7 +15,15 @@ class SettingsError(ChatError):
 
 
 class SkillError(ChatError):
-    """`skills.yaml` is broken; the message names file, line, skill and problem."""
+    """A skill is broken (in `skills.yaml`: the message names file, line, skill and problem).
+
+    `field`: the part of the skill it is about, where one is ("template", "variables.language.default"), for the
+    page's editor to name the field as the file's message names the line; `line` (of the file) and `problem` (the
+    message less where it is) say the same for a file's error."""
+
+    def __init__(self, message: str, field: str | None = None, line: int | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.field, self.line, self.problem = field, line, problem or message
 
 
 class ModelLoadError(ChatError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from .errors import ConversationError
-from .messages import TypedMessage, normalize_messages
+from .messages import EXTRA_KEYS, TypedMessage, extras, normalize_messages
 from .provenance import Provenance
 from .tree import ChatMessage, ConversationTree
 
@@ -47,11 +47,7 @@ def plain_messages(conversation: Conversation) -> list[TypedMessage]:
     instructions = conversation.instructions
     messages: list[TypedMessage] = [{"role": "system", "content": instructions}] if instructions else []
     for message in conversation.history:
-        plain: TypedMessage = {"role": message["role"], "content": message["content"]}
-        if "typed" in message:
-            plain["typed"] = message["typed"]
-        if "skill" in message:
-            plain["skill"] = message["skill"]
+        plain: TypedMessage = {"role": message["role"], "content": message["content"], **extras(message)}  # type: ignore[typeddict-item]
         messages.append(plain)
     return messages
 
@@ -71,11 +67,7 @@ def conversation_document(conversation: Conversation) -> dict[str, Any]:
 
 def _entry(message: ChatMessage) -> dict[str, Any]:
     """A message as the file keeps it (not the chat's notes for the user, such as a notice)."""
-    entry: dict[str, Any] = {"role": message["role"], "content": message["content"]}
-    if "typed" in message:
-        entry["typed"] = message["typed"]
-    if "skill" in message:
-        entry["skill"] = message["skill"]
+    entry: dict[str, Any] = {"role": message["role"], "content": message["content"], **extras(message)}
     if "error" in message:
         entry["error"] = message["error"]
     if "provenance" in message:
@@ -107,7 +99,7 @@ def _read_tree(data: dict[str, Any], source: str) -> Shown:
     raw = data.get("messages")
     if not isinstance(raw, list):
         raise ConversationError(f"{source}: \"messages\" must be a list")
-    checked = normalize_messages([{k: v for k, v in item.items() if k in ("role", "content", "typed", "skill")}
+    checked = normalize_messages([{k: v for k, v in item.items() if k in ("role", "content", *EXTRA_KEYS)}
                                   if isinstance(item, dict) else item for item in raw], source)
     tree = ConversationTree()
     new_ids: dict[str, str] = {}  # the file's ids → fresh ones (a file's ids are not trusted to be unique)
@@ -131,11 +123,7 @@ def _read_tree(data: dict[str, Any], source: str) -> Shown:
 def _chat_message(message: TypedMessage, item: dict[str, Any] | None = None) -> ChatMessage:
     """A checked message of a file, with what the file's entry `item` says beside it (an answer's error,
     provenance, interruption)."""
-    chat: ChatMessage = {"role": message["role"], "content": message["content"]}
-    if "typed" in message:
-        chat["typed"] = message["typed"]
-    if "skill" in message:
-        chat["skill"] = message["skill"]
+    chat: ChatMessage = {"role": message["role"], "content": message["content"], **extras(message)}  # type: ignore[typeddict-item]
     item = item or {}
     if isinstance(item.get("error"), str):
         chat["error"] = item["error"]

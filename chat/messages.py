@@ -4,8 +4,9 @@ Gradio may hand content as a list of parts, files may hold anything, API clients
 whatever they like: all of it passes through `normalize_messages`, which returns clean
 messages or raises one `ConversationError` saying what is wrong and where.
 
-A user message may carry two extra keys: `typed` (what the user typed) and `skill` (the
-skill that expanded it into `content`). Other tools ignore them; this app shows `typed`.
+A user message may carry extra keys: `typed` (what the user typed), `skill` (the skill that
+expanded it into `content`), `values` (the skill's variables, as given) and `attached` (the
+name of a file attached to it). Other tools ignore them; this app shows `typed`.
 (A chat keeps more beside each message: `chat.tree.ChatMessage`.)
 """
 
@@ -19,7 +20,7 @@ from .errors import ConversationError
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
-EXTRA_KEYS = ("typed", "skill")
+EXTRA_KEYS = ("typed", "skill", "values", "attached")
 
 
 class Message(TypedDict):
@@ -35,6 +36,8 @@ class TypedMessage(Message, total=False):
 
     typed: str
     skill: str
+    values: dict[str, str]
+    attached: str  # the name of the file attached to it (its text is in `typed`: chat/attachments.py)
 
 
 Messages = list[Message]
@@ -108,5 +111,20 @@ def normalize_messages(data: Any, source: str = "conversation") -> list[TypedMes
             message["typed"] = _checked(item["typed"], where)  # it goes to the model again on Retry
         if isinstance(item.get("skill"), str):
             message["skill"] = _checked(item["skill"], where)
+        if isinstance(item.get("attached"), str):
+            message["attached"] = _checked(item["attached"], where)
+        if isinstance(item.get("values"), dict):
+            message["values"] = _checked_values(item["values"], where)
         messages.append(message)
     return messages
+
+
+def _checked_values(values: dict, where: str) -> dict[str, str]:
+    if not all(isinstance(name, str) and isinstance(value, str) for name, value in values.items()):
+        raise ConversationError(f"{where}: \"values\" must map each variable's name to its text")
+    return {_checked(name, where): _checked(value, where) for name, value in values.items()}
+
+
+def extras(message: Any) -> dict[str, Any]:
+    """What a user message carries besides role and content (EXTRA_KEYS), to copy along with it."""
+    return {key: message[key] for key in EXTRA_KEYS if key in message}

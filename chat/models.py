@@ -82,16 +82,18 @@ class ModelInfo:
 @dataclass(frozen=True)
 class ModelDefaults:
     """What a model's chats start with when it is picked (kept in the store, set on the page): instructions,
-    sampling settings, extra stop strings and prompt format. An unset field keeps what the chat has."""
+    sampling settings, extra stop strings, prompt format and skill. An unset field keeps what the chat has."""
 
     instructions: str | None = None
     settings: dict[str, object] = field(default_factory=dict)
     stop_strings: tuple[str, ...] = ()
     prompt_format: str | None = None  # "auto", "chat-template", "transcript"
+    skill: str | None = None  # the skill the Skill menu picks (a user's own: for its owner; others keep theirs)
 
     @property
     def empty(self) -> bool:
-        return self.instructions is None and not self.settings and not self.stop_strings and self.prompt_format is None
+        return (self.instructions is None and not self.settings and not self.stop_strings and self.prompt_format is None
+                and self.skill is None)
 
     def applied(self, instructions: str, settings: GenerationSettings) -> tuple[str, GenerationSettings]:
         """A chat's instructions and settings once it picks the model: these defaults where they are set (a stored
@@ -110,6 +112,8 @@ class ModelDefaults:
             said.append("stop strings " + ", ".join(repr(s) for s in self.stop_strings))
         if self.prompt_format:
             said.append(f"prompt format {self.prompt_format}")
+        if self.skill:
+            said.append(f"skill {self.skill}")
         return said
 
 

@@ -163,6 +163,9 @@ class Provenance:
     reproduces: str | None = None  # the id of the answer it reproduces
     version: int = PROVENANCE_VERSION
     model_defaults: tuple[str, ...] = ()  # what the model's own defaults set, in words ("instructions", "stop strings '###'")
+    skill_version: int | None = None  # a user's skill: its version then (None: the skills file's, or none)
+    skill_definition: Json | None = None  # the skill as it was (the skills file's form): Reproduce uses it, edited since or not
+    values: dict[str, str] = field(default_factory=dict)  # its variables' values
 
     @classmethod
     def begin(cls, engine: Engine, skill: str | None, instructions: str, first: Part | None = None,
@@ -185,7 +188,9 @@ class Provenance:
         seed = "greedy" if all(s is None for s in seeds) else "seed " + " + ".join(str(s) for s in seeds if s is not None)
         if any(part.seed_drawn for part in self.parts):
             seed += " (drawn at random)"
-        line = [self.model or "?", f"skill {self.skill or 'none'}", seed, *changed]
+        skill = f"skill {self.skill or 'none'}" + (f" v{self.skill_version}" if self.skill_version else "")
+        skill += "".join(f" · {name} {value!r}" for name, value in self.values.items())
+        line = [self.model or "?", skill, seed, *changed]
         if len(self.parts) > 1:
             line.append(f"continued {len(self.parts) - 1}×")
         return " · ".join(line)
@@ -200,6 +205,11 @@ class Provenance:
             data["reproduces"] = self.reproduces
         if self.model_defaults:
             data["model_defaults"] = list(self.model_defaults)
+        if self.skill_definition is not None:
+            data["skill_definition"] = self.skill_definition
+            data["skill_version"] = self.skill_version
+        if self.values:
+            data["values"] = dict(self.values)
         return data
 
     @classmethod
@@ -210,4 +220,7 @@ class Provenance:
                    str(data.get("prompt_format", "?")), int(data.get("context_window") or 0), data.get("skill"),
                    str(data.get("instructions", "")), [Part.from_json(part) for part in raw if "settings" in part], fork,
                    data.get("reproduces"), int(data.get("version", PROVENANCE_VERSION)),
-                   tuple(str(said) for said in data.get("model_defaults") or ()))
+                   tuple(str(said) for said in data.get("model_defaults") or ()),
+                   data["skill_version"] if isinstance(data.get("skill_version"), int) else None,
+                   data["skill_definition"] if isinstance(data.get("skill_definition"), dict) else None,
+                   {str(k): str(v) for k, v in (data.get("values") or {}).items()} if isinstance(data.get("values"), dict) else {})

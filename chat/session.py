@@ -8,15 +8,16 @@ was clicked, which token picked) is the tab's, not the session's.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .answer_tokens import Alternative, TokenLog
+from .attachments import Attachment, split_attachment, with_attachment
 from .context_window import FittedPrompt
 from .engine import Engine, Generation, Stats
-from .errors import ChatError
+from .errors import ChatError, ModelUnloaded, SkillError
 from .files import read_conversation
-from .errors import ModelUnloaded
 from .messages import Message, is_blank
 from .models import ModelList, Progress
 from .provenance import Fork, Part, Provenance, with_seed
@@ -24,7 +25,8 @@ from .recording import ConversationRecord, TokenLogs
 from .reply import NextPart, Reply
 from .request import ModelRequest, answer_stop_strings, model_messages, model_request, sent_messages
 from .settings import GenerationSettings
-from .skills import Skill, SkillBook
+from .skills import Skill, SkillBook, split_command
+from .skills_file import skill_from_data
 from .tree import ChatMessage, ConversationTree
 
 RETRY_COMMAND = "/retry"
@@ -39,11 +41,13 @@ class ChatSession:
     `seeds` draws the seed of each sampled answer (recorded with it); by default, from the OS.
     `models`: the app's model list, from which `use_model` picks the chat's model (`model`); `engine` is its
     engine as the chat last got it, asked for again at each answer (the model may have been unloaded since).
+    `skills`: a book, or where to get the book now (a user's skills change while the chat goes on).
     """
 
-    def __init__(self, engine: Engine, skills: SkillBook, instructions: str = "", settings: GenerationSettings | None = None,
-                 seeds: random.Random | None = None, models: ModelList | None = None):
-        self.engine, self.skills = engine, skills
+    def __init__(self, engine: Engine, skills: SkillBook | Callable[[], SkillBook], instructions: str = "",
+                 settings: GenerationSettings | None = None, seeds: random.Random | None = None, models: ModelList | None = None):
+        self.engine = engine
+        self._skills = skills if callable(skills) else (lambda: skills)
         self.models = models
         self.model = engine.name  # the chat's model: its name in `models`
         self.instructions = instructions
@@ -59,6 +63,11 @@ class ChatSession:
         self.record = None  # where the conversation is written as it happens (None: nowhere)
         self._current: Reply | None = None
         self._owed = False  # a message was taken and `answer_last` has not run for it yet
+
+    @property
+    def skills(self) -> SkillBook:
+        """The skills this chat can use now: the skills file's and, on the page, its owner's own (saved in any tab)."""
+        return self._skills()
 
     @property
     def record(self) -> ConversationRecord | None:
@@ -122,9 +131,10 @@ class ChatSession:
 
     # -- the conversation ---------------------------------------------------------------
 
-    def send(self, text: str, skill_name: str | None = None, tokens: bool = False) -> Reply:
-        """Adds the user's message (expanded by the skill) and starts the answer."""
-        self.post(text, skill_name)
+    def send(self, text: str, skill_name: str | None = None, tokens: bool = False, values: Mapping[str, str] | None = None,
+             attachment: Attachment | None = None) -> Reply:
+        """Adds the user's message (expanded by the skill, with `values` for its variables) and starts the answer."""
+        self.post(text, skill_name, values, attachment)
         return self._started_answer(tokens)
 
     def retry(self, tokens: bool = False) -> Reply:
@@ -132,8 +142,13 @@ class ChatSession:
         self.take_back_answer()
         return self._started_answer(tokens)
 
-    def post(self, text: str, skill_name: str | None = None) -> None:
+    def post(self, text: str, skill_name: str | None = None, values: Mapping[str, str] | None = None,
+             attachment: Attachment | None = None) -> None:
         """Takes the user's message into the chat (or `/retry`) without waiting for the model.
+
+        A message that starts with a skill's /command (`/summarize Long text ...`) uses that skill, for
+        this message, with its variables' defaults; `values`: the variables of `skill_name`'s skill (blank or
+        missing: their defaults). `attachment`: a file whose text is the message's material (chat/attachments.py).
 
         The answer in progress is told to stop, not waited for, so a message is taken at once
         however long the model's current step is; `answer_last` then answers it. A message that
@@ -143,14 +158,35 @@ class ChatSession:
         if text.strip() == RETRY_COMMAND:
             self.take_back_answer()
             return
-        if is_blank(text):
-            raise ChatError("type a message first")
-        skill = self.skills.pick(skill_name)
+        skill, said = self.skill_for(text, skill_name)
+        commanded = split_command(text) is not None
+        said = with_attachment(said, attachment) if attachment is not None else said
+        if is_blank(said):
+            raise ChatError(f"type a message after /{skill.command}" if commanded else "type a message first")
+        if commanded:  # a /command: its skill, with its variables' defaults (the form is the menu skill's)
+            values = None
+        message = self._user_message(skill, said, values, attachment.name if attachment else None)  # (refused here: nothing changed)
         self._interrupt()
         if self.history and self.history[-1]["role"] == "user":
             self._append({"role": "assistant", "content": "", "interrupted": True})
-        self._append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
+        self._append(message)
         self._owed = True
+
+    def skill_for(self, text: str, skill_name: str | None = None) -> tuple[Skill, str]:
+        """(the skill a message uses, its text): the /command it starts with, or else `skill_name` (None: the default)."""
+        command = split_command(text)
+        if command is None:
+            return self.skills.pick(skill_name), text
+        return self.skills.by_command(command[0]), command[1]
+
+    @staticmethod
+    def _user_message(skill: Skill, text: str, values: Mapping[str, str] | None, attached: str | None = None) -> ChatMessage:
+        message: ChatMessage = {"role": "user", "content": skill.expand(text, values), "typed": text, "skill": skill.name}
+        if skill.variables:
+            message["values"] = skill.values(values)
+        if attached:
+            message["attached"] = attached
+        return message
 
     def take_back_answer(self) -> None:
         """Retry's first step: the last answer stops and leaves the shown path (it stays in the tree: a
@@ -181,8 +217,17 @@ class ChatSession:
         last = self.history[-1]
         skill = self.skills.find(last.get("skill"))
         if skill is not None and "typed" in last:
-            last["content"] = skill.expand(last["typed"])
+            last["content"] = self._expanded_again(skill, last)
         return self._answer_or_fail(lambda: self._answer(skill, tokens))
+
+    @staticmethod
+    def _expanded_again(skill: Skill, message: ChatMessage) -> str:
+        """The message expanded by its skill as the skill is now (Retry: a new answer, now); as it was when its values
+        no longer fit the skill (edited since)."""
+        try:
+            return skill.expand(message["typed"], message.get("values"))
+        except SkillError:
+            return message["content"]
 
     def edit(self, index: int, text: str) -> None:
         """A new version of the user message at `index` (the old one and all that followed it stay,
@@ -193,9 +238,13 @@ class ChatSession:
         if is_blank(text):
             raise ChatError("type a message first")
         skill = self.skills.find(old.get("skill")) or self.skills.default
+        attached = old.get("attached")
+        if attached:  # the chat shows the file by its name: an edit of the text keeps the file
+            text = f"{text.rstrip()}\n\n{split_attachment(old['typed'], attached)[1]}".lstrip("\n")
+        message = self._user_message(skill, text, old.get("values"), attached)
         self._discard_answer()
         self.history[:] = self.history[:index]  # in place: a stopped answer's stream draws from this list
-        self._append({"role": "user", "content": skill.expand(text), "typed": text, "skill": skill.name})
+        self._append(message)
 
     def continue_answer(self, tokens: bool = False) -> Reply:
         """More of the last answer, in the same message: where it stopped (its token limit, or Stop)."""
@@ -218,7 +267,7 @@ class ChatSession:
         provenance = answer.get("provenance") if answer is not None and answer["role"] == "assistant" else None
         if answer is None or provenance is None or not provenance.parts:
             raise ChatError("nothing to reproduce: the last answer has no record of how it was made")
-        skill = self.skills.find(provenance.skill)
+        skill = self._recorded_skill(provenance)
         settings = [part.settings_in(self.settings) for part in provenance.parts]
         found = self.models.find(provenance.model) if self.models is not None else None  # its model, where the list has it
         model = None if found == self.model else found
@@ -230,6 +279,9 @@ class ChatSession:
             return reply
         self.take_back_answer()
         self.stop()
+        question = self.history[-1]
+        if skill is not None and "typed" in question and provenance.skill_definition is not None:  # its version's prompt
+            question["content"] = skill.expand(question["typed"], provenance.values or question.get("values"))
         then = tuple(self._next_part(later, False, skill, provenance.instructions, tokens, model) for later in settings[1:])
         reply = self._answer_or_fail(lambda: self._answer(skill, tokens, settings[0], provenance.instructions, answer["id"], then,
                                                           model))
@@ -350,12 +402,42 @@ class ChatSession:
         """How many of the oldest history messages the model no longer saw last turn (0: it saw all)."""
         return self.first_in_view if self.first_in_view < len(self.history) else 0
 
-    def preview(self, text: str, skill_name: str | None = None) -> FittedPrompt:
+    def preview(self, text: str, skill_name: str | None = None, values: Mapping[str, str] | None = None,
+                attachment: Attachment | None = None) -> FittedPrompt:
         """The prompt the model would get if `text` were sent now (nothing is changed)."""
-        skill = self.skills.pick(skill_name)
-        request = model_request([*sent_messages(self.history).values(), {"role": "user", "content": text}], self.instructions, skill,
-                                self.settings, expand_last=True)
-        return self.engine.prepare(request.messages, request.settings)
+        skill, said = self.skill_for(text, skill_name)
+        said = with_attachment(said, attachment) if attachment is not None else said
+        message: Message = {"role": "user", "content": skill.expand(said, values)}
+        request = model_request([*sent_messages(self.history).values(), message], self.instructions, skill, self.settings)
+        return self._engine_now().prepare(request.messages, request.settings)
+
+    def check_fits(self, text: str, skill_name: str | None, values: Mapping[str, str] | None, attachment: Attachment) -> None:
+        """Refuses (ChatError, with the numbers) a message with an attached file that would be cut to fit the model's
+        context: a file's end left out silently would be summarized as if it were all."""
+        fitted = self.preview(text, skill_name, values, attachment)
+        if fitted.message_trimmed:
+            window = self.engine.context_window
+            raise ChatError(f"{attachment.name} does not fit: with it the prompt would be {fitted.wanted:,} tokens, and "
+                            f"{self.model} takes at most {fitted.room:,} (its {window:,}-token context less "
+                            f"{window - fitted.room:,} kept for the answer). Attach a shorter file or a part of it, or pick "
+                            "a model with a larger context")
+
+    def trial_prompt(self, skill: Skill, text: str, values: Mapping[str, str] | None = None) -> FittedPrompt:
+        """The prompt of `text` sent with `skill` (saved or not) as the first message of a chat with these instructions."""
+        request = self._trial_request(skill, text, values)
+        return self._engine_now().prepare(request.messages, request.settings)
+
+    def trial(self, skill: Skill, text: str, values: Mapping[str, str] | None = None) -> Generation:
+        """`skill` tried on `text` (`trial_prompt`), answered apart from the chat (which stays as it is, its cache too):
+        iterate the generation for the answer."""
+        request = self._trial_request(skill, text, values)
+        settings, _ = with_seed(request.settings, self.seeds)
+        engine = self._engine_now()
+        stops = request.stop_strings + (self.models.defaults(self.model).stop_strings if self.models is not None else ())
+        return engine.generate(engine.prepare(request.messages, settings), settings, stops)
+
+    def _trial_request(self, skill: Skill, text: str, values: Mapping[str, str] | None) -> ModelRequest:
+        return model_request([{"role": "user", "content": skill.expand(text, values)}], self.instructions, skill, self.settings)
 
     # -- saving and loading -------------------------------------------------------------------
 
@@ -446,11 +528,25 @@ class ChatSession:
         return self._started(self._reply(generation, answer, made, then))
 
     def _begin(self, engine: Engine, skill: Skill | None, instructions: str, first: Part | None = None, **more: Any) -> Provenance:
-        """An answer's provenance, with what the model's defaults set (where it has any)."""
+        """An answer's provenance, with the skill as it is now and its values, and what the model's defaults set."""
         provenance = Provenance.begin(engine, skill.name if skill else None, instructions, first, **more)
+        if skill is not None:
+            provenance.skill_definition, provenance.skill_version = skill.to_data(), skill.version
+            question = next((m for m in reversed(self.history) if m["role"] == "user"), None)
+            provenance.values = dict(question.get("values") or {}) if question is not None else {}
         if self.models is not None:
             provenance.model_defaults = tuple(self.models.defaults(engine.name).words())
         return provenance
+
+    def _recorded_skill(self, provenance: Provenance) -> Skill | None:
+        """The skill an answer was made with, as it was then (a skill edited or deleted since: its recorded text)."""
+        if provenance.skill_definition is not None:
+            try:
+                recorded = skill_from_data(provenance.skill_definition, f"the skill {provenance.skill!r} of the answer")
+                return dataclasses.replace(recorded, version=provenance.skill_version)
+            except SkillError:
+                pass  # (recorded by a release whose skills this one can't read: as the skill is now)
+        return self.skills.find(provenance.skill)
 
     def _next_part(self, settings: GenerationSettings, drawn: bool, skill: Skill | None, instructions: str,
                    tokens: bool, model: str | None = None) -> NextPart:

@@ -1,17 +1,20 @@
 """Prompt skills: a tested prompt wrapped around the user's message (translate, proof-read ...).
 
-A `Skill` is checked when made and expands a message into its template; a `SkillBook` holds a file's
-skills in order (chat/skills_file.py reads the file). Expansion never uses `str.format`: the user's text
-goes in as is, and fences around it are lengthened so it can't close them.
+A `Skill` is checked when made and expands a message into its template, with the values of its
+variables (`{language}`: only declared names are placeholders, other braces are text); a `SkillBook`
+holds a file's skills in order (chat/skills_file.py reads the file), each also picked by its
+`/command`. Expansion never uses `str.format`: the user's text goes in as is, and fences around it
+are lengthened so it can't close them.
 """
 
 from __future__ import annotations
 
 import re
 import reprlib
+import unicodedata
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import SkillError
 
@@ -27,8 +30,11 @@ short = reprlib.Repr()  # bounded repr: a value quoted in an error may be huge o
 short.maxstring = 60
 
 
-def template_problem(template: str) -> str | None:
-    """Why `template` cannot be a skill's template, or None if it can."""
+def template_problem(template: str, variables: Iterable["Variable"] = ()) -> str | None:
+    """Why `template` cannot be a skill's template (with those variables), or None if it can."""
+    missing = [variable.placeholder for variable in variables if variable.placeholder not in template]
+    if missing:
+        return f"template has no {', '.join(missing)} for {'its variables' if len(missing) > 1 else 'its variable'}"
     count = template.count(PLACEHOLDER)
     if count > 1:
         return f"template has {count} {PLACEHOLDER} placeholders; it needs exactly one"
@@ -58,47 +64,174 @@ def _grow(line: str, length: int) -> str:
     return indent + run[0] * max(length, len(run)) + rest
 
 
-def _guard_block(before: str, after: str, message: str) -> tuple[str, str] | None:
-    """If the placeholder is inside a fence, lengthen both fence lines past every run in `message`.
+Block = tuple[int, int | None, str, list[int]]  # a fenced block: (opener line, closer line or None, run, placeholder lines)
 
-    A fence closes only with a run at least as long as its opener, so the user's own ``` lines
-    cannot end the fence and have the text after them read as instructions. None: no fence.
-    """
-    head, opened = before.split("\n"), None
-    for i, line in enumerate(head[:-1]):  # head[-1] is the placeholder's own line
+
+def _fence_blocks(lines: list[str], is_placeholder_line: Callable[[str], Any]) -> list[Block]:
+    """The template's fenced blocks that hold placeholders: (opener line, closer line or None, run, placeholder lines).
+
+    A line with a placeholder is never a fence line (the user's text is not known when the fence is read)."""
+    blocks: list[Block] = []
+    opened: Block | None = None
+    for index, line in enumerate(lines):
+        if is_placeholder_line(line):
+            if opened:
+                opened[3].append(index)
+            continue
         if opened:
-            opened = None if _closes(line, opened[1]) else opened
+            if _closes(line, opened[2]):
+                blocks.append((opened[0], index, opened[2], opened[3]))
+                opened = None
         elif (m := _FENCE.match(line)) and not (m[2][0] == "`" and "`" in m[3]):
-            opened = (i, m[2])  # (a backtick fence's info string may not hold backticks)
-    if opened is None:
-        return None
-    index, run = opened
-    need = _longest_run(message, run[0]) + 1
-    if need <= len(run):
-        return before, after
-    head[index] = _grow(head[index], need)
-    tail = after.split("\n")
-    for j in range(1, len(tail)):  # tail[0] is the rest of the placeholder's line
-        if _closes(tail[j], run):
-            tail[j] = _grow(tail[j], need)
-            break
-    return "\n".join(head), "\n".join(tail)
+            opened = (index, None, m[2], [])  # (a backtick fence's info string may not hold backticks)
+    if opened:
+        blocks.append(opened)  # unclosed: it runs to the end of the prompt
+    return [block for block in blocks if block[3]]
 
 
-def _guard_inline(before: str, after: str, message: str) -> tuple[str, str, str]:
-    """The same for a code span, ```{message}```, which closes only with an equally long run."""
+def _guard_inline(before: str, after: str, value: str) -> tuple[str, str, str]:
+    """A code span, ```{message}```, closes only with an equally long run: both runs grow past every run in `value`."""
     left, right = re.search(r"`+\Z", before), re.match(r"`+", after)
     if not (left and right and len(left[0]) == len(right[0])):
-        return before, after, message
-    run = "`" * max(len(left[0]), _longest_run(message, "`") + 1)
-    if message.startswith("`") or message.endswith("`"):  # else they would join the span's run;
-        message = f" {message} "  # CommonMark strips one space each side
-    return before[: left.start()] + run, run + after[right.end() :], message
+        return before, after, value
+    run = "`" * max(len(left[0]), _longest_run(value, "`") + 1)
+    if value.startswith("`") or value.endswith("`"):  # else they would join the span's run;
+        value = f" {value} "  # CommonMark strips one space each side
+    return before[: left.start()] + run, run + after[right.end() :], value
+
+
+def fill(template: str, placeholders: re.Pattern, values: Mapping[str, str]) -> str:
+    """`template` with each placeholder (`placeholders` captures its name) replaced by its value verbatim.
+
+    Fences around a placeholder are lengthened past every run in the values they hold, so that the user's own ```
+    lines cannot end the fence and have the text after them read as instructions (a code span's runs likewise)."""
+    lines = template.split("\n")
+    fenced: set[int] = set()
+    for opener, closer, run, inside in _fence_blocks(lines, placeholders.search):
+        held = [values[m[1]] for index in inside for m in placeholders.finditer(lines[index])]
+        need = max(_longest_run(value, run[0]) for value in held) + 1
+        if need > len(run):
+            lines[opener] = _grow(lines[opener], need)
+            if closer is not None:
+                lines[closer] = _grow(lines[closer], need)
+        fenced.update(inside)
+    return "\n".join(_fill_line(line, placeholders, values, index in fenced) for index, line in enumerate(lines))
+
+
+def _fill_line(line: str, placeholders: re.Pattern, values: Mapping[str, str], fenced: bool) -> str:
+    pieces = placeholders.split(line)  # text, name, text, name, ..., text
+    texts, names = pieces[0::2], pieces[1::2]
+    inserted = []
+    for i, name in enumerate(names):
+        value = values[name]
+        if not fenced:
+            texts[i], texts[i + 1], value = _guard_inline(texts[i], texts[i + 1], value)
+        inserted.append(value)
+    return "".join(text + value for text, value in zip(texts, inserted)) + texts[-1]
+
+
+VARIABLE_TYPES = ("text", "long text", "choice", "number")
+MAX_VARIABLES = 6  # a skill's variables (the page's form beside the message box has this many fields)
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A value a skill asks for besides the message (`{language}` in its template), with a small form on the page.
+
+    `type`: one of VARIABLE_TYPES. A blank value means the default; a required one must then have a value."""
+
+    name: str
+    type: str = "text"
+    default: str = ""
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", tuple(self.choices))
+        problem = self.problem()
+        if problem:
+            raise SkillError(problem[1], f"variables.{self.name}.{problem[0]}")
+
+    @property
+    def placeholder(self) -> str:
+        return "{" + self.name + "}"
+
+    def problem(self) -> tuple[str, str] | None:
+        """(the key it is about, why) when this cannot be a variable; None when it can."""
+        if not isinstance(self.name, str) or not _VARIABLE_NAME.fullmatch(self.name):
+            return "name", f"variable name {short.repr(self.name)} must be a word of letters, digits and _ (such as language)"
+        if self.name == "message":
+            return "name", "{message} is the user's text; a variable needs another name"
+        if self.type not in VARIABLE_TYPES:
+            return "type", f"variable {self.name}: type must be one of {', '.join(VARIABLE_TYPES)}, not {short.repr(self.type)}"
+        if self.type == "choice" and not self.choices:
+            return "choices", f"variable {self.name}: a choice needs its choices, such as [German, French]"
+        if self.type != "choice" and self.choices:
+            return "choices", f"variable {self.name}: only a choice has choices (its type is {self.type})"
+        problem = self.value_problem(self.default, "its default") if self.default.strip() else None
+        return ("default", f"variable {problem}") if problem else None
+
+    def value_problem(self, value: str, what: str = "the value") -> str | None:
+        if self.type == "number" and not _NUMBER.fullmatch(value.strip()):
+            return f"{self.name} must be a number, {what} is {short.repr(value)}"
+        if self.type == "choice" and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; {what} is {short.repr(value)}"
+        if self.type == "text" and "\n" in value:
+            return f"{self.name} must be one line (a long text variable may have several)"
+        return None
+
+    def value_of(self, given: str | None) -> str:
+        """The text that goes in for `given` (blank: the default); `SkillError` for a value it can't take."""
+        value = given if given is not None and given.strip() else self.default
+        if not value.strip():
+            if self.required:
+                raise SkillError(f"{self.name} needs a value")
+            return ""
+        value = value.strip() if self.type in ("number", "choice", "text") else value
+        problem = self.value_problem(value)
+        if problem:
+            raise SkillError(problem)
+        return value
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type}
+        for key, value in (("description", self.description), ("choices", list(self.choices)), ("default", self.default)):
+            if value:
+                data[key] = value
+        if self.required:
+            data["required"] = True
+        return data
+
+
+# The app's own commands (the page's and the terminal's): a skill's /command can't be one of them.
+APP_COMMANDS = frozenset({"retry", "skill", "skills", "undo", "model", "models", "unload", "continue", "reproduce",
+                          "versions", "tokens", "prev", "next", "clear", "system", "save", "load", "new", "chats", "open",
+                          "help", "quit", "exit"})
+_COMMAND = re.compile(r"[a-z0-9][a-z0-9-]*")
+_COMMAND_AT_START = re.compile(r"/([A-Za-z0-9][A-Za-z0-9_-]*)(?:[ \t]*\n|[ \t]+|$)")
+
+
+def command_for(name: str) -> str:
+    """The /command a skill's name gives: its letters and digits, lower case, words joined by '-'."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    return "-".join(re.findall(r"[a-z0-9]+", ascii_name))
+
+
+def split_command(text: str) -> tuple[str, str] | None:
+    """(command word, the rest) when `text` starts with a /command ("/summarize Long text ..."); None for a
+    message ("/usr/bin/env is ...", or any text that starts with a space: how a message may begin with '/')."""
+    match = _COMMAND_AT_START.match(text)
+    return (match[1].lower(), text[match.end():]) if match else None
 
 
 @dataclass(frozen=True)
 class Skill:
-    """A named prompt around the user's message, with optional setting overrides and stop strings."""
+    """A named prompt around the user's message, with optional setting overrides, stop strings and variables.
+
+    `command`: the word that picks it for one message (`/summarize ...`); by default, from its name."""
 
     name: str
     template: str
@@ -106,25 +239,73 @@ class Skill:
     # Not hashed: a mapping is unhashable, and names are unique in a SkillBook anyway.
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     stop: tuple[str, ...] = ()
+    command: str = ""
+    variables: tuple[Variable, ...] = ()
+    version: int | None = field(default=None, compare=False)  # a user's skill: which saved version (None: the file's)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise SkillError(f"a skill needs a name, not {short.repr(self.name)}")
-        problem = template_problem(self.template) if isinstance(self.template, str) else "template must be text"
+        object.__setattr__(self, "variables", tuple(self.variables))
+        problem = (template_problem(self.template, self.variables) if isinstance(self.template, str) else "template must be text")
+        problem = problem or self._command_problem() or self._variables_problem()
         if problem:
             raise SkillError(f"skill {self.name!r}: {problem}")
+        object.__setattr__(self, "command", self.command or command_for(self.name))
         # Frozen all the way down: nobody can change a loaded skill's settings or stops.
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
         object.__setattr__(self, "stop", tuple(self.stop))
 
-    def expand(self, message: str) -> str:
-        """The template with `message` inserted verbatim, fences lengthened around it if needed."""
-        before, after = self.template.split(PLACEHOLDER, 1)
-        guarded = _guard_block(before, after, message)
-        if guarded:
-            return guarded[0] + message + guarded[1]
-        before, after, message = _guard_inline(before, after, message)
-        return before + message + after
+    def _command_problem(self) -> str | None:
+        command = self.command or command_for(self.name)
+        if not command:
+            return "its name has no letters to make a /command of; give it a 'command:'"
+        if not _COMMAND.fullmatch(command):
+            return f"command {short.repr(command)} must be lower-case letters, digits and '-' (such as summarize), without the /"
+        if command in APP_COMMANDS:
+            return f"/{command} is one of the app's own commands; give the skill another 'command:'"
+        return None
+
+    def _variables_problem(self) -> str | None:
+        if len(self.variables) > MAX_VARIABLES:
+            return f"{len(self.variables)} variables is more than the {MAX_VARIABLES} a skill may have"
+        names = [variable.name for variable in self.variables]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        return f"two variables are named {twice}" if twice else None
+
+    @property
+    def placeholders(self) -> re.Pattern:
+        """The placeholders its template fills: {message} and its variables' (other braces are text)."""
+        names = ["message", *(variable.name for variable in self.variables)]
+        return re.compile(r"\{(" + "|".join(names) + r")\}")
+
+    def values(self, given: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Each variable's value for `given` (blank or missing: its default); `SkillError` naming the one that can't be."""
+        given = given or {}
+        try:
+            return {variable.name: variable.value_of(given.get(variable.name)) for variable in self.variables}
+        except SkillError as error:
+            raise SkillError(f"{self.name}: {error}") from None
+
+    def expand(self, message: str, values: Mapping[str, str] | None = None) -> str:
+        """The template with `message` and the variables' values inserted verbatim, fences lengthened around them."""
+        return fill(self.template, self.placeholders, {"message": message, **self.values(values)})
+
+    def to_data(self) -> dict[str, Any]:
+        """The skill as the skills file writes it (chat/skills_file.py `skills_yaml` reads it back the same)."""
+        data: dict[str, Any] = {"name": self.name}
+        if self.command != command_for(self.name):
+            data["command"] = self.command
+        if self.description:
+            data["description"] = self.description
+        if self.variables:
+            data["variables"] = {variable.name: variable.to_data() for variable in self.variables}
+        data["template"] = self.template
+        if self.settings:
+            data["settings"] = dict(self.settings)
+        if self.stop:
+            data["stop"] = list(self.stop)
+        return data
 
 
 class SkillBook:
@@ -132,10 +313,15 @@ class SkillBook:
 
     def __init__(self, skills: Iterable[Skill]) -> None:
         self._skills: dict[str, Skill] = {}
+        self._commands: dict[str, Skill] = {}
         for skill in skills:
             if skill.name in self._skills:
                 raise SkillError(f"two skills are named {skill.name!r}")
+            if skill.command in self._commands:
+                raise SkillError(f"skills {self._commands[skill.command].name!r} and {skill.name!r} both have the command "
+                                 f"/{skill.command}; give one a 'command:'")
             self._skills[skill.name] = skill
+            self._commands[skill.command] = skill
         if not self._skills:
             raise SkillError("a skill book needs at least one skill")
 
@@ -154,6 +340,14 @@ class SkillBook:
     def pick(self, name: str | None) -> Skill:
         """The skill a user picked: by name, the default when none is named (unknown: `SkillError`)."""
         return self.default if not name else self.get(name)
+
+    def by_command(self, word: str) -> Skill:
+        """The skill a /command names (`word` without the /); unknown: `SkillError` saying where they are listed."""
+        skill = self._commands.get(word.lower())
+        if skill is None:
+            raise SkillError(f"unknown command /{word}: /skills lists the skills' commands (start the message with a space "
+                             "to send it as it is)")
+        return skill
 
     def find(self, name: str | None) -> Skill | None:
         """The skill of that name, if this book has it (a message may name one from another skills file)."""

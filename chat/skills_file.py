@@ -13,10 +13,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import SettingsError, SkillError
 from .settings import FIELD_NAMES, GenerationSettings
-from .skills import Skill, SkillBook, short, template_problem
+from .skills import Skill, SkillBook, Variable, command_for, short, template_problem
 
 DEFAULT_SKILLS_PATH = Path(__file__).resolve().parent.parent / "skills.yaml"
-SKILL_KEYS = ("name", "template", "description", "settings", "stop")
+SKILL_KEYS = ("name", "command", "description", "variables", "template", "settings", "stop")
+VARIABLE_KEYS = ("type", "description", "choices", "default", "required")
 
 
 def load_skills(path: str | Path = DEFAULT_SKILLS_PATH) -> SkillBook:
@@ -54,7 +55,8 @@ def parse_skills(text: str, source: str = "skills.yaml") -> SkillBook:
 def _syntax_error(error: yaml.YAMLError, text: str, source: str) -> SkillError:
     if isinstance(error, yaml.reader.ReaderError):
         line = text[: error.position].count("\n") + 1
-        return SkillError(f"{source}, line {line}: character U+{error.character:04X} is not allowed in YAML")
+        said = f"character U+{error.character:04X} is not allowed in YAML"
+        return SkillError(f"{source}, line {line}: {said}", line=line, problem=said)
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     where = f"{source}, line {mark.line + 1}" if mark else source
     problem = getattr(error, "problem", None) or getattr(error, "context", None) or str(error)
@@ -65,7 +67,8 @@ def _syntax_error(error: yaml.YAMLError, text: str, source: str) -> SkillError:
         problem = f"{context} {problem}" if problem.startswith("but ") else f"{problem} ({context})"
     if "'\\t'" in problem:
         problem += "; indent with spaces, not tabs"
-    return SkillError(f"{where}: YAML syntax error: {problem}")
+    return SkillError(f"{where}: YAML syntax error: {problem}", line=mark.line + 1 if mark else None,
+                      problem=f"YAML syntax error: {problem}")
 
 
 def _describe(value: Any) -> str:
@@ -88,8 +91,9 @@ class _Parser:
         self.loader, self.source = loader, source
 
     def fail(self, node: Node | None, problem: str, skill: str = "") -> NoReturn:
-        line = f", line {node.start_mark.line + 1}" if node else ""
-        raise SkillError(f"{self.source}{line}{', ' + skill if skill else ''}: {problem}")
+        number = node.start_mark.line + 1 if node else None
+        line = f", line {number}" if number else ""
+        raise SkillError(f"{self.source}{line}{', ' + skill if skill else ''}: {problem}", line=number, problem=problem)
 
     def value(self, node: Node, skill: str = "") -> Any:
         try:
@@ -162,13 +166,64 @@ class _Parser:
                 self.fail(key_node, f"unknown key {key!r}; generation settings go under 'settings:'", label)
             if key not in SKILL_KEYS:
                 self.fail(key_node, _unknown("key", key, SKILL_KEYS, "allowed keys"), label)
+        variables = self.variables(pairs, label)
         template = self.text(pairs, "template", node, label)
-        problem = template_problem(template)
+        problem = template_problem(template, variables)
         if problem:
             self.fail(pairs["template"][1], problem, label)
         description = self.text(pairs, "description", node, label, required=False).strip()
+        command = self.text(pairs, "command", node, label, required=False).strip().removeprefix("/")
         settings, stop = self.settings(pairs, label), self.stop(pairs, label)
-        return Skill(name, template, description, settings, stop), pairs["name"][1].start_mark.line + 1
+        try:
+            skill = Skill(name, template, description, settings, stop, command, variables)
+        except SkillError as error:  # the command (the rest was checked above, line by line)
+            self.fail(pairs.get("command", pairs["name"])[1], str(error).removeprefix(f"{label}: "), label)
+        return skill, pairs["name"][1].start_mark.line + 1
+
+    def variables(self, pairs: dict, label: str) -> tuple[Variable, ...]:
+        """`variables:` maps each name to its type, default ... (`language: {type: choice, choices: [German, French]}`)."""
+        node = pairs.get("variables", (None, None))[1]
+        if self.empty(node, label):
+            return ()
+        if not isinstance(node, MappingNode):
+            self.fail(node, f"variables must be a mapping such as 'language: {{type: text}}', not {self.kind(node)}", label)
+        variables = []
+        for name, (name_node, spec_node) in self.pairs(node, label).items():
+            if self.empty(spec_node, label):
+                spec: dict[str, tuple[Node, Node]] = {}
+            elif isinstance(spec_node, MappingNode):
+                spec = self.pairs(spec_node, label)
+            else:
+                self.fail(spec_node, f"variable {name} must be a mapping such as '{{type: text, default: ...}}', "
+                          f"not {self.kind(spec_node)}", label)
+            for key, (key_node, _) in spec.items():
+                if key not in VARIABLE_KEYS:
+                    self.fail(key_node, _unknown(f"key of variable {name}:", key, VARIABLE_KEYS, "allowed keys"), label)
+            values = {key: self.value(value_node, label) for key, (_, value_node) in spec.items()}
+            variables.append(self.variable(name, values, name_node, spec, label))
+        return tuple(variables)
+
+    def variable(self, name: str, values: dict[str, Any], name_node: Node, spec: dict, label: str) -> Variable:
+        def at(key: str) -> Node:
+            return spec[key][1] if key in spec else name_node
+        for key in ("type", "description"):
+            if key in values and not isinstance(values[key], str):
+                self.fail(at(key), f"variable {name}: {key} must be text, not {_describe(values[key])}", label)
+        choices = values.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in choices):
+            self.fail(at("choices"), f"variable {name}: choices must be a list of texts such as [German, French]", label)
+        default = values.get("default")
+        if isinstance(default, bool) or not isinstance(default, (str, int, float, type(None))):
+            self.fail(at("default"), f"variable {name}: default must be text or a number, not {_describe(default)}", label)
+        required = values.get("required", False)
+        if not isinstance(required, bool):
+            self.fail(at("required"), f"variable {name}: required must be true or false, not {_describe(required)}", label)
+        try:
+            return Variable(name, values.get("type") or "text", "" if default is None else str(default), required,
+                            tuple(str(choice) for choice in choices), (values.get("description") or "").strip())
+        except SkillError as error:  # error.field: variables.NAME.KEY
+            key = (error.field or "").rpartition(".")[2]
+            self.fail(name_node if key == "name" else at(key), str(error), label)
 
     def text(self, pairs: dict, key: str, node: Node, label: str, required: bool = True) -> str:
         value_node = pairs.get(key, (None, None))[1]
@@ -216,3 +271,30 @@ class _Parser:
             if not isinstance(value, str) or not value:
                 self.fail(item, f"stop strings must be non-empty text, not {_describe(value)}", label)
         return tuple(stops)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes a template of several lines as a block (`|`), as people write them, not as one quoted line."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    block = "\n" in text and not any(line != line.rstrip() for line in text.split("\n"))  # (PyYAML quotes trailing spaces)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if block else None)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def skills_yaml(skills: Iterable[Skill], heading: str = "") -> str:
+    """The skills as a skills file (`parse_skills` reads it back to the same skills); `heading`: a comment on top."""
+    comment = "".join(f"# {line}\n".replace("# \n", "#\n") for line in heading.splitlines())
+    return comment + _dump([skill.to_data() for skill in skills])
+
+
+def skill_from_data(data: dict[str, Any], source: str = "skill") -> Skill:
+    """One skill from `Skill.to_data()`'s form (an answer's provenance keeps it), checked as the file's are."""
+    return next(iter(parse_skills(_dump([data]), source)))
+
+
+def _dump(skills: list[dict[str, Any]]) -> str:
+    return yaml.dump({"skills": skills}, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=120)

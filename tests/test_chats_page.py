@@ -111,7 +111,7 @@ def test_opening_a_chat_brings_back_its_instructions_skill_and_settings(tiny_eng
     for _ in answer(session):
         pass
     other, shown = tab(tiny_engine, store, "alice", {"token": "", "chat": session.session.record.chat_id})  # another device
-    assert (shown["instructions"], shown["skill"]) == ("Answer in French.", "🔄 Translate to German")
+    assert (shown["instructions"], shown["skill"]["value"]) == ("Answer in French.", "🔄 Translate to German")
     values = {declared.name: shown[declared.name] for declared in SETTINGS}
     assert (values["temperature"], values["top_k"], values["seed"]) == (0.3, 7, 11)
     assert other.session.settings == session.session.settings and other.session.instructions == "Answer in French."

@@ -295,21 +295,24 @@ def test_a_servers_models_join_the_list_beside_the_local_ones(tiny_chat_dir, tin
 
 
 def test_the_pages_models_section_saves_a_models_defaults_and_picking_it_brings_them(two, tiny_base_dir):
+    """Its instructions, settings, stop strings, prompt format and skill: picking the model brings each."""
     import gradio as gr
 
     from chat.settings import SETTINGS as DECLARED
     from chat.web.panels import models as section
 
-    tab = Tab(session_on(two))
+    skills = SkillBook([Skill("Chat", "{message}"), Skill("💎 Summarize", "Summarize: {message}")])
+    tab = Tab(ChatSession(two.engine(two.default), skills, "", SETTINGS, models=two))
     other = f"{tiny_base_dir.name} · int8"
     controls = [None] * len(DECLARED)
-    section.save_defaults(tab, other, "###\n", "transcript", "Talk like a pirate.", *controls)
+    section.save_defaults(tab, other, "###\n", "transcript", "💎 Summarize", "Talk like a pirate.", *controls)
     tab.session.instructions = "Be helpful."
     shown = section.choose_model(tab, other, gr.Progress())
-    assert shown["model"] == other and shown["instructions"] == "Talk like a pirate."
+    assert shown["model"] == other and shown["instructions"] == "Talk like a pirate." and shown["skill"]["value"] == "💎 Summarize"
     assert f"{other}</td><td>● loaded" in shown["table"]
     about = section.describe(tab, other)
     assert about["stops"] == "###" and about["prompt_format"] == "transcript" and "stop strings '###'" in about["about"]
+    assert "skill 💎 Summarize" in about["about"]
     section.clear_defaults(tab, other)
     assert two.defaults(other).empty
 

@@ -275,34 +275,48 @@ def test_any_text_a_model_writes_is_stored_even_a_nul_character(db_url):
     assert escape_html_outside_code("ver\x00\ufffd Ü😀") == "ver␀\ufffd Ü😀"
 
 
-RELEASE_1_FILE = Path(__file__).parent / "data" / "chats-schema-1.sqlite3"  # made by release 1's code (commit 36337cc)
+DATA = Path(__file__).parent / "data"
+RELEASE_1_FILE = DATA / "chats-schema-1.sqlite3"  # made by release 1's code (commit 36337cc)
+RELEASE_4_FILE = DATA / "chats-schema-4.sqlite3"  # made by release 4's code (commit 01b0bf6): a chat with its model
+# What each release added, undone (newest first) to make today's tables an earlier release's on PostgreSQL.
+ADDED_BY = {
+    5: ["DROP TABLE skill_versions", "DROP TABLE user_skills", "ALTER TABLE messages DROP COLUMN skill_values",
+        "ALTER TABLE messages DROP COLUMN attached"],
+    4: ["DROP TABLE model_defaults", "ALTER TABLE conversations DROP COLUMN model"],
+    3: ["DROP TABLE token_data"],
+    2: ["ALTER TABLE messages DROP COLUMN shown_at"],
+}
+JSON_COLUMNS = ("settings", "provenance", "defaults")
 
 
-def release_1_database(db_url: str) -> str:
-    """`db_url` holding what release 1 wrote to RELEASE_1_FILE: the file itself, or on PostgreSQL the same rows
-    in release 1's tables (today's, less what later releases added)."""
+def earlier_database(db_url: str, made_by: Path, release: int) -> str:
+    """`db_url` holding what release `release` wrote to the file `made_by`: the file itself, or on PostgreSQL the same
+    rows in that release's tables (today's, less what later releases added)."""
     if db_url.startswith("sqlite"):
-        path = db_url.removeprefix("sqlite:///")
-        shutil.copy(RELEASE_1_FILE, path)
+        shutil.copy(made_by, db_url.removeprefix("sqlite:///"))
         return db_url
-    Store(db_url).engine.dispose()
-    source = sqlite3.connect(RELEASE_1_FILE)
+    source = sqlite3.connect(made_by)
     store = Store(db_url)
     with store.engine.begin() as connection:
-        connection.execute(text("DROP TABLE model_defaults"))  # (release 4's)
-        connection.execute(text("ALTER TABLE conversations DROP COLUMN model"))  # (release 4's)
-        connection.execute(text("DROP TABLE token_data"))  # (release 3's)
-        connection.execute(text("ALTER TABLE messages DROP COLUMN shown_at"))  # (release 2's)
+        for later in range(schema.SCHEMA_VERSION, release, -1):
+            for statement in ADDED_BY[later]:
+                connection.execute(text(statement))
         connection.execute(text("DELETE FROM meta"))
-        for table in ("meta", "conversations", "messages"):
+        tables = [name for (name,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in ("meta", "conversations", "messages", "token_data", "model_defaults"):
+            if table not in tables:
+                continue
             cursor = source.execute(f"SELECT * FROM {table}")
             columns = [c[0] for c in cursor.description]
             for row in cursor:
-                values = {c: (json.loads(v) if c in ("settings", "provenance") and v else v) for c, v in zip(columns, row)}
-                target = getattr(schema, table)
-                connection.execute(target.insert().values({c: values[c] for c in columns}))
+                values = {c: (json.loads(v) if c in JSON_COLUMNS and v else v) for c, v in zip(columns, row)}
+                connection.execute(getattr(schema, table).insert().values({c: values[c] for c in columns}))
     store.engine.dispose()
     return db_url
+
+
+def release_1_database(db_url: str) -> str:
+    return earlier_database(db_url, RELEASE_1_FILE, 1)
 
 
 def test_a_release_1_database_is_upgraded_with_every_chat_and_version_kept(db_url):
@@ -315,7 +329,7 @@ def test_a_release_1_database_is_upgraded_with_every_chat_and_version_kept(db_ur
     assert sorted(m["content"] for m in chat.all_messages if m["role"] == "assistant") == ["4", "5", "Hello"]
     assert chat.instructions == "Be brief." and chat.settings["temperature"] == 0.7
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "4"
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == str(schema.SCHEMA_VERSION)
         assert connection.execute(text("SELECT count(*) FROM messages WHERE shown_at IS NULL")).scalar_one() == 0
     # Release 3 keeps answers' token data: the upgraded database takes it.
     answer = next(m for m in chat.messages if m["content"] == "4")
@@ -328,3 +342,52 @@ def test_a_release_1_database_is_upgraded_with_every_chat_and_version_kept(db_ur
     assert store.open_chat("user:ada", chat.id).model == "SmolLM2-135M-Instruct · int4"
     store.save_model_defaults("SmolLM2-135M-Instruct · int4", ModelDefaults("Be terse.", {"temperature": 0.2}))
     assert Store(db_url).model_defaults("SmolLM2-135M-Instruct · int4") == ModelDefaults("Be terse.", {"temperature": 0.2})
+
+
+def test_a_release_4_database_is_upgraded_and_keeps_skills_values_and_attachments_from_then_on(db_url):
+    """Release 5: users' own skills with their versions, a message's skill values and attached file's name."""
+    store = Store(earlier_database(db_url, RELEASE_4_FILE, 4))
+    (summary,) = store.chats("user:ada")
+    chat = store.open_chat("user:ada", summary.id)
+    assert [m["content"] for m in chat.messages][1] == "A text." and chat.messages[0]["typed"] == "A long text."
+    assert chat.model == "SmolLM2-135M-Instruct · int4" and chat.messages[1]["provenance"]["parts"][0]["seed"] == 7
+    assert "values" not in chat.messages[0] and "attached" not in chat.messages[0]  # (release 4 had none)
+    assert store.model_defaults("SmolLM2-135M-Instruct · int4") == ModelDefaults("Be terse.", {"temperature": 0.2})
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == str(schema.SCHEMA_VERSION)
+    # What release 5 keeps, in the upgraded database:
+    asked = store.add_message("user:ada", chat.id, {"role": "user", "content": "…", "typed": "Hi\n\nnotes.md:\n```\nx\n```",
+                                                    "skill": "🌍 Translate", "values": {"language": "French"},
+                                                    "attached": "notes.md"}, chat.messages[-1]["id"])
+    again = Store(db_url).open_chat("user:ada", chat.id)
+    stored = next(m for m in again.all_messages if m["id"] == asked)
+    assert stored["values"] == {"language": "French"} and stored["attached"] == "notes.md"
+    saved = store.skills.save_skill("user:ada", None, {"name": "🌍 Translate", "template": "{message}"}, "first")
+    store.skills.save_skill("user:ada", saved.id, {"name": "🌍 Translate", "template": "In {message}"}, "")
+    assert [(s.name, s.version) for s in Store(db_url).skills.owned_skills("user:ada")] == [("🌍 Translate", 2)]
+    store.save_model_defaults("SmolLM2-135M-Instruct · int4", ModelDefaults("Be terse.", skill="🌍 Translate"))
+    assert Store(db_url).model_defaults("SmolLM2-135M-Instruct · int4").skill == "🌍 Translate"
+
+
+def test_skills_are_their_owners_alone_with_every_version_kept(db_url):
+    store = Store(db_url)
+    first = store.skills.save_skill("user:ada", None, {"name": "🧪 Haiku", "template": "A haiku: {message}"}, "first try")
+    store.skills.save_skill("user:ada", first.id, {"name": "🧪 Haiku", "template": "A haiku on {message}"}, "")
+    store.skills.save_skill("user:bob", None, {"name": "🧪 Haiku", "template": "Bob's: {message}"}, "")
+    assert [s.definition["template"] for s in store.skills.owned_skills("user:ada")] == ["A haiku on {message}"]
+    assert [s.definition["template"] for s in store.skills.owned_skills("user:bob")] == ["Bob's: {message}"]
+    assert [(s.version, s.note) for s in store.skills.skill_versions("user:ada", first.id)] == [(2, ""), (1, "first try")]
+    # Another owner's id reaches nothing: no versions, no new version, no delete.
+    assert store.skills.skill_versions("user:bob", first.id) == []
+    with pytest.raises(LookupError):
+        store.skills.save_skill("user:bob", first.id, {"name": "🧪 Haiku", "template": "mine now {message}"}, "")
+    store.skills.delete_skill("user:bob", first.id)
+    assert [s.version for s in store.skills.owned_skills("user:ada")] == [2]
+    store.skills.delete_skill("user:ada", first.id)
+    assert store.skills.owned_skills("user:ada") == []
+    store.skills.restore_skill("user:ada", first.id)
+    assert [s.version for s in store.skills.owned_skills("user:ada")] == [2]
+    store.skills.delete_skill("user:ada", first.id)
+    store.purge_deleted(older_than_s=-1)  # (past Undo's reach): gone with its versions
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM skill_versions WHERE skill_id = :id"), {"id": first.id}).scalar_one() == 0

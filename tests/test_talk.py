@@ -82,6 +82,18 @@ def test_each_piped_line_is_a_message_and_mistakes_do_not_stop_the_rest(tmp_path
     assert run.returncode == 1  # a script learns that something went wrong
 
 
+def test_a_skills_command_picks_its_skill_for_that_message_alone(tmp_path, tiny_chat_dir, tiny_engine, expected):
+    lines = "/translate-to-german Guten Tag\nHello\n/nosuch hi\n/save chat.json\n"
+    run = piped(tmp_path, tiny_chat_dir, lines)
+    translated, hello = expected("Guten Tag", "Hello", skills=["🔄 Translate to German", None])
+    assert run.stdout.decode() == f"{translated}\n{hello}\n"  # the command's skill, then the chat's own again
+    assert "error: unknown command /nosuch: /help lists them" in run.stderr.decode()
+    saved = seeded_session(tiny_engine, load_skills())
+    saved.load_messages(load_conversation(tmp_path / "chat.json"), "chat.json")
+    asked = [(m.get("skill"), m.get("typed")) for m in plain_messages(saved) if m["role"] == "user"]
+    assert asked == [("🔄 Translate to German", "Guten Tag"), ("💬 Chat", "Hello")]
+
+
 def test_a_conversation_moves_between_the_web_app_and_the_terminal(tmp_path, tiny_chat_dir, tiny_engine, expected):
     history = [{"role": "user", "content": "Hello", "typed": "Hello", "skill": "💬 Chat"},
                {"role": "assistant", "content": "Hi! How can I help?"}]
@@ -223,7 +235,7 @@ def test_an_interactive_session_streams_answers_and_runs_every_command(tmp_path,
     term.type("\n")  # send it again as it is: the same greedy answer
     assert hello.strip() in term.expect(re.escape(PROMPT))
     term.type("/skills\n")
-    term.expect(r"\* 1\. 💬 Chat - .*\n  2\. 🔄 Translate to German")
+    term.expect(r"\* 1\. /chat  💬 Chat - .*\n  2\. /translate-to-german  🔄 Translate to German")
     term.type("/skill 2\n")
     term.expect("Skill: 🔄 Translate to German\n🔄 Translate to German> ")
     term.type("/system Be brief.\n/system\n")

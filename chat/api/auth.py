@@ -36,6 +36,14 @@ class Guard:
         raise ApiError(401, f"missing or wrong credentials: send {how}; the openai client sends its api_key this way",
                        code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="chat"'})
 
+    def user(self, request: Request) -> str | None:
+        """The --auth account a request came with (None: the API key, or no credentials where none are needed).
+        Its owner's skills are the request's; a key's are the skills file's."""
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        scheme, credential = scheme.lower(), credential.strip()
+        user, password = _pair(_basic(credential) if scheme == "basic" else credential if scheme == "bearer" else "")
+        return user if self._account(user, password) else None
+
     def _account(self, user: str | None, password: str | None) -> bool:
         if user is None or password is None or not self.accounts:
             return False

@@ -9,9 +9,7 @@ the one place that turns pydantic's findings into OpenAI's codes. Nothing here d
 from __future__ import annotations
 
 import json
-import re
 import time
-import unicodedata
 import uuid
 from typing import Annotated, Any, Literal, Mapping, NoReturn
 
@@ -250,16 +248,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
 
 
 def skill_ids(skills: SkillBook) -> dict[str, Skill]:
-    """A short ASCII id per skill ("🔄 Translate to German" -> "translate-to-german"), in file order.
-
-    Two skills whose ids would collide keep the second one's exact name as its id.
-    """
-    ids: dict[str, Skill] = {}
-    for skill in skills:
-        ascii_name = unicodedata.normalize("NFKD", skill.name).encode("ascii", "ignore").decode().lower()
-        slug = "-".join(re.findall(r"[a-z0-9]+", ascii_name))
-        ids[slug if slug and slug not in ids else skill.name] = skill
-    return ids
+    """Each skill by its id, in the book's order: its /command ("🔄 Translate to German" -> "translate-to-german"),
+    unique in a book."""
+    return {skill.command: skill for skill in skills}
 
 
 def requested_model(request: ChatRequest, models: ModelList_, skills: Mapping[str, Skill]) -> tuple[str, Skill | None]:

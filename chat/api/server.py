@@ -43,7 +43,9 @@ from ..models import ModelList
 from ..request import ModelRequest, model_request
 from ..settings import GenerationSettings
 from ..shelf import ModelShelf
+from ..skill_library import SkillLibrary
 from ..skills import Skill, SkillBook
+from ..store.store import user_owner
 from .auth import Accounts, Guard
 from .logprobs import choice_logprobs, whole_answer
 from .pump import Pump
@@ -55,19 +57,21 @@ DRAIN_LIMIT_BYTES = 16 * schema.MAX_BODY_BYTES  # an oversize body is read (and 
 RETRY_AFTER_S = 2
 
 
-def mount_api(app: Any, engine: Engine | None, skills: SkillBook, defaults: GenerationSettings | None = None, instructions: str = "",
+def mount_api(app: Any, engine: Engine | None, skills: SkillBook | SkillLibrary, defaults: GenerationSettings | None = None, instructions: str = "",
               api_key: str | None = None, auth: Accounts = None, max_parallel: int | None = None,
               queue_wait_s: float = QUEUE_WAIT_S, models: ModelList | None = None) -> "ChatApi":
     """Adds the /v1 routes to a FastAPI app (Gradio's `demo.app` included, even after launch).
 
     Gradio's `auth` does not cover routes added this way: the API checks `api_key`/`auth` itself.
-    `models`: the app's model list (without one: `engine` alone).
+    `models`: the app's model list (without one: `engine` alone). `skills`: the skills file's and users' own (a
+    request with an --auth account gets its user's too; one with the API key, the file's).
     """
     if models is None:
         assert engine is not None, "mount_api needs an engine or a model list"
         models = ModelShelf.of(engine)
     engine = engine or models.engine(models.default)
-    api = ChatApi(models, skills, defaults or GenerationSettings(), instructions, Guard(api_key, auth),
+    library = skills if isinstance(skills, SkillLibrary) else SkillLibrary(skills)
+    api = ChatApi(models, library, defaults or GenerationSettings(), instructions, Guard(api_key, auth),
                   max_parallel or engine.answers_at_once, queue_wait_s)
     app.include_router(api.router)
     return api
@@ -100,21 +104,27 @@ async def chat_request(request: Request) -> ChatRequest:
 class ChatApi:
     """The /v1 routes, bound to the app's model list, its skills and defaults."""
 
-    def __init__(self, models: ModelList, skills: SkillBook, defaults: GenerationSettings, instructions: str,
+    def __init__(self, models: ModelList, library: SkillLibrary, defaults: GenerationSettings, instructions: str,
                  guard: Guard, max_parallel: int, queue_wait_s: float):
         self.models, self.defaults, self.instructions, self.guard = models, defaults, instructions, guard
-        self.skills = schema.skill_ids(skills)
+        self.library = library
         self.max_parallel, self.queue_wait_s = max_parallel, queue_wait_s
         self._slots = asyncio.Semaphore(max_parallel)
         self.router = APIRouter(prefix="/v1", route_class=OpenAIErrors, dependencies=[Depends(guard.check)])
         self.router.add_api_route("/models", self.list_models, methods=["GET"])
         self.router.add_api_route("/chat/completions", self.chat_completions, methods=["POST"])
 
-    async def list_models(self) -> Response:
-        return JSONResponse(_json(schema.models_list(self.models, self.skills)))
+    def skills(self, request: Request) -> dict[str, Skill]:
+        """The skills a request may name, by id: the file's, and its --auth user's own."""
+        user = self.guard.user(request)
+        return schema.skill_ids(self.library.book(user_owner(user)) if user else self.library.file_book)
+
+    async def list_models(self, request: Request) -> Response:
+        skills = await asyncio.to_thread(self.skills, request)  # (a database query)
+        return JSONResponse(_json(schema.models_list(self.models, skills)))
 
     async def chat_completions(self, chat: Annotated[ChatRequest, Depends(chat_request)], request: Request) -> Response:
-        model, skill = schema.requested_model(chat, self.models, self.skills)
+        model, skill = schema.requested_model(chat, self.models, await asyncio.to_thread(self.skills, request))
         asked = self.request_for(chat, skill)
         engine = await self._engine(model)
         await self._take_slot()

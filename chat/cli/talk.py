@@ -24,6 +24,7 @@ from .args import (build_instructions, build_models, build_skills, load_default,
 from ..files import load_conversation, save_conversation
 from ..errors import ChatError, GenerationError, SkillError
 from ..session import ChatSession, Reply
+from ..skill_library import SkillLibrary
 from ..skills import SkillBook
 from ..files import conversation_document
 from ..tree import ChatMessage
@@ -38,7 +39,8 @@ from ..store.store import Store
 
 HELP = """Commands:
   /skill NAME    use a skill for the next messages (a number or part of the name will do)
-  /skills        list the skills
+  /skills        list the skills and their commands
+  /summarize TXT a skill's command (/skills lists them): that skill for this one message
   /models        the models: weights, size, memory estimate, which are loaded (* marks this chat's)
   /model NAME    answer with another model from the next message on (a number or part of the name will do;
                  /model alone says which one answers)
@@ -64,7 +66,7 @@ HELP = """Commands:
   /quit          leave (Ctrl+D does too)
 Ctrl+C stops an answer."""
 STOPPED = "[stopped]"
-COMMAND_WORD = re.compile(r"/[A-Za-z]+")  # "/sytem hi" is a typo to point out, "/usr/bin …" a message
+COMMAND_WORD = re.compile(r"/[A-Za-z][A-Za-z0-9_-]*")  # "/sytem hi" is a typo to point out, "/usr/bin …" a message
 LOADED_SHOWN = 4  # after /load, the last messages shown so the user sees where they are
 LAST = "last"  # --resume without an ID: the newest chat
 CHATS_SHOWN = 20  # /chats lists this many
@@ -84,8 +86,10 @@ def run_talk(args: argparse.Namespace) -> int:
     models = build_models(args, say=_say_on_stderr, keeper=store)  # (the store keeps each model's defaults)
     engine = load_default(models, say=_say_on_stderr)
     instructions, settings = starting_with(models, args, build_instructions(args, engine), settings_from_args(args))
-    session = ChatSession(engine, build_skills(args), instructions, settings, models=models)
-    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner_from_args(args))
+    owner = owner_from_args(args)
+    library = SkillLibrary(build_skills(args), store.skills if store is not None else None)  # (the user's own skills too)
+    session = ChatSession(engine, lambda: library.book(owner), instructions, settings, models=models)
+    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner)
     if args.skill:
         talk.skill = find_skill(session.skills, args.skill)
     if args.resume:
@@ -190,6 +194,10 @@ class Talk:
         try:
             if word in self.commands:
                 return self.commands[word](rest.strip()) is not False
+            if COMMAND_WORD.fullmatch(word) and word[1:].lower() in {skill.command for skill in self.session.skills}:
+                self.keep_in_store()  # a skill's /command: that skill, for this message (the session reads it)
+                self.stream(self.session.send(line, self.skill, tokens=self.record_tokens))
+                return True
             if COMMAND_WORD.fullmatch(word):
                 raise ChatError(f"unknown command {word}: /help lists them (start the line with a space to send it as a message)")
             if line.strip():
@@ -240,10 +248,12 @@ class Talk:
         self.note(f"Skill: {self.skill}")
 
     def list_skills(self, _: str) -> None:
+        """Each skill, its /command (a line that starts with it uses the skill for that message) and what it does."""
         for number, skill in enumerate(self.session.skills, start=1):
             mark = "*" if skill.name == self.skill else " "
             about = f" - {skill.description}" if getattr(skill, "description", "") else ""
-            self.show(f"{mark} {number}. {skill.name}{about}")
+            mine = f" (yours, v{skill.version})" if skill.version is not None else ""
+            self.show(f"{mark} {number}. /{skill.command}  {skill.name}{mine}{about}")
 
     def retry(self, _: str) -> None:
         self.stream(self.session.retry(tokens=self.record_tokens))
@@ -260,6 +270,10 @@ class Talk:
         with terminal_bar(wanted, self.err) as bar:
             self.session.use_model(wanted, bar)
         self.note(f"Model: {self.session.model}")
+        skill = self._models().defaults(self.session.model).skill
+        if skill is not None and skill in self.session.skills and skill != self.skill:  # the model's default skill, where the user has it
+            self.skill = skill
+            self.note(f"Skill: {skill} (the model's default)")
 
     def list_models(self, _: str) -> None:
         for number, info in enumerate(self._models().listing(), start=1):

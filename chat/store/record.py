@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any, Sequence
 
 from ..answer_tokens import TokenLog
+from ..messages import extras
 from ..provenance import Provenance
 from ..settings import GenerationSettings
 from ..tree import ChatMessage, ConversationTree
@@ -107,11 +108,7 @@ def tree_of(chat: StoredChat) -> tuple[ConversationTree, list[ChatMessage]]:
 
 
 def _chat_message(stored: StoredMessage) -> ChatMessage:
-    message: ChatMessage = {"id": stored["id"], "role": stored["role"], "content": stored["content"]}
-    if "typed" in stored:
-        message["typed"] = stored["typed"]
-    if "skill" in stored:
-        message["skill"] = stored["skill"]
+    message: ChatMessage = {"id": stored["id"], "role": stored["role"], "content": stored["content"], **extras(stored)}  # type: ignore[typeddict-item]
     if "error" in stored:
         message["error"] = stored["error"]
     if "provenance" in stored:

@@ -31,6 +31,8 @@ class StoredMessage(TypedDict):
     status: MessageStatus
     typed: NotRequired[str]  # what the user typed, where a skill expanded it
     skill: NotRequired[str]
+    values: NotRequired[dict[str, str]]  # its skill's variables' values
+    attached: NotRequired[str]  # the name of a file attached to it
     error: NotRequired[str]  # a failed answer: why
     provenance: NotRequired[dict[str, Any]]  # an answer: how it was made (chat.provenance.Provenance.to_json)
     parent_id: NotRequired[str | None]  # the message it follows (None: the first)
@@ -87,6 +89,10 @@ def stored_message(row: Any, stale_after_s: float) -> StoredMessage:
         message["typed"] = row["typed"]
     if row["skill"] is not None:
         message["skill"] = row["skill"]
+    if isinstance(row["skill_values"], dict):
+        message["values"] = row["skill_values"]
+    if row["attached"] is not None:
+        message["attached"] = row["attached"]
     if row["error"] is not None:
         message["error"] = row["error"]
     if row["provenance"] is not None:

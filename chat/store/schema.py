@@ -15,7 +15,7 @@ from typing import Callable
 
 from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
 
-SCHEMA_VERSION = 4  # this release's; a database with a larger one was made by a newer release
+SCHEMA_VERSION = 5  # this release's; a database with a larger one was made by a newer release
 ID_LENGTH = 32  # ids are 22-character URL-safe random tokens (128 bits): unguessable
 
 metadata = MetaData()
@@ -60,6 +60,8 @@ messages = Table(
     # Schema 2: when it was last on the shown path. Below each message, the version shown last is the
     # one shown again when the user steps back to that branch (None: never shown since it was made).
     Column("shown_at", Float),
+    Column("skill_values", JSON),  # schema 5: the values of its skill's variables (None: it has none)
+    Column("attached", String(400)),  # schema 5: the name of the file attached to it (its text is in `typed`)
     Index("ix_messages_conversation_position", "conversation_id", "position"),
 )
 
@@ -84,6 +86,30 @@ model_defaults = Table(
 )
 
 
+# Schema 5: users' own skills (written on the page), each saved version kept. Owned like chats: every query names
+# the owner. A skill's versions are never changed: bringing an old one back saves it as the newest.
+user_skills = Table(
+    "user_skills", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),  # its newest version, the one in use
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float),  # deleted skills are kept a while, so that Undo can bring them back
+    Index("ix_user_skills_owner", "owner"),
+)
+
+skill_versions = Table(
+    "skill_versions", metadata,
+    Column("skill_id", String(ID_LENGTH), ForeignKey("user_skills.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", JSON, nullable=False),  # the skill in the skills file's form (chat.skills.Skill.to_data)
+    Column("note", Text, nullable=False),  # what the user said of this version ("" for none)
+    Column("created_at", Float, nullable=False),
+)
+
+
 def _add_shown_at(connection: Connection) -> None:
     """1 → 2: versions remember which branch was shown last (release 1's rows: their creation time)."""
     connection.execute(text("ALTER TABLE messages ADD COLUMN shown_at FLOAT"))
@@ -101,6 +127,16 @@ def _add_models(connection: Connection) -> None:
     model_defaults.create(connection)
 
 
+def _add_skills(connection: Connection) -> None:
+    """4 → 5: messages keep their skill's variables' values and an attached file's name (none before), and users
+    their own skills."""
+    json_type = JSON().compile(dialect=connection.dialect)
+    connection.execute(text(f"ALTER TABLE messages ADD COLUMN skill_values {json_type}"))
+    connection.execute(text("ALTER TABLE messages ADD COLUMN attached VARCHAR(400)"))
+    user_skills.create(connection)
+    skill_versions.create(connection)
+
+
 # Steps that bring a database from version N to N + 1, run in order inside one transaction.
 # A step adds tables or columns; it never changes meaning.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data, 3: _add_models}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data, 3: _add_models, 4: _add_skills}

@@ -21,12 +21,15 @@ from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert,
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from ..attachments import split_attachment
 from ..errors import StoreError
 from ..models import ModelDefaults
 from ..tree import new_id
 from .connection import WriteLock, reason
 from .rows import ChatSummary, MessageStatus, StoredChat, no_such_chat, storable, stored_message
-from .schema import MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, model_defaults, token_data
+from .skills import StoredSkills
+from .schema import (MIGRATIONS, SCHEMA_VERSION, conversations, messages, meta, metadata, model_defaults, skill_versions,
+                     token_data, user_skills)
 
 APP_DIR = "chat-workbench"  # under the user data dir (platformdirs)
 DEFAULT_FILE = "chats.sqlite3"
@@ -82,6 +85,7 @@ class Store:
         try:
             self.engine = self._connect(parsed)
             self._migrate()
+            self.skills = StoredSkills(self)  # users' own skills (chat/skill_library.py)
         except StoreError:
             raise
         except (SQLAlchemyError, NoSuchModuleError, OSError) as error:
@@ -196,11 +200,11 @@ class Store:
         if not isinstance(data, dict):
             return None
         return ModelDefaults(data.get("instructions"), dict(data.get("settings") or {}), tuple(data.get("stop_strings") or ()),
-                             data.get("prompt_format"))
+                             data.get("prompt_format"), data.get("skill"))
 
     def save_model_defaults(self, model: str, defaults: ModelDefaults) -> None:
         data = {"instructions": storable(defaults.instructions), "settings": defaults.settings,
-                "stop_strings": list(defaults.stop_strings), "prompt_format": defaults.prompt_format}
+                "stop_strings": list(defaults.stop_strings), "prompt_format": defaults.prompt_format, "skill": defaults.skill}
         with self._write() as connection:
             connection.execute(delete(model_defaults).where(model_defaults.c.model == model))
             if not defaults.empty:
@@ -223,6 +227,9 @@ class Store:
             connection.execute(delete(token_data).where(token_data.c.conversation_id.in_(gone)))
             connection.execute(delete(messages).where(messages.c.conversation_id.in_(gone)))
             connection.execute(delete(conversations).where(conversations.c.deleted_at < cutoff))
+            gone_skills = select(user_skills.c.id).where(user_skills.c.deleted_at < cutoff)
+            connection.execute(delete(skill_versions).where(skill_versions.c.skill_id.in_(gone_skills)))
+            connection.execute(delete(user_skills).where(user_skills.c.deleted_at < cutoff))
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -239,11 +246,13 @@ class Store:
             connection.execute(insert(messages).values(
                 id=message_id, conversation_id=chat_id, parent_id=parent_id, position=position, role=message["role"],
                 content=storable(message["content"]), typed=storable(message.get("typed")), skill=message.get("skill"),
+                skill_values={name: storable(value) for name, value in message["values"].items()} if message.get("values") else None,
+                attached=storable(message.get("attached")),
                 status=status, error=storable(message.get("error")), provenance=message.get("provenance"),
                 created_at=now, updated_at=now, shown_at=now))
             changes: dict[str, Any] = {"shown_leaf": message_id, "updated_at": now}
             if not chat.title and message["role"] == "user":
-                changes["title"] = storable(_title(message.get("typed") or message["content"]))
+                changes["title"] = storable(_title(_shown_typed(message)))
             connection.execute(update(conversations).where(conversations.c.id == chat_id).values(**changes))
         return message_id
 
@@ -311,6 +320,15 @@ class Store:
             done = connection.execute(update(conversations).where(and_(*self._owned(owner, chat_id))).values(**changes))
         if not done.rowcount:
             raise no_such_chat()
+
+
+def _shown_typed(message: Mapping[str, Any]) -> str:
+    """What the chat shows of a user message: what was typed, less an attached file (named instead)."""
+    typed = message.get("typed") or message["content"]
+    if not message.get("attached"):
+        return typed
+    said, _ = split_attachment(typed, message["attached"])
+    return f"{said} 📎 {message['attached']}" if said.strip() else f"📎 {message['attached']}"
 
 
 def _title(text: str) -> str:

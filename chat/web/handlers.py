@@ -15,10 +15,12 @@ import html
 import inspect
 import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
+from ..attachments import Attachment, AttachmentError, read_attachment
 from ..errors import ChatError
 from ..messages import is_blank, replace_broken_characters
 from ..session import Reply
@@ -28,6 +30,9 @@ from .view import Pages, PageUpdate, chat_messages, edited_text, history_index, 
 
 STREAM_UPDATE_INTERVAL_S = 0.05  # redraw at most 20 times a second: smooth, and cheap for long answers
 STOP_DRAWS_WITHIN_S = 5.0  # Stop waits this long at most for the answer's end, to draw the page as it ended
+
+
+SKILLS_COMMAND = "/skills"
 
 
 def warn(message: str) -> None:
@@ -81,30 +86,59 @@ def retry(tab: Tab, instructions: str | None = None, *values: Any) -> Pages:
     yield from _streamed(tab, lambda: tab.session.retry(tokens=tab.record_tokens))
 
 
-def post(tab: Tab, outbox: str, typed_since: str | None = None, skill: str | None = None, *controls: Any) -> PageUpdate:
+def post(tab: Tab, outbox: str, typed_since: str | None = None, skill: str | None = None, attached: Any = None,
+         *controls: Any) -> PageUpdate:
     """The page's Enter or Send: messages join the chat at once, the answer in progress stops.
 
     `outbox` holds the page's numbered messages ([[1, "Hi"], [2, "And…"]], see the chat panel's
     TAKE_MESSAGE_JS): those not taken yet are taken in number order, so requests that overtake each other
     change nothing. Shows the page and the number of the last message taken ("taken"). The page has
     already emptied the box; a refused message goes back into it, before anything typed there since.
+    `attached`: a file in the Attach box, the material of the first message taken (the box empties once it is).
     """
     apply_controls(tab, *controls)
     refused = []
-    for number, text in sorted(_numbered(outbox)):
+    attachment = _attachment(attached)
+    for number, text, form in sorted(_numbered(outbox)):
         if number > tab.last_taken:
             tab.last_taken = number
-            if not _taken(tab, replace_broken_characters(text), skill):
+            if not _taken(tab, replace_broken_characters(text), skill, form_values(tab.session, skill, form), attachment):
                 refused.append(text)
+            elif attachment is not None:
+                attachment, attached = None, gr.update(value=None)  # (its message took it)
     box = _put_back("\n".join(text for text in refused if not is_blank(text)), typed_since)
-    return PageUpdate(page(tab, box), taken=tab.last_taken)
+    return PageUpdate(page(tab, box), taken=tab.last_taken, attached=gr.skip() if attachment is not None or not attached else attached)
 
 
-def _numbered(outbox: str) -> list[tuple[int, str]]:
+def _attachment(attached: Any) -> Attachment | AttachmentError | None:
+    """The Attach box's file read (its error, to be said when its message is sent), or None for none."""
+    if not attached:
+        return None
+    path = getattr(attached, "name", attached)
     try:
-        return [(int(number), str(text)) for number, text in json.loads(outbox or "[]")]
+        return read_attachment(path, Path(path).name)
+    except AttachmentError as error:
+        return error
+
+
+def _numbered(outbox: str) -> list[tuple[int, str, list[str]]]:
+    """The outbox's messages: (number, text, the variables form's fields as they were when it was sent)."""
+    try:
+        return [(int(number), str(text), [str(field) if field is not None else "" for field in (rest[0] if rest else [])])
+                for number, text, *rest in json.loads(outbox or "[]")]
     except (ValueError, TypeError):
         return []  # only this page's own script writes it
+
+
+def form_values(session: Any, skill: str | None, form: list[str]) -> dict[str, str]:
+    """The values of the skill's variables from the form beside the message box: its fields in pairs, (a text box,
+    a menu) per variable in the skill's order (chat panel)."""
+    chosen = session.skills.find(skill) if skill else session.skills.default
+    if chosen is None:
+        return {}
+    pairs = [form[i:i + 2] for i in range(0, len(form), 2)]
+    return {variable.name: (pair[1] if variable.type == "choice" else pair[0])
+            for variable, pair in zip(chosen.variables, pairs) if len(pair) == 2 and (pair[1] if variable.type == "choice" else pair[0])}
 
 
 def take_back_answer(tab: Tab, *controls: Any) -> PageUpdate:
@@ -118,10 +152,19 @@ def take_back_answer(tab: Tab, *controls: Any) -> PageUpdate:
     return page(tab)
 
 
-def _taken(tab: Tab, text: str, skill: str | None = None) -> bool:
-    """`session.post`; a refusal (nothing typed, nothing to retry, an unknown skill) is a warning."""
+def _taken(tab: Tab, text: str, skill: str | None = None, values: dict[str, str] | None = None,
+           attachment: Attachment | AttachmentError | None = None) -> bool:
+    """`session.post`; a refusal (nothing typed, nothing to retry, an unknown skill or command, a value the skill
+    can't take, an attached file that can't be read or won't fit the model's context) is a warning."""
+    if text.strip() == SKILLS_COMMAND:  # (it lists, it sends nothing)
+        info(skills_list(tab.session.skills))
+        return True
     try:
-        tab.session.post(text, skill)
+        if isinstance(attachment, AttachmentError):
+            raise attachment
+        if attachment is not None:
+            tab.session.check_fits(text, skill, values, attachment)
+        tab.session.post(text, skill, values, attachment)
     except ChatError as error:
         warn(str(error))
         return False
@@ -233,6 +276,16 @@ def describe_skill(tab: Tab, skill: str) -> str:
         return tab.session.skills.pick(skill).description
     except ChatError as error:
         return str(error)
+
+
+def skills_list(skills: Any) -> str:
+    """`/skills` on the page: each skill's command and name."""
+    return "Skills (start a message with a command to use one for it): " + " · ".join(
+        f"/{skill.command} {skill.name}" for skill in skills)
+
+
+def info(message: str) -> None:
+    gr.Info(html.escape(message, quote=False))
 
 
 def stream(tab: Tab, reply: Reply) -> Pages:

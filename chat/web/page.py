@@ -18,6 +18,7 @@ from ..shelf import ModelShelf
 from ..models import ModelList
 from ..session import ChatSession
 from ..settings import SETTINGS, GenerationSettings
+from ..skill_library import SkillLibrary
 from ..skills import SkillBook
 from ..store.store import Store
 from .panels.chat import ChatPanel, Posting
@@ -26,25 +27,33 @@ from .panels.file import FilePanel, upload
 from .panels.models import ModelsPanel
 from .panels.prompt import PromptPanel
 from .panels.sidebar import LISTING, Sidebar
+from .panels.skills import SkillsPanel
 from .panels.tokens import TokensPanel
 from .panels.versions import VersionsPanel
 from .tabs import Tab, Tabs
 from .view import NO_ANSWER_YET, PAGE
 from .wiring import Wiring
 
-def build_ui(engine: Engine, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench",
+def build_ui(engine: Engine, skills: SkillBook | SkillLibrary, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench",
              conversations: Store | None = None, everyone: str | None = None, seeds: random.Random | None = None,
              models: ModelList | None = None) -> gr.Blocks:
     """The page; with `conversations` (the store), a sidebar of the user's saved chats (`everyone`: the
     user every visitor is without --auth, from app.py --user; None: each browser its own). `seeds`: where
     the tabs' sessions draw the seeds of sampled answers (by default, from the OS). `models`: the app's model
-    list, `engine` its default model's engine (without a list: that engine alone)."""
+    list, `engine` its default model's engine (without a list: that engine alone). `skills`: the skills file's
+    and users' own (a book alone: users' skills are kept in memory, or in `conversations` where given)."""
     seeds = seeds or random.Random()
     models = models or one_model(engine)
-    tabs = Tabs(lambda: Tab(ChatSession(models.loaded_engine(models.default) or engine, skills, instructions, defaults, seeds=seeds,
-                                        models=models)))
+    library = skills if isinstance(skills, SkillLibrary) else SkillLibrary(skills, conversations.skills if conversations else None)
+
+    def new_tab() -> Tab:
+        tab = Tab(ChatSession(models.loaded_engine(models.default) or engine, lambda: library.book(tab.skills_owner), instructions,
+                              defaults, seeds=seeds, models=models))
+        return tab
+
+    tabs = Tabs(new_tab)
     with gr.Blocks(title=title) as demo:
-        page = Page(models, skills, instructions, defaults, title, conversations, tabs)
+        page = Page(models, library, instructions, defaults, title, conversations, tabs)
         page.wire(Wiring(tabs, page.state), demo, everyone)
     return demo
 
@@ -57,7 +66,7 @@ def one_model(engine: Engine) -> ModelList:
 class Page:
     """The panels, laid out in the order the page shows them."""
 
-    def __init__(self, models: ModelList, skills: SkillBook, instructions: str, defaults: GenerationSettings, title: str,
+    def __init__(self, models: ModelList, library: SkillLibrary, instructions: str, defaults: GenerationSettings, title: str,
                  conversations: Store | None, tabs: Tabs):
         self.default_instructions, self.models = instructions, models
         self.sidebar = Sidebar.build(conversations) if conversations is not None else None
@@ -73,9 +82,10 @@ class Page:
         self.state = gr.State({}, delete_callback=lambda state: tabs.drop(state.get("key")))
         self.chatbot = ChatPanel.build_chatbot()
         self.versions = VersionsPanel.build()
-        self.chat = ChatPanel.build(self.chatbot, skills, box_open=conversations is None, models=models)
+        self.chat = ChatPanel.build(self.chatbot, library.file_book, box_open=conversations is None, models=models)
         self.controls = ControlsPanel.build(instructions, defaults)
         self.models_panel = ModelsPanel.build(models)
+        self.skills_panel = SkillsPanel.build(library)
         self.tokens = TokensPanel.build()
         with gr.Accordion("How this answer was made", open=False):
             self.provenance = gr.Markdown(NO_ANSWER_YET, elem_id="provenance")
@@ -90,12 +100,13 @@ class Page:
         self.chat.wire_quick(wiring)
         switched, picked = self.versions.wire(wiring, self.chatbot)
         self.controls.wire(wiring, self.default_instructions)
-        self.models_panel.wire(wiring, self.chat.model)
+        self.models_panel.wire(wiring, self.chat.model, self.chat.skill)
         self.models_panel.on_load(demo, self.chat.model, self.models)
         self.prompt.wire(wiring)
         uploading, inputs, shows = self.sidebar.uploading() if self.sidebar is not None else (upload, (), ())
         uploaded = self.file.wire(wiring, uploading, inputs, shows)
         opened = self.sidebar.wire(wiring, demo, everyone, self._chat_outputs()) if self.sidebar is not None else []
+        self.skills_panel.wire(wiring, demo, self.chat.skill, opened[:1])  # (the first: the page's load, whose chats)
         self.tokens.redraw_after(wiring, [*wiring.generating, *switched, picked])
         self.file.redraw_after(wiring, [*wiring.generating, *switched, uploaded, *opened])
         self.models_panel.redraw_after(wiring, self.models)
@@ -103,7 +114,8 @@ class Page:
     def _name(self, wiring: Wiring) -> None:
         """Registers every panel's outputs under the names handlers give them."""
         wiring.name(provenance=self.provenance, skill=self.chat.skill)
-        for panel in (self.chat, self.versions, self.controls, self.models_panel, self.tokens, self.prompt, self.sidebar):
+        for panel in (self.chat, self.versions, self.controls, self.models_panel, self.skills_panel, self.tokens, self.prompt,
+                      self.sidebar):
             if panel is not None:
                 panel.name(wiring)
 

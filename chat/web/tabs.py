@@ -11,9 +11,10 @@ import threading
 import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from ..engine import Generation
 from ..session import ChatSession
 
 MAX_TABS = 500  # open tabs kept at once; each holds its history and its KV cache
@@ -33,6 +34,16 @@ class Tab:
     record_tokens: bool = False  # the token view is open: answers record their tokens' probabilities
     token_pick: tuple[str, int] | None = None  # (answer id, token position) clicked in the token view
     last_taken: int = 0  # the number of the page's last message taken (see handlers.post)
+    own_key: str = field(default_factory=lambda: f"tab:{new_tab_key()}")  # whose skills, before the page knows whose (or never)
+    skills_shown: tuple[str, ...] = ()  # the skills the page's menus list (the timer redraws them when these change)
+    deleted_skill: str | None = None  # the id of the skill deleted last (Undo delete)
+    trial: Generation | None = None  # the Skills section's Try in progress (its Stop)
+
+    @property
+    def skills_owner(self) -> str:
+        """Whose skills this tab shows and saves: the chats' owner (a --auth login, the browser's own id); without a
+        store, this tab's own (they last until the app stops)."""
+        return self.owner or self.own_key
 
     def focused_index(self) -> int | None:
         """The history index of the message the user picked, if it is still shown."""

@@ -15,6 +15,7 @@ from typing import Any, Generator
 import gradio as gr
 
 from ..answer_tokens import percent
+from ..attachments import split_attachment
 from ..engine import Stats
 from ..markup import escape_html_outside_code as shown_text
 from ..provenance import Fork, Part, Provenance
@@ -114,9 +115,10 @@ def edited_text(session: ChatSession, index: int, edited: str) -> str:
     (skill tag and HTML escapes included) after an edit in the chat."""
     message = session.history[index]
     shown = shown_text(_typed_with_skill(message, session.skills.default.name))
-    skill = message.get("skill")
-    tag = f"{skill}: " if skill and skill != session.skills.default.name else ""
+    tag = _skill_tag(message, session.skills.default.name)
     text = edited.removeprefix(tag) if shown.startswith(tag) else edited
+    if message.get("attached"):  # (the session keeps the file: chat.session.ChatSession.edit)
+        text = text.rstrip().removesuffix(f"📎 {message['attached']}").rstrip()
     return html.unescape(text) if shown != _typed_with_skill(message, session.skills.default.name) else text
 
 
@@ -157,7 +159,7 @@ def provenance_view(tab: Tab) -> str:
              f"- **Model:** {shown_text(provenance.model)}{revision} ({provenance.backend}, {shown_text(provenance.device)}, "
              f"prompt format {provenance.prompt_format}, context {provenance.context_window:,} tokens)",
              *([f"- **The model's defaults:** {shown_text('; '.join(provenance.model_defaults))}"] if provenance.model_defaults else []),
-             f"- **Skill:** {shown_text(provenance.skill or 'none')}",
+             f"- **Skill:** {skill_line(session, provenance)}",
              f"- **Instructions:** {shown_text(_one_line(provenance.instructions) or '(none)')}"]
     reproduces = provenance.reproduces
     if reproduces and reproduces in session.tree.messages:
@@ -169,6 +171,21 @@ def provenance_view(tab: Tab) -> str:
     for number, part in enumerate(provenance.parts, start=1):
         lines += _part_lines(_part_title(provenance, number), part)
     return "\n".join(lines)
+
+
+def skill_line(session: ChatSession, provenance: Provenance) -> str:
+    """The answer's skill: its version then and now (a user's skill, edited since), and its variables' values."""
+    line = shown_text(provenance.skill or "none")
+    if provenance.skill_version is not None:
+        line += f" · version {provenance.skill_version}"
+        now = session.skills.find(provenance.skill)
+        if now is None:
+            line += " (deleted since: its recorded text is used by Reproduce)"
+        elif now.version != provenance.skill_version:
+            line += f" (it is at version {now.version} now: Reproduce uses version {provenance.skill_version})"
+    if provenance.values:
+        line += " · " + ", ".join(f"{shown_text(name)}: {shown_text(value)}" for name, value in provenance.values.items())
+    return line
 
 
 def _part_title(provenance: Provenance, number: int) -> str:
@@ -243,5 +260,16 @@ def prompt_view(session: ChatSession) -> tuple[str, str]:
 
 def _typed_with_skill(message: ChatMessage, default_skill: str) -> str:
     typed = message.get("typed", message["content"])
+    if message.get("attached"):  # the file by its name, not its text
+        said, _ = split_attachment(typed, message["attached"])
+        typed = f"{said}\n\n📎 {message['attached']}".lstrip("\n")
+    return _skill_tag(message, default_skill) + typed
+
+
+def _skill_tag(message: ChatMessage, default_skill: str) -> str:
+    """What the chat shows before a message of a skill other than the default: "🌍 Translate (language: French): "."""
     skill = message.get("skill")
-    return typed if not skill or skill == default_skill else f"{skill}: {typed}"
+    if not skill or skill == default_skill:
+        return ""
+    values = ", ".join(f"{name}: {value}" for name, value in (message.get("values") or {}).items())
+    return f"{skill} ({values}): " if values else f"{skill}: "

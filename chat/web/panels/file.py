@@ -72,7 +72,8 @@ class FilePanel:
             with gr.Row():
                 download_json = gr.DownloadButton("Download conversation (JSON)", size="sm")
                 download_markdown = gr.DownloadButton("Download as Markdown", size="sm")
-                upload_button = gr.UploadButton("Upload conversation (JSON)", file_types=[".json"], size="sm")
+                upload_button = gr.UploadButton("Upload conversation (JSON)", file_types=[".json"], size="sm",
+                                                elem_id="upload-conversation")
         return cls(download_json, download_markdown, upload_button)
 
     def wire(self, wiring: Wiring, uploading: Callable[..., PageUpdate] = upload, inputs: tuple[Any, ...] = (),

@@ -24,7 +24,7 @@ from ..tabs import Tab
 from ..view import PageUpdate, page
 from ..wiring import QUICK, TAKING_EVENT, Wiring
 
-MODEL_SETS = ("model", "instructions", *(declared.name for declared in SETTINGS))  # what picking a model may change
+MODEL_SETS = ("model", "instructions", "skill", *(declared.name for declared in SETTINGS))  # what picking a model may change
 
 
 def rows(models: ModelList) -> str:
@@ -80,7 +80,11 @@ def choose_model(tab: Tab, name: str, progress: gr.Progress = gr.Progress()) -> 
         session.use_model(name, _bar(progress, name))
     except ChatError as error:
         warn(str(error))
-    return PageUpdate(page(tab), **_chat_model(tab), table=rows(session.models) if session.models else None)
+    shown = PageUpdate(page(tab), **_chat_model(tab), table=rows(session.models) if session.models else None)
+    skill = session.models.defaults(session.model).skill if session.models is not None else None
+    if skill in session.skills:  # the model's default skill, where this user has it
+        shown["skill"] = gr.update(choices=session.skills.names(), value=skill)
+    return shown
 
 
 def _chat_model(tab: Tab) -> dict[str, Any]:
@@ -124,15 +128,16 @@ def describe(tab: Tab, name: str) -> PageUpdate:
     return PageUpdate(about=about(models, name), stops="\n".join(defaults.stop_strings), prompt_format=defaults.prompt_format or "auto")
 
 
-def save_defaults(tab: Tab, name: str, stops: str, prompt_format: str, *controls: Any) -> PageUpdate:
-    """The chat's instructions and the settings it changed, the stop strings and the prompt format become `name`'s
-    defaults: a chat that picks it starts with them."""
+def save_defaults(tab: Tab, name: str, stops: str, prompt_format: str, skill: str | None, *controls: Any) -> PageUpdate:
+    """The chat's instructions and the settings it changed, the stop strings, the prompt format and the chat's skill
+    (unless it is the default one) become `name`'s defaults: a chat that picks it starts with them."""
     apply_controls(tab, *controls)
     session, models = tab.session, _models(tab)
     changed = {key: value for key, value in asdict(session.settings).items()
                if key != "seed" and value != getattr(GenerationSettings(), key)}
     defaults = ModelDefaults(session.instructions, changed, tuple(s for s in stops.splitlines() if s),
-                             None if prompt_format in ("", "auto") else prompt_format)
+                             None if prompt_format in ("", "auto") else prompt_format,
+                             skill if skill and skill != session.skills.default.name else None)
     try:
         models.save_defaults(name, defaults)
         gr.Info(f"Saved as {name}'s defaults: " + "; ".join(defaults.words()))
@@ -191,14 +196,14 @@ class ModelsPanel:
                 stops = gr.Textbox(label="Extra stop strings, one per line", lines=2, max_lines=6)
                 prompt_format = gr.Dropdown(list(FORMATS), value="auto", label="Prompt format")
                 with gr.Row():
-                    save = gr.Button("Save this chat's instructions and settings as its defaults (shared)", size="sm")
+                    save = gr.Button("Save this chat's instructions, settings and skill as its defaults (shared)", size="sm")
                     clear = gr.Button("Clear its defaults", size="sm")
         return cls(table, picked, about_box, load_button, unload_button, refresh_button, stops, prompt_format, save, clear)
 
     def name(self, wiring: Wiring) -> None:
         wiring.name(table=self.table, picked=self.picked, about=self.about, stops=self.stops, prompt_format=self.prompt_format)
 
-    def wire(self, wiring: Wiring, model_menu: gr.Dropdown) -> None:
+    def wire(self, wiring: Wiring, model_menu: gr.Dropdown, skill_menu: gr.Dropdown) -> None:
         state, bind = wiring.state, wiring.bind
         chat_outputs = wiring.outputs(*wiring_page(), *MODEL_SETS, "table")
         # Queued with the messages (a message sent next goes to the model picked), with a bar while it loads.
@@ -208,7 +213,7 @@ class ModelsPanel:
         self.unload.click(bind(unload), [state, self.picked], shown, show_progress="hidden", api_visibility="private")
         self.refresh.click(bind(refresh), [state, self.picked], wiring.outputs("table", "about", "model", "picked"), **QUICK)
         self.picked.input(bind(describe), [state, self.picked], wiring.outputs("about", "stops", "prompt_format"), **QUICK)
-        self.save.click(bind(save_defaults), [state, self.picked, self.stops, self.prompt_format, *wiring.controls],
+        self.save.click(bind(save_defaults), [state, self.picked, self.stops, self.prompt_format, skill_menu, *wiring.controls],
                         self.about, **QUICK)
         self.clear.click(bind(clear_defaults), [state, self.picked], wiring.outputs("about", "stops", "prompt_format"), **QUICK)
 

@@ -140,8 +140,8 @@ def opened(store: Store, tab: Tab, saved: Saved, search: str = "") -> PageUpdate
         value = getattr(session.settings, declared.name)
         shown[declared.name] = -1 if value is None else value  # (the Seed box: -1 = random)
     skill = next((m.get("skill") for m in reversed(session.history) if m["role"] == "user"), None)
-    if skill in session.skills:  # the Skill menu shows the chat's last (unchanged when it has none this app knows)
-        shown["skill"] = skill
+    if skill in session.skills:  # the Skill menu shows the chat's last (unchanged when it has none this app knows),
+        shown["skill"] = gr.update(choices=session.skills.names(), value=skill)  # among the owner's skills
     shown["model"] = session.model
     return shown
 
