@@ -13,7 +13,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import SettingsError, SkillError
 from .settings import FIELD_NAMES, GenerationSettings
-from .skills import Skill, SkillBook, Variable, command_for, short, template_problem
+from .skill_variables import Variable, short
+from .skills import Skill, SkillBook, template_problem
 
 DEFAULT_SKILLS_PATH = Path(__file__).resolve().parent.parent / "skills.yaml"
 SKILL_KEYS = ("name", "command", "description", "variables", "template", "settings", "stop")

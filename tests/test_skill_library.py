@@ -7,7 +7,8 @@ import pytest
 
 from chat.errors import SkillError
 from chat.skill_library import SkillLibrary
-from chat.skills import Skill, Variable
+from chat.skill_variables import Variable
+from chat.skills import Skill
 from chat.skills_file import load_skills
 from chat.store.store import Store
 

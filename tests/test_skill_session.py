@@ -10,7 +10,8 @@ import pytest
 from chat.attachments import AttachmentError, read_attachment, split_attachment, with_attachment
 from chat.errors import ChatError, SkillError
 from chat.skill_library import SkillLibrary
-from chat.skills import Skill, Variable
+from chat.skill_variables import Variable
+from chat.skills import Skill
 from chat.skills_file import load_skills
 from chat.web.tabs import Tab
 from chat.web.view import chat_messages, provenance_view

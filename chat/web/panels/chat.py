@@ -10,7 +10,8 @@ import gradio as gr
 
 from ...attachments import TEXT_TYPES
 from ...models import ModelList
-from ...skills import MAX_VARIABLES, SkillBook
+from ...skill_variables import MAX_VARIABLES
+from ...skills import SkillBook
 from .. import handlers
 from ..view import PAGE
 from ..wiring import QUICK, TAKING_EVENT, Wiring
