@@ -98,16 +98,17 @@ def post(tab: Tab, outbox: str, typed_since: str | None = None, skill: str | Non
     """
     apply_controls(tab, *controls)
     refused = []
-    attachment = _attachment(attached)
+    attachment, took_file = _attachment(attached), False
     for number, text, form in sorted(_numbered(outbox)):
         if number > tab.last_taken:
             tab.last_taken = number
-            if not _taken(tab, replace_broken_characters(text), skill, form_values(tab.session, skill, form), attachment):
+            file = None if took_file else attachment
+            if not _taken(tab, replace_broken_characters(text), skill, form_values(tab.session, skill, form), file):
                 refused.append(text)
-            elif attachment is not None:
-                attachment, attached = None, gr.update(value=None)  # (its message took it)
+            took_file = took_file or file is not None
     box = _put_back("\n".join(text for text in refused if not is_blank(text)), typed_since)
-    return PageUpdate(page(tab, box), taken=tab.last_taken, attached=gr.skip() if attachment is not None or not attached else attached)
+    # The Attach box empties once a message took its file; refused, the file stays for the next try.
+    return PageUpdate(page(tab, box), taken=tab.last_taken, attached=gr.update(value=None) if took_file else gr.skip())
 
 
 def _attachment(attached: Any) -> Attachment | AttachmentError | None:

@@ -56,8 +56,8 @@ def menus(library: SkillLibrary, tab: Tab, chat_skill: str | None = None, picked
     chat_menu = gr.update(choices=book.names()) if chat_skill in book else gr.update(choices=book.names(), value=book.default.name)
     if chat_skill in book and tab.skills_shown == before:
         chat_menu = gr.skip()  # as it is: a page just loaded is not redrawn under the user's first keystrokes
-    return PageUpdate(skill=chat_menu,
-                      skills_picked=gr.update(choices=labels, value=picked if picked in book else None))
+    return PageUpdate(skill=chat_menu, skills_picked=gr.update(choices=labels, value=picked if picked in book else None),
+                      skills_export=export_file(library, tab))  # (written again only when the owner's skills may have changed)
 
 
 def _signature(book: Any) -> tuple[str, ...]:
@@ -81,8 +81,7 @@ def editor(library: SkillLibrary, tab: Tab, name: str | None, fields: SkillField
     choices = [(f"v{saved.version} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(saved.saved_at))}"
                 + (f" · {saved.note}" if saved.note else ""), saved.version) for saved in versions]
     return PageUpdate(**boxes, skill_where=where, skill_said=said,
-                      skill_versions=gr.update(choices=choices, value=choices[0][1] if choices else None, visible=bool(choices)),
-                      skills_export=export_file(library, tab))
+                      skill_versions=gr.update(choices=choices, value=choices[0][1] if choices else None, visible=bool(choices)))
 
 
 def export_file(library: SkillLibrary, tab: Tab) -> str | None:
@@ -114,14 +113,14 @@ def load(library: SkillLibrary, tab: Tab, chat_skill: str | None) -> PageUpdate:
 
 def redraw_menus(library: SkillLibrary, tab: Tab, chat_skill: str | None, picked: str | None) -> PageUpdate:
     """After the page learnt whose chats these are (the saved chats' load): the menus, the owner's skills in them."""
-    return PageUpdate(menus(library, tab, chat_skill, picked), skills_export=export_file(library, tab))
+    return menus(library, tab, chat_skill, picked)
 
 
 def refresh(library: SkillLibrary, tab: Tab, chat_skill: str | None, picked: str | None) -> Any:
     """The timer: the menus again when the owner's skills changed (saved in another tab); else nothing."""
     if _signature(library.book(tab.skills_owner)) == tab.skills_shown:
         return UNCHANGED
-    return PageUpdate(menus(library, tab, chat_skill, picked), skills_export=export_file(library, tab))
+    return menus(library, tab, chat_skill, picked)
 
 
 def pick(library: SkillLibrary, tab: Tab, name: str | None) -> PageUpdate:
