@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--share", action="store_true", help="create a public gradio.live link (needs internet)")
     server.add_argument("--auth", action="append", metavar="USER:PASS", help="require this login for the page and the API (repeatable)")
     server.add_argument("--auth-file", metavar="FILE", help="a file of USER:PASS lines, instead of --auth on the command line")
+    server.add_argument("--admin", action="append", metavar="USER", default=[],
+                        help="an --auth user whose leaderboard counts everyone's votes, not only their own (repeatable)")
     server.add_argument("--concurrency", type=int, default=None,
                         help="answers generated at once; more wait in the queue (default 4 with batching or a remote backend, else 1)")
     server.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
@@ -83,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.user and auth:
         print("error: --user and --auth: with --auth the login says whose chats they are", file=sys.stderr)
         return 1
+    if set(args.admin) - {user for user, _ in auth or []}:
+        print("error: --admin names a user of --auth (or --auth-file)", file=sys.stderr)
+        return 1
     demo = build_ui(engine, skills, instructions, settings, title=args.title, conversations=conversations, everyone=args.user,
-                    models=models)
+                    models=models, admins=frozenset(args.admin))
     concurrency = max(1, args.concurrency or default_concurrency(engine))
     demo.queue(default_concurrency_limit=concurrency, max_size=max(1, args.queue_size))
     if args.share and not auth:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from .errors import ConversationError
 from .messages import EXTRA_KEYS, TypedMessage, extras, normalize_messages
+from .compare import Comparison
 from .provenance import Provenance
 from .tree import ChatMessage, ConversationTree
 
@@ -74,6 +75,8 @@ def _entry(message: ChatMessage) -> dict[str, Any]:
         entry["provenance"] = message["provenance"].to_json()
     if message.get("interrupted"):
         entry["interrupted"] = True
+    if "comparison" in message:
+        entry["comparison"] = message["comparison"].to_json()
     return entry
 
 
@@ -112,6 +115,9 @@ def _read_tree(data: dict[str, Any], source: str) -> Shown:
         added = tree.add(_chat_message(message, item), new_ids.get(parent) if parent is not None else None)
         if isinstance(item.get("id"), str):
             new_ids[item["id"]] = added["id"]
+    for message in tree.messages.values():  # a comparison names its answers by the file's ids
+        if "comparison" in message:
+            message["comparison"] = message["comparison"].renamed(new_ids)
     for parent, child in (data.get("last_shown") or {}).items():
         if child in new_ids:
             tree.remember(new_ids.get(parent) if parent else None, new_ids[child])
@@ -131,6 +137,8 @@ def _chat_message(message: TypedMessage, item: dict[str, Any] | None = None) -> 
         chat["provenance"] = Provenance.from_json(item["provenance"])
     if item.get("interrupted") is True:
         chat["interrupted"] = True
+    if isinstance(item.get("comparison"), dict) and message["role"] == "user":
+        chat["comparison"] = Comparison.from_json(item["comparison"])
     return chat
 
 
@@ -147,6 +155,8 @@ def markdown(conversation: Conversation, model: str, default_skill: str, title: 
             skill = message.get("skill")
             tag = f" · {skill}" if skill and skill != default_skill else ""
             lines += [f"## You{tag}{version}", "", message.get("typed", message["content"]), ""]
+            if "comparison" in message:
+                lines += _comparison_lines(conversation.tree, message["comparison"])
         else:
             lines += [f"## Assistant{version}", "", *_answer_lines(message)]
     return "\n".join(lines).rstrip() + "\n"
@@ -160,6 +170,19 @@ def _answer_lines(message: ChatMessage) -> list[str]:
         lines += ["*(stopped before the end)*", ""]
     if "provenance" in message:
         lines += [f"<sub>{message['provenance'].summary()}</sub>", ""]
+    return lines
+
+
+def _comparison_lines(tree: ConversationTree, comparison: Comparison) -> list[str]:
+    """A compared message's answers, column by column, and the vote (names only once they showed on the page)."""
+    lines = ["### Compared side by side" + (" (blind)" if comparison.blind else ""), ""]
+    for index, column in enumerate(comparison.columns):
+        answer = tree.messages.get(column.answer_id)
+        name = column.label if comparison.revealed else "name hidden until the vote"
+        went_on = " · the chat went on with this one" if comparison.continued == index else ""
+        lines += [f"#### {comparison.letter(index)} · {name}{went_on}", "",
+                  *(_answer_lines(answer) if answer is not None else ["*(not in this file)*", ""])]
+    lines += [f"**Vote:** {comparison.verdict() or 'not judged yet'}", ""]
     return lines
 
 

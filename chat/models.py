@@ -13,7 +13,7 @@ a chat whose model went away gets it loaded again at its next answer. Nothing he
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from .engine import Engine
 from .settings import GenerationSettings
@@ -135,6 +135,12 @@ class ModelList(Protocol):
 
     def engine(self, name: str, progress: Progress | None = None) -> Engine:
         """The model's engine, loaded first if it isn't (raises `ModelLoadError` with what to do when it won't fit)."""
+        ...
+
+    def engines(self, names: Sequence[str], progress: Progress | None = None) -> dict[str, Engine]:
+        """The engines of `names`, loaded to answer at once (a comparison): the set is checked against the limits and
+        the memory as a whole before anything loads (`ModelLoadError` saying what to unload), and none of them is
+        unloaded to make room for another."""
         ...
 
     def loaded_engine(self, name: str) -> Engine | None:

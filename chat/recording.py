@@ -34,6 +34,10 @@ class ConversationRecord(Protocol):
         """The answer is complete, stopped or failed: its text, status and provenance as they are now."""
         ...
 
+    def compared(self, question: ChatMessage) -> None:
+        """The message was compared (chat/compare.py), or its comparison changed: voted on, gone on from."""
+        ...
+
     def tokens(self, answer: ChatMessage, log: TokenLog) -> None:
         """The answer's token data, once it has ended."""
         ...

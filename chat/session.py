@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from .answer_tokens import Alternative, TokenLog
 from .attachments import Attachment, split_attachment, with_attachment
+from .comparing import Comparisons
 from .context_window import FittedPrompt
 from .engine import Engine, Generation, Stats
 from .errors import ChatError, ModelUnloaded, SkillError
@@ -63,6 +64,7 @@ class ChatSession:
         self.record = None  # where the conversation is written as it happens (None: nowhere)
         self._current: Reply | None = None
         self._owed = False  # a message was taken and `answer_last` has not run for it yet
+        self.comparisons = Comparisons(self)  # one message answered side by side (chat/comparing.py)
 
     @property
     def skills(self) -> SkillBook:
@@ -167,6 +169,7 @@ class ChatSession:
             values = None
         message = self._user_message(skill, said, values, attachment.name if attachment else None)  # (refused here: nothing changed)
         self._interrupt()
+        self.comparisons.leave()
         if self.history and self.history[-1]["role"] == "user":
             self._append({"role": "assistant", "content": "", "interrupted": True})
         self._append(message)
@@ -369,18 +372,21 @@ class ChatSession:
         if current is not None:
             current.cancel()
             current.generation.close()
+        self.comparisons.stop(wait=True)
 
     def _interrupt(self) -> None:
         """Tells the answer in progress to stop, without waiting for it."""
         current = self._current
         if current is not None:
             current.cancel()
+        self.comparisons.stop(wait=False)
 
     def _discard_answer(self) -> None:
         """Stops the answer in progress and forgets it: its figures must not reach `last_stats`
         when its stream ends later. (Stop keeps it: the user wants to see where it stopped.)"""
         self.stop()
         self._current = None
+        self.comparisons.comparing = None
 
     @property
     def answering(self) -> Reply | None:
@@ -389,7 +395,7 @@ class ChatSession:
 
     @property
     def busy(self) -> bool:
-        return self._current is not None
+        return self._current is not None or self.comparisons.running
 
     # -- what the model sees ----------------------------------------------------------------
 

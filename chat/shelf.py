@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Collection, Iterable, Protocol, Sequence
 
 from dataclasses import dataclass
 
@@ -160,7 +160,8 @@ class ModelShelf:
         with self._lock:
             return self._use(self.find(name) or name)
 
-    def engine(self, name: str, progress: Progress | None = None) -> Engine:
+    def engine(self, name: str, progress: Progress | None = None, keep: Collection[str] = ()) -> Engine:
+        """(`keep`: models not to unload to make room: the others of a set that answers at once.)"""
         key = self._known(name)
         with self._lock:
             engine = self._use(key)
@@ -177,7 +178,7 @@ class ModelShelf:
                     raise ModelLoadError(f"{key} is no longer in the list (Refresh read the folders again)")
                 if entry.info.problem:
                     raise ModelLoadError(f"{key} can't load: {entry.info.problem}")
-                making_room = self._make_room(entry)
+                making_room = self._make_room(entry, keep)
                 self._loading[key] = entry
             self._let_go(making_room)  # (outside the lock: letting a model go may wait for a warm-up's last step)
             try:
@@ -220,7 +221,48 @@ class ModelShelf:
             self._loaded.move_to_end(key)
         return engine
 
-    def _make_room(self, entry: Entry) -> list[tuple[str, Engine]]:
+    def engines(self, names: Sequence[str], progress: Progress | None = None) -> dict[str, Engine]:
+        keys = list(dict.fromkeys(self._known(name) for name in names))
+        with self._lock:
+            problem = self._together_problem(keys)
+        if problem is not None:
+            raise ModelLoadError(problem)
+        return {key: self.engine(key, progress, keep=keys) for key in keys}
+
+    def _together_problem(self, keys: list[str]) -> str | None:
+        """Why `keys` can't be loaded at once (None: they can): too many for --max-loaded, their estimates together over
+        --memory-budget, or more than the memory free once the idle models outside the set were unloaded."""
+        if self.max_loaded is not None and len(keys) > self.max_loaded:
+            return (f"comparing {len(keys)} models needs them loaded at once, and --max-loaded is {self.max_loaded}: "
+                    "compare fewer models, or raise --max-loaded")
+        others = [key for key in self._loaded if key not in keys]
+        busy = [key for key in others if getattr(self._loaded[key], "answering", 0) or not self._entries[key].reloadable]
+        estimates = {key: self._entries[key].info.estimate for key in keys if self._entries[key].local}
+        together = sum(e.total for e in estimates.values() if e is not None)
+        if self.memory_budget is not None:
+            kept = sum(e.total for key in busy if (e := self._entries[key].info.estimate) is not None)
+            if together + kept > self.memory_budget:
+                return self._together_refusal(keys, estimates, f"--memory-budget {size_words(self.memory_budget)}", busy, others)
+        new = [e for key, e in estimates.items() if e is not None and key not in self._loaded]
+        wheres = {e.where for e in new}
+        for where in wheres:
+            free = self._free(where)
+            limited = self.max_loaded is not None or self.memory_budget is not None
+            freed = sum(self._in_use(self._loaded[key]) or 0 for key in others if key not in busy) if limited else 0
+            if free is not None and sum(e.while_loading for e in new if e.where == where) > free + freed:
+                return self._together_refusal(keys, estimates, f"{size_words(free)} free in {where}", others, others)
+        return None
+
+    def _together_refusal(self, keys: list[str], estimates: dict[str, Any], limit: str, unload: list[str],
+                          others: list[str]) -> str:
+        each = "; ".join(f"{key} ~{size_words(e.total) if e is not None else '?'}" for key, e in
+                         ((key, estimates.get(key)) for key in keys))
+        total = sum(e.total for e in estimates.values() if e is not None)
+        advice = [f"unload {', '.join(unload)}" if unload else "", "compare fewer models, or smaller variants of them"]
+        return (f"these {len(keys)} models won't fit in memory together ({each}: ~{size_words(total)} at once), with "
+                f"{limit}. Nothing ran. Try: " + "; ".join(a for a in advice if a) + ".")
+
+    def _make_room(self, entry: Entry, keep: Collection[str] = ()) -> list[tuple[str, Engine]]:
         """Under a limit, takes the least recently used idle models out of the list until `entry` fits, and returns
         them (their memory is let go outside the lock); refuses, changing nothing, when it would not fit even then,
         or when it doesn't fit and no limit allows unloading."""
@@ -229,7 +271,7 @@ class ModelShelf:
             return []
         limited = self.max_loaded is not None or self.memory_budget is not None
         idle = [key for key, engine in self._loaded.items()
-                if self._entries[key].reloadable and not getattr(engine, "answering", 0)]
+                if self._entries[key].reloadable and not getattr(engine, "answering", 0) and key not in keep]
         victims = self._victims(entry, idle) if limited else None
         if victims is None:
             raise ModelLoadError(self._refusal(entry, problem))

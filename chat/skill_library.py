@@ -176,6 +176,23 @@ class SkillLibrary:
         saved = self._saved(owner, name)
         return self.store.skill_versions(owner, saved.id) if saved is not None else []
 
+    def find(self, owner: str, name: str, version: int | None = None) -> Skill:
+        """The skill `name` (or /command) of the owner's book, at `version` (None: as it is now). Raises SkillError
+        naming what there is: the skills file's skills have no versions."""
+        book = self.book(owner)
+        skill = book.find(name) or next((s for s in book if s.command == name.lower() or s.name.lower() == name.lower()), None)
+        if skill is None:
+            raise SkillError(f"no skill called {name!r}; known skills: {', '.join(book.names())}")
+        if version is None or version == skill.version:
+            return skill
+        if skill.version is None:
+            raise SkillError(f"{skill.name} is the skills file's: it has no versions (a skill of yours has one per Save)")
+        saved = next((saved for saved in self.versions(owner, skill.name) if saved.version == version), None)
+        found = _skill_of(saved) if saved is not None else None
+        if found is None:
+            raise SkillError(f"{skill.name} has no version {version} (it is at version {skill.version})")
+        return found
+
     def bring_back(self, owner: str, name: str, version: int) -> Skill:
         """Saves the skill's `version` again, as its newest version (nothing is rewritten)."""
         old = next((saved for saved in self.versions(owner, name) if saved.version == version), None)

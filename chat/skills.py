@@ -131,7 +131,7 @@ def _fill_line(line: str, placeholders: re.Pattern, values: Mapping[str, str], f
 # The app's own commands (the page's and the terminal's): a skill's /command can't be one of them.
 APP_COMMANDS = frozenset({"retry", "skill", "skills", "undo", "model", "models", "unload", "continue", "reproduce",
                           "versions", "tokens", "prev", "next", "clear", "system", "save", "load", "new", "chats", "open",
-                          "help", "quit", "exit"})
+                          "help", "quit", "exit", "compare", "pick", "vote"})
 _COMMAND = re.compile(r"[a-z0-9][a-z0-9-]*")
 _COMMAND_AT_START = re.compile(r"/([A-Za-z0-9][A-Za-z0-9_-]*)(?:[ \t]*\n|[ \t]+|$)")
 

@@ -22,10 +22,13 @@ each with its `id`, and what the chat keeps beside it.
 from __future__ import annotations
 
 import secrets
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from .messages import TypedMessage
 from .provenance import Provenance
+
+if TYPE_CHECKING:
+    from .compare import Comparison
 
 
 class ChatMessage(TypedMessage, total=False):
@@ -37,6 +40,7 @@ class ChatMessage(TypedMessage, total=False):
     notice: str  # an answer's note for the user (their message was cut to fit): shown above it
     interrupted: bool  # an answer stopped before its end (Stop, a crash, a message sent meanwhile): what came is kept
     provenance: Provenance  # an answer: how it was made
+    comparison: Comparison  # a message answered side by side (chat/compare.py): its columns (its answers) and the vote
 
 
 

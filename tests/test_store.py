@@ -278,15 +278,17 @@ def test_any_text_a_model_writes_is_stored_even_a_nul_character(db_url):
 DATA = Path(__file__).parent / "data"
 RELEASE_1_FILE = DATA / "chats-schema-1.sqlite3"  # made by release 1's code (commit 36337cc)
 RELEASE_4_FILE = DATA / "chats-schema-4.sqlite3"  # made by release 4's code (commit 01b0bf6): a chat with its model
+RELEASE_5_FILE = DATA / "chats-schema-5.sqlite3"  # made by release 5's code (commit decb49f): skill values, a user's skill
 # What each release added, undone (newest first) to make today's tables an earlier release's on PostgreSQL.
 ADDED_BY = {
+    6: ["ALTER TABLE messages DROP COLUMN comparison"],
     5: ["DROP TABLE skill_versions", "DROP TABLE user_skills", "ALTER TABLE messages DROP COLUMN skill_values",
         "ALTER TABLE messages DROP COLUMN attached"],
     4: ["DROP TABLE model_defaults", "ALTER TABLE conversations DROP COLUMN model"],
     3: ["DROP TABLE token_data"],
     2: ["ALTER TABLE messages DROP COLUMN shown_at"],
 }
-JSON_COLUMNS = ("settings", "provenance", "defaults")
+JSON_COLUMNS = ("settings", "provenance", "defaults", "skill_values", "definition")
 
 
 def earlier_database(db_url: str, made_by: Path, release: int) -> str:
@@ -303,7 +305,7 @@ def earlier_database(db_url: str, made_by: Path, release: int) -> str:
                 connection.execute(text(statement))
         connection.execute(text("DELETE FROM meta"))
         tables = [name for (name,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in ("meta", "conversations", "messages", "token_data", "model_defaults"):
+        for table in ("meta", "conversations", "messages", "token_data", "model_defaults", "user_skills", "skill_versions"):
             if table not in tables:
                 continue
             cursor = source.execute(f"SELECT * FROM {table}")
@@ -391,3 +393,28 @@ def test_skills_are_their_owners_alone_with_every_version_kept(db_url):
     store.purge_deleted(older_than_s=-1)  # (past Undo's reach): gone with its versions
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM skill_versions WHERE skill_id = :id"), {"id": first.id}).scalar_one() == 0
+
+
+def test_a_release_5_database_is_upgraded_and_keeps_comparisons_and_votes_from_then_on(db_url):
+    """Release 6: a message keeps the comparison of its answers and the vote; the leaderboard reads the votes by owner."""
+    store = Store(earlier_database(db_url, RELEASE_5_FILE, 5))
+    (summary,) = store.chats("user:ada")
+    chat = store.open_chat("user:ada", summary.id)
+    assert chat.messages[0]["values"] == {"language": "German"} and chat.messages[1]["content"] == "Guten Morgen"
+    assert "comparison" not in chat.messages[0]  # (release 5 had none)
+    assert [(s.name, s.version) for s in store.skills.owned_skills("user:ada")] == [("🌍 Translate to", 1)]
+    # What release 6 keeps, in the upgraded database:
+    question = store.add_message("user:ada", chat.id, {"role": "user", "content": "Hi"}, chat.messages[-1]["id"])
+    answers = [store.add_message("user:ada", chat.id, {"role": "assistant", "content": text}, question) for text in ("Hello", "Hey")]
+    columns = [{"answer": answer, "label": f"model · {n}", "changes": "as the chat is"} for n, answer in enumerate(answers)]
+    store.save_comparison("user:ada", chat.id, question, {"columns": columns, "blind": True})
+    with pytest.raises(StoreError, match="no such chat"):  # (another owner can't vote on it)
+        store.save_comparison("user:eve", chat.id, question, {"columns": columns, "outcome": "tie"})
+    store.save_comparison("user:ada", chat.id, question, {"columns": columns, "blind": True, "outcome": "win", "winner": 1})
+    again = Store(db_url)
+    stored = next(m for m in again.open_chat("user:ada", chat.id).all_messages if m["id"] == question)
+    assert stored["comparison"]["winner"] == 1 and stored["comparison"]["columns"][1]["answer"] == answers[1]
+    eve = again.new_chat("user:eve")
+    eves = again.add_message("user:eve", eve, {"role": "user", "content": "Yo", "comparison": {"columns": columns, "outcome": "tie"}}, None)
+    assert [vote.get("outcome") for vote in again.votes("user:ada")] == ["win"]
+    assert sorted(vote.get("outcome") for vote in again.votes(None)) == ["tie", "win"] and eves

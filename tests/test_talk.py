@@ -128,6 +128,19 @@ def test_versions_continue_and_reproduce_in_a_pipe(tmp_path, tiny_chat_dir):
     assert "Message 2 (assistant), version 1 of 2:" in stderr and "error: message 4 has no other versions" in stderr
 
 
+def test_compare_in_a_pipe_prints_each_answer_labelled_then_goes_on_from_the_one_picked(tmp_path, tiny_chat_dir):
+    lines = "/compare temperature=0 temperature=1.2\nTell me a story\n/vote tie\n/vote A\n/pick B\nAnd then?\n/versions\n"
+    run = piped(tmp_path, tiny_chat_dir, lines, "--max-new-tokens", "4")
+    out, err = run.stdout.decode(), run.stderr.decode()
+    # Each answer under its letter and label, one after the other, then the answer to the next message.
+    shape = r"(?s)\[A · [^\n]+ · changes: temperature 0\]\n(?P<a>.+)\n\n\[B · [^\n]+ · temperature 1\.2 · [^\n]+ · changes: temperature 1\.2\]\n(?P<b>.+)\n\n.+\n.*"
+    found = re.fullmatch(shape, out)
+    assert found, out
+    assert "answered by 2 contenders at once: A: temperature 0; B: temperature 1.2" in err
+    assert "Vote: tie (locked)" in err and "judged already (tie)" in err  # a vote once, then locked
+    assert "Going on with B" in err and "2. assistant: version 2 of 2" in out  # B's answer shown, A's a version beside it
+
+
 @pytest.mark.parametrize(
     "query, name",
     [("german", "🔄 Translate to German"), ("2", "🔄 Translate to German"), ("chat", "💬 Chat"),

@@ -30,6 +30,9 @@ from ..files import conversation_document
 from ..tree import ChatMessage
 from ..answer_tokens import MODEL, DistributionName
 from ..models import ModelList
+from ..compare import LETTERS, Contender
+from ..skills import Skill
+from .compare_lines import USAGE as COMPARE_USAGE, contenders, letter_index, print_answers, verdict
 from .model_lines import find_model, model_line
 from .names import matching
 from .progress import terminal_bar
@@ -51,6 +54,11 @@ HELP = """Commands:
   /versions      the messages that have other versions (Retry, /reproduce, the web page's edits)
   /prev [N]      show the previous version of message N (default: the last with versions), and what followed it
   /next [N]      … the next version
+  /compare C C … answer the next message with each contender at once, printed one after another, labelled:
+                 /compare temperature=0 temperature=1.2 (model=NAME, skill=summarize@2, instructions="…"; quote
+                 several changes: "temperature=0 top_k=5"; one alone: against the chat as it is)
+  /pick A        go on with answer A of the comparison (a vote for it, unless you voted)
+  /vote A        vote on the comparison: A (B, …) is better, tie, or bad (both bad); once
   /tokens        the last answer's tokens: each one's probability and the likeliest others there
                  (/tokens on: record them for the next answers, off: stop; model, penalized or sampled:
                  which probabilities: the model's own, after the repetition penalty, or drawn from)
@@ -89,7 +97,7 @@ def run_talk(args: argparse.Namespace) -> int:
     owner = owner_from_args(args)
     library = SkillLibrary(build_skills(args), store.skills if store is not None else None)  # (the user's own skills too)
     session = ChatSession(engine, lambda: library.book(owner), instructions, settings, models=models)
-    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner)
+    talk = Talk(session, interactive=sys.stdin.isatty(), show_stats=args.stats, store=store, owner=owner, library=library)
     if args.skill:
         talk.skill = find_skill(session.skills, args.skill)
     if args.resume:
@@ -131,7 +139,8 @@ class Talk:
     """One terminal conversation: reads lines, runs commands, streams answers to `out`."""
 
     def __init__(self, session: ChatSession, interactive: bool, show_stats: bool = False,
-                 out: TextIO | None = None, err: TextIO | None = None, store: Store | None = None, owner: str = ""):
+                 out: TextIO | None = None, err: TextIO | None = None, store: Store | None = None, owner: str = "",
+                 library: SkillLibrary | None = None):
         self.session, self.interactive, self.show_stats = session, interactive, show_stats
         self.store = store  # where conversations are kept (None: --db none)
         self.owner = owner  # whose conversations these are, as the store knows them
@@ -152,7 +161,10 @@ class Talk:
             "/clear": self.clear, "/system": self.system, "/save": self.save, "/load": self.load,
             "/new": self.new_chat, "/chats": self.list_chats, "/open": self.open_chat,
             "/help": self.help, "/quit": self.quit, "/exit": self.quit,
+            "/compare": self.compare, "/pick": self.pick, "/vote": self.vote,
         }
+        self.library = library  # the skills file's and the user's own, with their versions (/compare skill=NAME@2)
+        self.comparing: list[Contender] = []  # /compare: the contenders of the next message
 
     # -- the two ways in ------------------------------------------------------------------------
 
@@ -200,7 +212,10 @@ class Talk:
                 return True
             if COMMAND_WORD.fullmatch(word):
                 raise ChatError(f"unknown command {word}: /help lists them (start the line with a space to send it as a message)")
-            if line.strip():
+            if line.strip() and self.comparing:
+                self.keep_in_store()
+                self.compared(line)
+            elif line.strip():
                 self.keep_in_store()
                 self.stream(self.session.send(line, self.skill, tokens=self.record_tokens))
         except ChatError as error:
@@ -238,7 +253,50 @@ class Talk:
         if self.show_stats and reply.stats.stop_reason:
             print(f"[{reply.stats.summary()}]", file=self.err, flush=True)
 
+    def compared(self, line: str) -> None:
+        """The message answered by each /compare contender at once, the answers printed one after another."""
+        wanted, self.comparing = self.comparing, []
+        run = self.session.comparisons.compare(line, wanted, self.skill, blind=False, tokens=self.record_tokens)
+        try:
+            print_answers(run, self.out)
+        except KeyboardInterrupt:
+            run.cancel()
+            self.out.write(STOPPED + "\n")
+            if not self.interactive:
+                raise
+        self.note("/pick " + " or ".join(LETTERS[: len(run.replies)]) + " goes on with that answer; /vote tie or /vote bad")
+
     # -- commands (each takes the text after the command word) -----------------------------------
+
+    def compare(self, text: str) -> None:
+        if not text:
+            self.show(COMPARE_USAGE)
+            return
+        self.comparing = contenders(text, self._find_skill)
+        self.note(f"The next message is answered by {len(self.comparing)} contenders at once: " + "; ".join(
+            f"{LETTERS[n]}: {contender.describe()}" for n, contender in enumerate(self.comparing)))
+
+    def _find_skill(self, name: str, version: int | None) -> Skill:
+        if self.library is not None:
+            return self.library.find(self.owner, name, version)
+        skill = self.session.skills.find(find_skill(self.session.skills, name))
+        if skill is None or (version is not None and version != skill.version):
+            raise SkillError(f"{name}: no version {version}")
+        return skill
+
+    def pick(self, word: str) -> None:
+        shown = self.session.comparisons.shown
+        if shown is None:
+            raise ChatError("no comparison to go on from: /compare first")
+        column = self.session.comparisons.go_on_with(letter_index(word, shown[1]))
+        self.note(f"Going on with {word.strip().upper()}: {column.label}")
+
+    def vote(self, word: str) -> None:
+        shown = self.session.comparisons.shown
+        if shown is None:
+            raise ChatError("no comparison to vote on: /compare first")
+        comparison = self.session.comparisons.judge(*verdict(word, shown[1]))
+        self.note(f"Vote: {comparison.verdict()} (locked)")
 
     def use_skill(self, name: str) -> None:
         if not name:

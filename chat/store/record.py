@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from ..answer_tokens import TokenLog
 from ..messages import extras
+from ..compare import Comparison
 from ..provenance import Provenance
 from ..settings import GenerationSettings
 from ..tree import ChatMessage, ConversationTree
@@ -56,6 +57,10 @@ class ChatRecord:
         self.store.update_message(self.owner, self.chat_id, answer["id"], answer["content"], _status(answer),
                                   answer.get("error"), provenance)
 
+    def compared(self, question: ChatMessage) -> None:
+        """The message's comparison as it is now (its vote, the column the chat went on with)."""
+        self.store.save_comparison(self.owner, self.chat_id, question["id"], question["comparison"].to_json())
+
     def tokens(self, answer: ChatMessage, log: TokenLog) -> None:
         """The answer's token data (written once it has ended)."""
         self.store.save_tokens(self.owner, self.chat_id, answer["id"], log.to_bytes())
@@ -84,9 +89,11 @@ def _status(message: ChatMessage) -> MessageStatus:
 
 def _stored(message: ChatMessage) -> dict[str, Any]:
     """The message as the store takes it: its provenance as the JSON document it is kept as."""
-    stored: dict[str, Any] = {key: value for key, value in message.items() if key != "provenance"}
+    stored: dict[str, Any] = {key: value for key, value in message.items() if key not in ("provenance", "comparison")}
     if "provenance" in message:
         stored["provenance"] = message["provenance"].to_json()
+    if "comparison" in message:
+        stored["comparison"] = message["comparison"].to_json()
     return stored
 
 
@@ -113,6 +120,8 @@ def _chat_message(stored: StoredMessage) -> ChatMessage:
         message["error"] = stored["error"]
     if "provenance" in stored:
         message["provenance"] = Provenance.from_json(stored["provenance"])
+    if "comparison" in stored:
+        message["comparison"] = Comparison.from_json(stored["comparison"])
     if stored["status"] == MessageStatus.INTERRUPTED:
         message["interrupted"] = True
     return message

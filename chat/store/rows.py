@@ -35,6 +35,7 @@ class StoredMessage(TypedDict):
     attached: NotRequired[str]  # the name of a file attached to it
     error: NotRequired[str]  # a failed answer: why
     provenance: NotRequired[dict[str, Any]]  # an answer: how it was made (chat.provenance.Provenance.to_json)
+    comparison: NotRequired[dict[str, Any]]  # a message answered side by side (chat.compare.Comparison.to_json)
     parent_id: NotRequired[str | None]  # the message it follows (None: the first)
     shown_at: NotRequired[float]  # when it was last on the shown path
 
@@ -97,4 +98,6 @@ def stored_message(row: Any, stale_after_s: float) -> StoredMessage:
         message["error"] = row["error"]
     if row["provenance"] is not None:
         message["provenance"] = row["provenance"]
+    if isinstance(row["comparison"], dict):
+        message["comparison"] = row["comparison"]
     return message

@@ -15,7 +15,7 @@ from typing import Callable
 
 from sqlalchemy import JSON, Column, Connection, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
 
-SCHEMA_VERSION = 5  # this release's; a database with a larger one was made by a newer release
+SCHEMA_VERSION = 6  # this release's; a database with a larger one was made by a newer release
 ID_LENGTH = 32  # ids are 22-character URL-safe random tokens (128 bits): unguessable
 
 metadata = MetaData()
@@ -62,6 +62,9 @@ messages = Table(
     Column("shown_at", Float),
     Column("skill_values", JSON),  # schema 5: the values of its skill's variables (None: it has none)
     Column("attached", String(400)),  # schema 5: the name of the file attached to it (its text is in `typed`)
+    # Schema 6: a message answered side by side: its columns (its answers' ids, what each contender is) and the vote
+    # (chat.compare.Comparison.to_json). The leaderboard reads the votes from here.
+    Column("comparison", JSON),
     Index("ix_messages_conversation_position", "conversation_id", "position"),
 )
 
@@ -137,6 +140,12 @@ def _add_skills(connection: Connection) -> None:
     skill_versions.create(connection)
 
 
+def _add_comparisons(connection: Connection) -> None:
+    """5 → 6: a message may keep a comparison of its answers and its vote (none before)."""
+    json_type = JSON().compile(dialect=connection.dialect)
+    connection.execute(text(f"ALTER TABLE messages ADD COLUMN comparison {json_type}"))
+
+
 # Steps that bring a database from version N to N + 1, run in order inside one transaction.
 # A step adds tables or columns; it never changes meaning.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data, 3: _add_models, 4: _add_skills}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_shown_at, 2: _add_token_data, 3: _add_models, 4: _add_skills, 5: _add_comparisons}

@@ -249,7 +249,7 @@ class Store:
                 skill_values={name: storable(value) for name, value in message["values"].items()} if message.get("values") else None,
                 attached=storable(message.get("attached")),
                 status=status, error=storable(message.get("error")), provenance=message.get("provenance"),
-                created_at=now, updated_at=now, shown_at=now))
+                comparison=message.get("comparison"), created_at=now, updated_at=now, shown_at=now))
             changes: dict[str, Any] = {"shown_leaf": message_id, "updated_at": now}
             if not chat.title and message["role"] == "user":
                 changes["title"] = storable(_title(_shown_typed(message)))
@@ -270,6 +270,27 @@ class Store:
                 messages.c.conversation_id.in_(owned)).values(**changes))
             if done.rowcount:
                 connection.execute(update(conversations).where(conversations.c.id == chat_id).values(updated_at=now))
+
+    def save_comparison(self, owner: str, chat_id: str, message_id: str, comparison: dict[str, Any]) -> None:
+        """A compared message's comparison as it is now (its vote, the column the chat went on with)."""
+        with self._write() as connection:
+            owned = select(conversations.c.id).where(*self._owned(owner, chat_id))
+            done = connection.execute(update(messages).where(
+                messages.c.id == message_id, messages.c.conversation_id == chat_id,
+                messages.c.conversation_id.in_(owned)).values(comparison=comparison))
+            if not done.rowcount:
+                raise no_such_chat()
+
+    def votes(self, owner: str | None) -> list[dict[str, Any]]:
+        """The comparisons of `owner`'s chats (None: everyone's, for an admin), oldest first: the leaderboard's votes
+        are those with an outcome. Deleted chats' are left out."""
+        query = (select(messages.c.comparison).join(conversations, messages.c.conversation_id == conversations.c.id)
+                 .where(messages.c.comparison.is_not(None), conversations.c.deleted_at.is_(None))
+                 .order_by(messages.c.created_at))
+        if owner is not None:
+            query = query.where(conversations.c.owner == owner)
+        with self.engine.connect() as connection:
+            return [row[0] for row in connection.execute(query) if isinstance(row[0], dict)]
 
     def show(self, owner: str, chat_id: str, path: list[str]) -> None:
         """The chat now shows the messages `path` (ids, first to last; [] for an empty chat, as after

@@ -21,7 +21,8 @@ from ..settings import SETTINGS, GenerationSettings
 from ..skill_library import SkillLibrary
 from ..skills import SkillBook
 from ..store.store import Store
-from .panels.chat import ChatPanel, Posting
+from .panels.chat import ChatPanel, Keeping, Posting
+from .panels.compare import ComparePanel, votes_of
 from .panels.controls import ControlsPanel
 from .panels.file import FilePanel, upload
 from .panels.models import ModelsPanel
@@ -36,12 +37,13 @@ from .wiring import Wiring
 
 def build_ui(engine: Engine, skills: SkillBook | SkillLibrary, instructions: str, defaults: GenerationSettings, title: str = "Chat workbench",
              conversations: Store | None = None, everyone: str | None = None, seeds: random.Random | None = None,
-             models: ModelList | None = None) -> gr.Blocks:
+             models: ModelList | None = None, admins: frozenset[str] = frozenset()) -> gr.Blocks:
     """The page; with `conversations` (the store), a sidebar of the user's saved chats (`everyone`: the
     user every visitor is without --auth, from app.py --user; None: each browser its own). `seeds`: where
     the tabs' sessions draw the seeds of sampled answers (by default, from the OS). `models`: the app's model
     list, `engine` its default model's engine (without a list: that engine alone). `skills`: the skills file's
-    and users' own (a book alone: users' skills are kept in memory, or in `conversations` where given)."""
+    and users' own (a book alone: users' skills are kept in memory, or in `conversations` where given). `admins`: --auth
+    users whose leaderboard counts everyone's votes."""
     seeds = seeds or random.Random()
     models = models or one_model(engine)
     library = skills if isinstance(skills, SkillLibrary) else SkillLibrary(skills, conversations.skills if conversations else None)
@@ -53,7 +55,7 @@ def build_ui(engine: Engine, skills: SkillBook | SkillLibrary, instructions: str
 
     tabs = Tabs(new_tab)
     with gr.Blocks(title=title) as demo:
-        page = Page(models, library, instructions, defaults, title, conversations, tabs)
+        page = Page(models, library, instructions, defaults, title, conversations, tabs, admins)
         page.wire(Wiring(tabs, page.state), demo, everyone)
     return demo
 
@@ -67,7 +69,7 @@ class Page:
     """The panels, laid out in the order the page shows them."""
 
     def __init__(self, models: ModelList, library: SkillLibrary, instructions: str, defaults: GenerationSettings, title: str,
-                 conversations: Store | None, tabs: Tabs):
+                 conversations: Store | None, tabs: Tabs, admins: frozenset[str] = frozenset()):
         self.default_instructions, self.models = instructions, models
         self.sidebar = Sidebar.build(conversations) if conversations is not None else None
         gr.Markdown(f"## 💬 {title}\n{len(models.names())} models · chats start with **{models.default}** "
@@ -83,6 +85,7 @@ class Page:
         self.chatbot = ChatPanel.build_chatbot()
         self.versions = VersionsPanel.build()
         self.chat = ChatPanel.build(self.chatbot, library.file_book, box_open=conversations is None, models=models)
+        self.compare = ComparePanel.build(library, votes_of(conversations, admins))
         self.controls = ControlsPanel.build(instructions, defaults)
         self.models_panel = ModelsPanel.build(models)
         self.skills_panel = SkillsPanel.build(library)
@@ -95,10 +98,13 @@ class Page:
     def wire(self, wiring: Wiring, demo: gr.Blocks, everyone: str | None) -> None:
         """Every event of the page. The answers first: Stop, Undo, Clear, a version switch and the sidebar cancel them."""
         self._name(wiring)
-        self.chat.wire_answers(wiring, self.sidebar.posting() if self.sidebar is not None else Posting())
+        posted = self.chat.wire_answers(wiring, self.sidebar.posting() if self.sidebar is not None else Posting())
+        self.compare.wire_answers(wiring, self.chat.message, self.chat.skill, self.chat.form_fields,
+                                  self.sidebar.keeping() if self.sidebar is not None else Keeping())
         self.tokens.wire(wiring)
-        self.chat.wire_quick(wiring)
+        quick = self.chat.wire_quick(wiring)
         switched, picked = self.versions.wire(wiring, self.chatbot)
+        self.compare.wire(wiring, self.chat.skill)
         self.controls.wire(wiring, self.default_instructions)
         self.models_panel.wire(wiring, self.chat.model, self.chat.skill)
         self.models_panel.on_load(demo, self.chat.model, self.models)
@@ -110,11 +116,12 @@ class Page:
         self.tokens.redraw_after(wiring, [*wiring.generating, *switched, picked])
         self.file.redraw_after(wiring, [*wiring.generating, *switched, uploaded, *opened])
         self.models_panel.redraw_after(wiring, self.models)
+        self.compare.redraw_after(wiring, [posted, *wiring.generating, *quick, *switched, uploaded, *opened])
 
     def _name(self, wiring: Wiring) -> None:
         """Registers every panel's outputs under the names handlers give them."""
         wiring.name(provenance=self.provenance, skill=self.chat.skill)
-        for panel in (self.chat, self.versions, self.controls, self.models_panel, self.skills_panel, self.tokens, self.prompt,
+        for panel in (self.chat, self.compare, self.versions, self.controls, self.models_panel, self.skills_panel, self.tokens, self.prompt,
                       self.sidebar):
             if panel is not None:
                 panel.name(wiring)

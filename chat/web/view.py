@@ -28,6 +28,7 @@ NOTICE_PREFIX = "ℹ️"
 UNANSWERED_NOTE = "⏹️ *No answer: stopped before it began.*"
 STOPPED_NOTE = "⏹️ *Stopped before the end.*"  # under what came of an answer cut short (Stop, a crash)
 VERSION_MARK = "version"  # under an answer that has other versions: "version 2 / 3"
+COMPARED_NOTE = "⚖️ *{} answers side by side, below the chat: vote, or continue with one.*"
 MODEL_MARK = "model:"  # under each answer of a chat whose answers come from several models: "model: SmolLM2-135M-Instruct · int4"
 NO_ANSWER_YET = "No answer yet: each answer's model, settings, seed and exact prompt appear here."
 NO_PROMPT_YET = "No prompt yet: send a message, and the exact text the model receives appears here."
@@ -80,6 +81,8 @@ def _rows(session: ChatSession) -> list[tuple[int | None, dict[str, Any]]]:
             shown.append((None, {"role": "assistant", "content": out_of_view_note(session)}))
         if message["role"] == "user":  # (no marks: the chat's edit control edits what is shown)
             shown.append((index, {"role": "user", "content": shown_text(_typed_with_skill(message, default_skill))}))
+            if "comparison" in message and index == len(session.history) - 1:
+                shown.append((None, {"role": "assistant", "content": COMPARED_NOTE.format(len(message["comparison"].columns))}))
             continue
         if message.get("notice"):
             shown.append((None, {"role": "assistant", "content": f"{NOTICE_PREFIX} {message.get('notice')}"}))

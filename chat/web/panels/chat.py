@@ -73,6 +73,17 @@ class Posting:
 
 
 @dataclass
+class Keeping:
+    """How a chat started by another event than Enter/Send is kept (Compare): `keep(tab)` before its message is taken,
+    then `shown(tab, *inputs)` with its first page (the saved chats' sidebar: the list, the chat this browser shows)."""
+
+    keep: Callable[[Any], None] = lambda tab: None
+    shown: Callable[..., dict[str, Any]] = lambda tab, *inputs: {}
+    inputs: tuple[Any, ...] = ()
+    shows: tuple[str, ...] = ()
+
+
+@dataclass
 class ChatPanel:
     chatbot: gr.Chatbot
     model: gr.Dropdown  # the chat's model (the Models section: loading, unloading, defaults)
@@ -129,8 +140,8 @@ class ChatPanel:
         wiring.name(chat=self.chatbot, model=self.model, message=self.message, status=self.status, taken=self.taken,
                     attached=self.attach)
 
-    def wire_answers(self, wiring: Wiring, posting: Posting) -> None:
-        """The events that stream an answer (counted in `wiring.generating`)."""
+    def wire_answers(self, wiring: Wiring, posting: Posting) -> Any:
+        """The events that stream an answer (counted in `wiring.generating`); returns the event that takes a message."""
         state, controls, bind_stream = wiring.state, wiring.controls, wiring.bind_stream
         posted = self._taking(wiring, posting)
         retaken = self.buttons["retry"].click(wiring.bind(handlers.take_back_answer), [state, *controls], wiring.outputs(*PAGE),
@@ -144,6 +155,7 @@ class ChatPanel:
                                                       **wiring.answering(api_name="continue")))
         wiring.answers(self.buttons["reproduce"].click(bind_stream(handlers.reproduce), state, **wiring.answering(api_name="reproduce")))
         wiring.answers(self.chatbot.edit(bind_stream(handlers.edit), [state, *controls], **wiring.answering(api_visibility="private")))
+        return posted
 
     def _taking(self, wiring: Wiring, posting: Posting) -> Any:
         """Enter or Send: the box empties in the browser at once (a blank message stays, to be warned
@@ -159,13 +171,15 @@ class ChatPanel:
                        api_visibility="private")
         return posted
 
-    def wire_quick(self, wiring: Wiring) -> None:
-        """Stop, Undo, Clear and a click on a message: outside the queue, they act while an answer streams."""
+    def wire_quick(self, wiring: Wiring) -> list[Any]:
+        """Stop, Undo, Clear and a click on a message: outside the queue, they act while an answer streams. Returns the
+        events of Stop, Undo and Clear."""
         state, page, cancels = wiring.state, wiring.outputs(*PAGE), wiring.cancels
-        self.buttons["stop"].click(wiring.bind(handlers.stop), state, page, queue=False, cancels=cancels, api_name="stop")
-        self.buttons["undo"].click(wiring.bind(handlers.undo), [state, self.message], page, queue=False, cancels=cancels,
-                                   api_name="undo")
-        self.buttons["clear"].click(wiring.bind(handlers.clear), state, page, queue=False, cancels=cancels, api_name="clear")
-        # The Chatbot's own trash icon must clear the session too, not just the display.
-        self.chatbot.clear(wiring.bind(handlers.clear), state, page, queue=False, cancels=cancels, api_visibility="private")
+        quick = [self.buttons["stop"].click(wiring.bind(handlers.stop), state, page, queue=False, cancels=cancels, api_name="stop"),
+                 self.buttons["undo"].click(wiring.bind(handlers.undo), [state, self.message], page, queue=False, cancels=cancels,
+                                            api_name="undo"),
+                 self.buttons["clear"].click(wiring.bind(handlers.clear), state, page, queue=False, cancels=cancels, api_name="clear"),
+                 # The Chatbot's own trash icon must clear the session too, not just the display.
+                 self.chatbot.clear(wiring.bind(handlers.clear), state, page, queue=False, cancels=cancels, api_visibility="private")]
         self.skill.change(wiring.bind(skill_form), [state, self.skill], [self.skill_help, self.form, *self.form_fields], **QUICK)
+        return quick

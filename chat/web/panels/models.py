@@ -80,14 +80,15 @@ def choose_model(tab: Tab, name: str, progress: gr.Progress = gr.Progress()) -> 
         session.use_model(name, _bar(progress, name))
     except ChatError as error:
         warn(str(error))
-    shown = PageUpdate(page(tab), **_chat_model(tab), table=rows(session.models) if session.models else None)
+    shown = PageUpdate(page(tab), **chat_controls(tab), table=rows(session.models) if session.models else None)
     skill = session.models.defaults(session.model).skill if session.models is not None else None
     if skill in session.skills:  # the model's default skill, where this user has it
         shown["skill"] = gr.update(choices=session.skills.names(), value=skill)
     return shown
 
 
-def _chat_model(tab: Tab) -> dict[str, Any]:
+def chat_controls(tab: Tab) -> dict[str, Any]:
+    """The chat's model, instructions and settings as the page's controls show them (MODEL_SETS but the skill)."""
     session = tab.session
     shown: dict[str, Any] = {"model": session.model, "instructions": session.instructions}
     for declared in SETTINGS:

@@ -28,7 +28,7 @@ from ..tabs import Tab
 from ..view import PAGE, PageUpdate, page
 from ..wiring import QUICK, TAKING_EVENT, Wiring, tab_key
 from . import file
-from .chat import Posting
+from .chat import Keeping, Posting
 
 BROWSER_KEY = "chat-workbench-chats"  # the browser's localStorage key
 SECRET_KEY = "browser_state_secret"  # the store's meta key for the BrowserState secret
@@ -207,6 +207,10 @@ class Sidebar:
     def posting(self) -> Posting:
         """Enter/Send with the chat kept in the store, and the sidebar updated with the message."""
         return Posting(self._on(posting), (self.search, self.browser), LISTING)
+
+    def keeping(self) -> Keeping:
+        """Compare: the chat kept in the store from its first message, and the sidebar updated with it."""
+        return Keeping(self._on(keep), self._on(listing), (self.search, self.browser), LISTING)
 
     def uploading(self) -> tuple[Callable[..., PageUpdate], tuple[Any, ...], tuple[str, ...]]:
         """An upload made a chat of its own in the store: (the handler, its inputs after the file, what it shows)."""
