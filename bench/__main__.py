@@ -29,11 +29,12 @@ BENCHMARKS = {
     "concurrency-tiny": ["--model", "tiny"],
     "memory": [],
     "models": [],
+    "compare": [],
     "store": [],
     "versions": [],
     "tokens": [],
 }
-TAKES_REPEATS = {"peers", "weights", "multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "models", "store", "tokens"}
+TAKES_REPEATS = {"peers", "weights", "multiturn", "streaming", "webapp", "concurrency", "concurrency-tiny", "memory", "models", "compare", "store", "tokens"}
 
 
 def main() -> int:

@@ -15,6 +15,8 @@ spaces, each `key=value` (a value with spaces in quotes).
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 import re
 import shlex
@@ -107,9 +109,15 @@ class Contender:
 
 
 def _skill(value: str, find_skill: FindSkill) -> Skill:
-    found = _VERSIONED.match(value.strip())
-    name, version = (found["name"], int(found["version"])) if found else (value.strip(), None)
-    return find_skill(name.removeprefix("/"), version)
+    """A skill by its name or /command, with @N (or " vN") for a version; a skill whose name ends so is found first."""
+    name = value.strip().removeprefix("/")
+    found = _VERSIONED.match(name)
+    if found is None:
+        return find_skill(name, None)
+    try:
+        return find_skill(name, None)  # ("GPT v2" may be a skill's whole name)
+    except ChatError:
+        return find_skill(found["name"], int(found["version"]))
 
 
 def _setting(name: str, value: str) -> float | int:
@@ -121,6 +129,8 @@ def _setting(name: str, value: str) -> float | int:
         number = float(value)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"{name} must be a finite number, got {value!r}")
     return int(number) if declared.kind is int and number == int(number) else number
 
 
@@ -143,27 +153,57 @@ def label(model: str, skill: Skill, instructions: str, settings: GenerationSetti
     defaults = asdict(GenerationSettings())
     changed = [f"{s.name.replace('_', ' ')} {_number(getattr(settings, s.name))}" for s in SETTINGS
                if s.name != "seed" and getattr(settings, s.name) != defaults[s.name]]
-    parts = [model, skill_words(skill), f"instructions “{short(instructions)}”" if instructions.strip() else "no instructions", *changed]
+    parts = [model, skill_words(skill), instructions_words(instructions), *changed]
     return " · ".join(parts)
+
+
+def instructions_words(instructions: str) -> str:
+    """The instructions in a label: quoted when short; cut, with a fingerprint of the whole, when long (two long
+    instructions that begin alike are two contenders)."""
+    if not instructions.strip():
+        return "no instructions"
+    quoted = short(instructions)
+    if quoted == " ".join(instructions.split()):
+        return f"instructions “{quoted}”"
+    return f"instructions “{quoted}” #{hashlib.sha256(instructions.encode()).hexdigest()[:6]}"
+
+
+@dataclass
+class Carried:
+    """What the chat takes on when it goes on with a column: its model (with the model's defaults), then the
+    instructions and settings the contender changed (None, empty: the chat's stay)."""
+
+    model: str
+    instructions: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "instructions": self.instructions, "settings": self.settings}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Carried":
+        data = data if isinstance(data, dict) else {}
+        instructions, settings = data.get("instructions"), data.get("settings")
+        return cls(str(data.get("model", "")), instructions if isinstance(instructions, str) else None,
+                   dict(settings) if isinstance(settings, dict) else {})
 
 
 @dataclass
 class Column:
-    """One answer of a comparison: its message, what it is (`label`) and what it changed from the chat (`changes`)."""
+    """One answer of a comparison: its message, what it is (`label`), what it changed from the chat (`changes`)."""
 
     answer_id: str
     label: str
     changes: str
-    sets: dict[str, Any] = field(default_factory=dict)  # what the chat takes on when it goes on with it: model, instructions, settings
+    carried: Carried = field(default_factory=lambda: Carried(""))
 
     def to_json(self) -> dict[str, Any]:
-        return {"answer": self.answer_id, "label": self.label, "changes": self.changes, "sets": self.sets}
+        return {"answer": self.answer_id, "label": self.label, "changes": self.changes, "carried": self.carried.to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Column":
-        sets = data.get("sets")
         return cls(str(data.get("answer", "")), str(data.get("label", "?")), str(data.get("changes", "")),
-                   dict(sets) if isinstance(sets, dict) else {})
+                   Carried.from_json(data.get("carried")))
 
 
 @dataclass
@@ -178,6 +218,7 @@ class Comparison:
     winner: int | None = None  # the better column (outcome WIN)
     voted_at: float | None = None
     continued: int | None = None  # the column the chat went on with (Continue with this answer)
+    imported: bool = False  # read from a file: its vote shows, and was counted where it was cast (not again here)
 
     @staticmethod
     def ordered(columns: list[Column], blind: bool, shuffle: random.Random) -> list[Column]:
@@ -210,8 +251,8 @@ class Comparison:
         return str(self.outcome) if self.outcome is not None else ""
 
     def as_vote(self) -> Vote | None:
-        """The vote as the leaderboard counts it (None: not judged)."""
-        if self.outcome is None:
+        """The vote as the leaderboard counts it (None: not judged, or judged where the file it came from was written)."""
+        if self.outcome is None or self.imported:
             return None
         return Vote(tuple(column.label for column in self.columns), self.outcome, self.winner)
 
@@ -224,6 +265,8 @@ class Comparison:
             data.update(outcome=str(self.outcome), winner=self.winner, voted_at=self.voted_at)
         if self.continued is not None:
             data["continued"] = self.continued
+        if self.imported:
+            data["imported"] = True
         return data
 
     @classmethod
@@ -236,9 +279,10 @@ class Comparison:
         continued = data.get("continued") if isinstance(data.get("continued"), int) else None
         return cls(columns, bool(data.get("blind", True)), Outcome(str(outcome)) if known else None,
                    winner if known else None, data.get("voted_at") if known else None,
-                   continued if continued is not None and 0 <= continued < len(columns) else None)
+                   continued if continued is not None and 0 <= continued < len(columns) else None, bool(data.get("imported")))
 
-    def renamed(self, ids: Mapping[str, str]) -> "Comparison":
-        """The same comparison with its answers' ids mapped (a file read gives messages new ids)."""
-        columns = [Column(ids.get(c.answer_id, c.answer_id), c.label, c.changes, c.sets) for c in self.columns]
-        return Comparison(columns, self.blind, self.outcome, self.winner, self.voted_at, self.continued)
+    def read_from_file(self, ids: Mapping[str, str]) -> "Comparison":
+        """The comparison as a file brings it: its answers' ids mapped (a file read gives messages new ids), its vote
+        shown but not counted again (a chat downloaded and uploaded would count it twice, and anyone can write a file)."""
+        columns = [Column(ids.get(c.answer_id, c.answer_id), c.label, c.changes, c.carried) for c in self.columns]
+        return Comparison(columns, self.blind, self.outcome, self.winner, self.voted_at, self.continued, imported=True)

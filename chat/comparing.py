@@ -12,23 +12,27 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from .compare import MAX_CONTENDERS, MIN_CONTENDERS, Column, Comparison, Contender, label
+from .attachments import Attachment, with_attachment
+from .compare import MAX_CONTENDERS, MIN_CONTENDERS, Carried, Column, Comparison, Contender, Outcome, label
+from .context_window import FittedPrompt
 from .engine import Engine
-from .errors import ChatError, SkillError
-from .leaderboard import Outcome
+from .errors import ChatError, ModelUnloaded, SkillError
+from .messages import is_blank
 from .provenance import Part, with_seed
 from .reply import Reply
 from .request import model_request, sent_messages
 from .settings import GenerationSettings
-from .skills import Skill
+from .skills import Skill, split_command
 from .tree import ChatMessage
 
 if TYPE_CHECKING:
     from .session import ChatSession
 
+RETRY_COMMAND = "/retry"
 READ_THREAD = "compare"
+STOP_WAIT_S = 10.0  # Stop waits this long at most for each column's model to finish its step
 
 
 @dataclass
@@ -39,16 +43,24 @@ class Plan:
     model: str
     skill: Skill
     instructions: str
-    settings: GenerationSettings  # the chat's (or its model's defaults) with the contender's changes; the skill's merge later
+    settings: GenerationSettings  # the chat's (or its model's defaults) before the skill's and the contender's
 
     def column(self, answer_id: str) -> Column:
-        sets: dict[str, object] = {"model": self.model}
-        if self.contender.instructions is not None or self.contender.model:
-            sets["instructions"] = self.instructions
-        if self.contender.settings:
-            sets["settings"] = dict(self.contender.settings)
         asked = self.settings.merged(self.skill.settings).merged(self.contender.settings)
-        return Column(answer_id, label(self.model, self.skill, self.instructions, asked), self.contender.describe(), sets)
+        carried = Carried(self.model, self.contender.instructions, dict(self.contender.settings))
+        return Column(answer_id, label(self.model, self.skill, self.instructions, asked), self.contender.describe(), carried)
+
+
+@dataclass
+class Prepared:
+    """A contender's request, fitted to its model before the message is taken (what can't be is refused first)."""
+
+    plan: Plan
+    engine: Engine
+    fitted: FittedPrompt
+    settings: GenerationSettings  # seeded
+    drawn: bool  # the seed was drawn here
+    stops: tuple[str, ...]
 
 
 class ComparisonRun:
@@ -94,28 +106,43 @@ class Comparisons:
         self.comparing: ComparisonRun | None = None  # the comparison whose answers stream now
 
     def compare(self, text: str, contenders: Sequence[Contender], skill_name: str | None = None,
-                values: Mapping[str, str] | None = None, blind: bool = True, tokens: bool = True) -> ComparisonRun:
+                values: Mapping[str, str] | None = None, blind: bool = True, tokens: bool = False,
+                attachment: Attachment | None = None, before_taking: Callable[[], None] | None = None) -> ComparisonRun:
         """`text` answered by each of `contenders` at once (its skill: a /command, or `skill_name`); the shown path
-        ends at the message, below it the answers as columns, shuffled when `blind`. Refused (ChatError, nothing
-        changed) for fewer than 2 or more than 4 contenders, a contender that can't be, or models that won't fit."""
+        ends at the message, below it the answers as columns, shuffled when `blind`. Every contender's prompt is fitted
+        first: fewer than 2 or more than 4, one that can't be, or models that won't fit together are refused (ChatError)
+        before the message is taken. `tokens`: record each answer's token data (the token view is open; a column then
+        shows its mean log-probability). `before_taking`: called just before (the page keeps a new chat in the store)."""
         if not MIN_CONTENDERS <= len(contenders) <= MAX_CONTENDERS:
             raise ChatError(f"compare {MIN_CONTENDERS} to {MAX_CONTENDERS} contenders, not {len(contenders)}")
+        if text.strip() == RETRY_COMMAND:
+            raise ChatError("type a message to compare (Retry is for one answer)")
         chat = self.chat
-        skill, _ = chat.skill_for(text, skill_name)
+        self.leave()  # (a comparison shown above: refused unless it was judged, or goes on from its winner)
+        skill, said = chat.skill_for(text, skill_name)
+        values = None if split_command(text) is not None else values  # (a /command: its skill's defaults)
+        typed = with_attachment(said, attachment) if attachment is not None else said
+        if is_blank(typed):
+            raise ChatError("type a message first")
         plans = [self._plan(contender, skill) for contender in contenders]
         engines = self._engines_together([plan.model for plan in plans])
-        chat.post(text, skill.name, values)  # (refused here: nothing changed)
+        prepared = [self._prepare(plan, engines[plan.model], typed, values) for plan in plans]
+        if attachment is not None:
+            self._check_fits(prepared, attachment)
+        if before_taking is not None:
+            before_taking()
+        chat.post(text, skill.name, values, attachment)
         chat._owed = False  # (answered here, not by `answer_last`)
-        chat.stop()
         question = chat.history[-1]
-        started = [self._column(plan, engines[plan.model], question, tokens) for plan in plans]
+        started = self._start_all(prepared, question, tokens)
         shown = Comparison.ordered([column for column, _ in started], blind, random.Random(chat.seeds.random()))
         question["comparison"] = Comparison(shown, blind)
         chat._record_shown()
         if chat.record is not None:
             chat.record.compared(question)
-        self.comparing = ComparisonRun(question, [reply for _, reply in started])
-        return self.comparing
+        chat.last_prompt = chat.last_stats = None  # (the prompt view would name a blind column's skill and instructions)
+        run = self.comparing = ComparisonRun(question, [reply for _, reply in started])
+        return run
 
     def _plan(self, contender: Contender, skill: Skill) -> Plan:
         chat, models = self.chat, self.chat.models
@@ -138,28 +165,57 @@ class Comparisons:
             return {self.chat.model: self.chat.engine}
         return self.chat.models.engines(models)
 
-    def _column(self, plan: Plan, engine: Engine, question: ChatMessage, tokens: bool) -> tuple[Column, Reply]:
-        """One contender's answer, started below `question` (a sibling of the others; the shown path stays)."""
+    def _prepare(self, plan: Plan, engine: Engine, typed: str, values: Mapping[str, str] | None) -> Prepared:
+        """The contender's prompt: the message wrapped by its skill, after the chat as it is; fitted to its model."""
         try:
-            asked = plan.skill.expand(question.get("typed", question["content"]), question.get("values"))
-        except SkillError:  # (another version's variables may not take the message's values: its defaults)
-            asked = plan.skill.expand(question.get("typed", question["content"]))
-        before = list(sent_messages(self.chat.history).values())[:-1]
+            asked = plan.skill.expand(typed, values)
+        except SkillError:  # (another skill's, or version's, variables may not take the message's values: its defaults)
+            asked = plan.skill.expand(typed)
+        before = list(sent_messages(self.chat.history).values())
         request = model_request([*before, {"role": "user", "content": asked}], plan.instructions, plan.skill, plan.settings,
                                 overrides=plan.contender.settings)
         seeded, drawn = with_seed(request.settings, self.chat.seeds)
-        fitted = engine.prepare(request.messages, seeded)
         stops = request.stop_strings + (self.chat.models.defaults(plan.model).stop_strings if self.chat.models is not None else ())
-        generation = engine.generate(fitted, seeded, stops, cache=None, tokens=tokens and engine.exact_prompt)  # (one cache per chat)
-        made = Part.made(engine, fitted, seeded, drawn)
-        answer: ChatMessage = {"role": "assistant", "content": "", "provenance": self.chat._begin(engine, plan.skill, plan.instructions, made)}
-        if fitted.message_notice:
-            answer["notice"] = f"Note: {fitted.message_notice}."
-        self.chat.tree.add(answer, question["id"])
-        if self.chat.record is not None:
-            self.chat.record.added(answer, question)
-        reply = Reply(generation, answer, made, self.chat.record, self.chat.token_logs, lambda _: None)
-        return plan.column(answer["id"]), reply
+        return Prepared(plan, engine, engine.prepare(request.messages, seeded), seeded, drawn, stops)
+
+    @staticmethod
+    def _check_fits(prepared: list[Prepared], attachment: Attachment) -> None:
+        """An attached file that a contender's model would get only part of is refused (as a message's is: its end
+        left out silently would be answered as if it were all)."""
+        cut = next((one for one in prepared if one.fitted.message_trimmed), None)
+        if cut is not None:
+            raise ChatError(f"{attachment.name} does not fit: with it the prompt would be {cut.fitted.wanted:,} tokens, and "
+                            f"{cut.plan.model} takes at most {cut.fitted.room:,}. Attach a shorter file or a part of it")
+
+    def _start_all(self, prepared: list[Prepared], question: ChatMessage, tokens: bool) -> list[tuple[Column, Reply]]:
+        """Each contender's answer started below `question`; one that fails to start stops those started before it."""
+        started: list[tuple[Column, Reply]] = []
+        try:
+            for one in prepared:
+                started.append(self._start(one, question, tokens))
+        except ChatError:
+            for _, reply in started:
+                reply.cancel()
+            raise
+        return started
+
+    def _start(self, one: Prepared, question: ChatMessage, tokens: bool) -> tuple[Column, Reply]:
+        """One contender's answer, started below `question` (a sibling of the others; the shown path stays)."""
+        chat, engine, plan = self.chat, one.engine, one.plan
+        record = tokens and engine.exact_prompt
+        try:  # (no cache: a chat's prefix cache serves one answer at a time)
+            generation = engine.generate(one.fitted, one.settings, one.stops, cache=None, tokens=record)
+        except ModelUnloaded:  # unloaded by another tab since it was loaded for this: loaded again, once
+            engine = chat.models.engine(plan.model) if chat.models is not None else engine
+            generation = engine.generate(one.fitted, one.settings, one.stops, cache=None, tokens=record)
+        made = Part.made(engine, one.fitted, one.settings, one.drawn)
+        answer: ChatMessage = {"role": "assistant", "content": "", "provenance": chat._begin(engine, plan.skill, plan.instructions, made)}
+        if one.fitted.message_notice:
+            answer["notice"] = f"Note: {one.fitted.message_notice}."
+        chat.tree.add(answer, question["id"])
+        if chat.record is not None:
+            chat.record.added(answer, question)
+        return plan.column(answer["id"]), Reply(generation, answer, made, chat.record, chat.token_logs, lambda _: None)
 
     # -- after the answers ---------------------------------------------------------------------
 
@@ -171,6 +227,12 @@ class Comparisons:
             return None
         return question, question["comparison"]
 
+    @property
+    def undecided(self) -> bool:
+        """The chat ends at a compared message that nobody went on from."""
+        shown = self.shown
+        return shown is not None and self.chat.history[-1] is shown[0]
+
     def judge(self, outcome: Outcome, winner: int | None = None) -> Comparison:
         """The user's vote on the shown comparison (refused while its answers stream, and once cast)."""
         question, comparison = self._judgeable()
@@ -181,7 +243,7 @@ class Comparisons:
 
     def go_on_with(self, index: int) -> Column:
         """Continue with this answer: a preference for column `index` (unless the vote is in: it stays as cast), and the
-        chat goes on from its branch, with its model, instructions and settings; the other columns stay as versions."""
+        chat goes on from its branch, with what the column changed; the other columns stay as versions."""
         question, comparison = self._judgeable()
         if not 0 <= index < len(comparison.columns):
             raise ChatError("no such column")
@@ -193,53 +255,53 @@ class Comparisons:
         comparison.continued = index
         self.chat.history[:] = self.chat.tree.path_to(self.chat.tree.leaf_below(column.answer_id))
         self.chat._record_shown()
-        self._take_on(column)
+        self._take_on(column.carried)
         if self.chat.record is not None:
             self.chat.record.compared(question)
         self.chat.last_prompt, self.chat.first_in_view = None, 0
         return column
 
     def _judgeable(self) -> tuple[ChatMessage, Comparison]:
-        shown = self.shown
+        shown, run = self.shown, self.comparing
         if shown is None:
             raise ChatError("no comparison to judge: compare a message first")
-        if self.comparing is not None and self.comparing.question is shown[0] and not self.comparing.done:
+        if run is not None and run.question is shown[0] and not run.done:
             raise ChatError("the answers are still coming: judge them once they end (Stop ends them)")
         return shown
 
-    def _take_on(self, column: Column) -> None:
-        """The chat takes on what the column changed: its model, instructions and settings."""
-        model = column.sets.get("model")
-        if isinstance(model, str) and model != self.chat.model and self.chat.models is not None and self.chat.models.find(model):
-            self.chat.model = self.chat.models.find(model) or self.chat.model
-            loaded = self.chat.models.loaded_engine(self.chat.model)
-            if loaded is not None:
-                self.chat._switch_engine(loaded)
-            if self.chat.record is not None:
-                self.chat.record.model(self.chat.model)
-        if isinstance(column.sets.get("instructions"), str):
-            self.chat.instructions = column.sets["instructions"]
-        if isinstance(column.sets.get("settings"), dict):
-            self.chat.settings = GenerationSettings.from_json(column.sets["settings"], self.chat.settings)
+    def _take_on(self, carried: Carried) -> None:
+        """The chat takes on what the column changed: its model (with the model's defaults, as picking it in the
+        Model menu gives), then its instructions and settings."""
+        chat = self.chat
+        if carried.model != chat.model and chat.models is not None and chat.models.find(carried.model):
+            chat.use_model(carried.model)
+        if carried.instructions is not None:
+            chat.instructions = carried.instructions
+        if carried.settings:
+            chat.settings = GenerationSettings.from_json(carried.settings, chat.settings)
 
     def leave(self) -> None:
-        """A message sent below a compared one that nobody went on from: the chat goes on from its first column
-        (no vote: nobody judged)."""
+        """Before a message below a compared one that nobody went on from: the chat goes on from the column voted
+        better; without one, refused (ChatError): which answer the chat goes on from is the user's to say."""
         shown = self.shown
-        if shown is None or self.chat.history[-1] is not shown[0] or not shown[1].columns:
+        if shown is None or self.chat.history[-1] is not shown[0]:
             return
-        first = shown[1].columns[0].answer_id
-        if first in self.chat.tree.messages:
-            self.chat.history[:] = self.chat.tree.path_to(first)
-            self.chat._record_shown()
+        comparison = shown[1]
+        if comparison.outcome is Outcome.WIN and comparison.winner is not None:
+            self.go_on_with(comparison.winner)
+            return
+        letters = " or ".join(comparison.letter(n) for n in range(len(comparison.columns)))
+        raise ChatError(f"the last message was answered side by side: press Continue with {letters} under the answers "
+                        "to go on from one of them (or Undo)")
 
     @property
     def running(self) -> bool:
-        return self.comparing is not None and not self.comparing.done
+        run = self.comparing
+        return run is not None and not run.done
 
     def stop(self, wait: bool) -> None:
         run = self.comparing
         if run is not None:
             run.cancel()
             if wait:
-                run.wait(10.0)
+                run.wait(STOP_WAIT_S)

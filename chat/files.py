@@ -117,7 +117,7 @@ def _read_tree(data: dict[str, Any], source: str) -> Shown:
             new_ids[item["id"]] = added["id"]
     for message in tree.messages.values():  # a comparison names its answers by the file's ids
         if "comparison" in message:
-            message["comparison"] = message["comparison"].renamed(new_ids)
+            message["comparison"] = message["comparison"].read_from_file(new_ids)
     for parent, child in (data.get("last_shown") or {}).items():
         if child in new_ids:
             tree.remember(new_ids.get(parent) if parent else None, new_ids[child])
@@ -162,13 +162,14 @@ def markdown(conversation: Conversation, model: str, default_skill: str, title: 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _answer_lines(message: ChatMessage) -> list[str]:
+def _answer_lines(message: ChatMessage, how: bool = True) -> list[str]:
+    """An answer's text and, with `how`, how it was made (not under a blind column before the vote: it names it)."""
     if message.get("error"):
         return [f"*The answer failed: {message.get('error')}*", ""]
     lines = [message["content"], ""]
     if message.get("interrupted"):
         lines += ["*(stopped before the end)*", ""]
-    if "provenance" in message:
+    if "provenance" in message and how:
         lines += [f"<sub>{message['provenance'].summary()}</sub>", ""]
     return lines
 
@@ -181,7 +182,7 @@ def _comparison_lines(tree: ConversationTree, comparison: Comparison) -> list[st
         name = column.label if comparison.revealed else "name hidden until the vote"
         went_on = " · the chat went on with this one" if comparison.continued == index else ""
         lines += [f"#### {comparison.letter(index)} · {name}{went_on}", "",
-                  *(_answer_lines(answer) if answer is not None else ["*(not in this file)*", ""])]
+                  *(_answer_lines(answer, how=comparison.revealed) if answer is not None else ["*(not in this file)*", ""])]
     lines += [f"**Vote:** {comparison.verdict() or 'not judged yet'}", ""]
     return lines
 

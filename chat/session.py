@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from .answer_tokens import Alternative, TokenLog
 from .attachments import Attachment, split_attachment, with_attachment
-from .comparing import Comparisons
+from .comparing import RETRY_COMMAND, Comparisons
 from .context_window import FittedPrompt
 from .engine import Engine, Generation, Stats
 from .errors import ChatError, ModelUnloaded, SkillError
@@ -30,7 +30,6 @@ from .skills import Skill, SkillBook, split_command
 from .skills_file import skill_from_data
 from .tree import ChatMessage, ConversationTree
 
-RETRY_COMMAND = "/retry"
 
 
 class ChatSession:
@@ -168,8 +167,8 @@ class ChatSession:
         if commanded:  # a /command: its skill, with its variables' defaults (the form is the menu skill's)
             values = None
         message = self._user_message(skill, said, values, attachment.name if attachment else None)  # (refused here: nothing changed)
+        self.comparisons.leave()  # (below a compared message: from the answer voted better, or refused)
         self._interrupt()
-        self.comparisons.leave()
         if self.history and self.history[-1]["role"] == "user":
             self._append({"role": "assistant", "content": "", "interrupted": True})
         self._append(message)
@@ -194,6 +193,9 @@ class ChatSession:
     def take_back_answer(self) -> None:
         """Retry's first step: the last answer stops and leaves the shown path (it stays in the tree: a
         version), so that `answer_last` answers that message again."""
+        if self.comparisons.undecided:  # (a new answer would show as a version beside the columns: their names with it)
+            raise ChatError("the last message was answered side by side: continue with one of its answers first, "
+                            "or compare it again")
         self._interrupt()
         while self.history and self.history[-1]["role"] == "assistant":
             self.history.pop()

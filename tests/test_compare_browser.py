@@ -13,11 +13,11 @@ from chat.settings import GenerationSettings
 from chat.store.store import Store
 from tests.helpers.apps import running_app
 from tests.helpers.browser import WAIT_MS, answers, message_box, open_section, open_tab, send, shown_prompt, toast_text, wait_done
-from tests.helpers.engines import make_engine
+from tests.helpers.engines import make_engine, paced
 from tests.helpers.tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.browser
-TOKENS = 200  # long enough for the page to draw both columns growing many times over, on a fast CPU too
+TOKENS = 200
 
 # Every state the columns are drawn in, recorded in the page as it happens: [[ended, letters of text], …] per draw.
 RECORD_JS = """() => {
@@ -37,7 +37,9 @@ ALL_ENDED_JS = """(count) => { const c = [...document.querySelectorAll('#compare
 def app(tmp_path_factory):
     # Every answer runs to its limit; a context that holds the compared answers and the next message.
     model = save_tiny_model(tmp_path_factory.mktemp("tiny-compare"), context=4096)
-    engine = make_engine(model, batching=True, endless=True)
+    # Each step lasts 15 ms at least: a comparison takes seconds on any CPU, so the page draws its columns growing
+    # many times even where the stream's first page comes late (a busy machine).
+    engine = paced(make_engine(model, batching=True, endless=True), 0.015)
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'chats.sqlite3'}")
     with running_app(engine, GenerationSettings(max_new_tokens=TOKENS, temperature=0), conversations=store) as (demo, url):
         yield url
@@ -70,6 +72,7 @@ def compare(page, text: str) -> None:
 
 
 def test_two_temperatures_side_by_side_judged_blind_kept_on_reload_and_continued_from_b(page):
+    open_section(page, "Tokens: how sure the model was")  # open: answers record their token data (mean log-prob)
     page.evaluate(RECORD_JS)
     compare(page, "Tell me about the sea.")
     page.wait_for_function(ALL_ENDED_JS, arg=2, timeout=60_000)
@@ -99,12 +102,20 @@ def test_two_temperatures_side_by_side_judged_blind_kept_on_reload_and_continued
     prompt = words(shown_prompt(page))
     assert words(b) in prompt and words(a) not in prompt
 
+    open_section(page, "⚖️ Compare side by side")  # (closed again by the reload)
+    message_box(page).fill("One more?")  # a second comparison in the same chat, after a plain answer
+    page.locator("#compare-send").click()
+    page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+    assert page.locator("#compare-columns .compare-column").count() == 2 and "One more?" in page.locator('[data-testid="user"]').last.inner_text()
+    page.locator("#vote-tie").click()
+    page.locator("#compare-columns").get_by_text("(locked)").wait_for(timeout=WAIT_MS)
+
     open_section(page, "🏆 Leaderboard")
     page.locator("#leaderboard-refresh").click()
     board = page.locator("#leaderboard tbody tr")
     board.first.wait_for(timeout=WAIT_MS)
     rows = board.all_inner_texts()
-    assert len(rows) == 2 and "temperature 1.2" in rows[0]  # B won the one vote: first
+    assert len(rows) == 2 and "temperature 1.2" in rows[0]  # B won a vote and tied one: first
 
 
 def test_a_contender_that_cant_be_is_refused_and_the_message_stays(page):

@@ -31,6 +31,7 @@ from ..tree import ChatMessage
 from ..answer_tokens import MODEL, DistributionName
 from ..models import ModelList
 from ..compare import LETTERS, Contender
+from ..comparing import STOP_WAIT_S
 from ..skills import Skill
 from .compare_lines import USAGE as COMPARE_USAGE, contenders, letter_index, print_answers, verdict
 from .model_lines import find_model, model_line
@@ -206,16 +207,18 @@ class Talk:
         try:
             if word in self.commands:
                 return self.commands[word](rest.strip()) is not False
-            if COMMAND_WORD.fullmatch(word) and word[1:].lower() in {skill.command for skill in self.session.skills}:
+            is_skill_command = COMMAND_WORD.fullmatch(word) and word[1:].lower() in {skill.command for skill in self.session.skills}
+            if (line.strip() and not COMMAND_WORD.fullmatch(word) or is_skill_command) and self.comparing:
+                self.keep_in_store()
+                self.compared(line)  # (a skill's /command too: that skill for this message, for every contender)
+                return True
+            if is_skill_command:
                 self.keep_in_store()  # a skill's /command: that skill, for this message (the session reads it)
                 self.stream(self.session.send(line, self.skill, tokens=self.record_tokens))
                 return True
             if COMMAND_WORD.fullmatch(word):
                 raise ChatError(f"unknown command {word}: /help lists them (start the line with a space to send it as a message)")
-            if line.strip() and self.comparing:
-                self.keep_in_store()
-                self.compared(line)
-            elif line.strip():
+            if line.strip():
                 self.keep_in_store()
                 self.stream(self.session.send(line, self.skill, tokens=self.record_tokens))
         except ChatError as error:
@@ -255,12 +258,13 @@ class Talk:
 
     def compared(self, line: str) -> None:
         """The message answered by each /compare contender at once, the answers printed one after another."""
-        wanted, self.comparing = self.comparing, []
-        run = self.session.comparisons.compare(line, wanted, self.skill, blind=False, tokens=self.record_tokens)
+        run = self.session.comparisons.compare(line, self.comparing, self.skill, blind=False, tokens=self.record_tokens)
+        self.comparing = []  # (refused, the contenders stay for the next message)
         try:
             print_answers(run, self.out)
         except KeyboardInterrupt:
             run.cancel()
+            run.wait(STOP_WAIT_S)  # (each column's model ends its step: /vote may follow at once)
             self.out.write(STOPPED + "\n")
             if not self.interactive:
                 raise

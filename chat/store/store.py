@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from platformdirs import user_data_dir
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, null, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -249,7 +249,7 @@ class Store:
                 skill_values={name: storable(value) for name, value in message["values"].items()} if message.get("values") else None,
                 attached=storable(message.get("attached")),
                 status=status, error=storable(message.get("error")), provenance=message.get("provenance"),
-                comparison=message.get("comparison"), created_at=now, updated_at=now, shown_at=now))
+                comparison=message.get("comparison") or null(), created_at=now, updated_at=now, shown_at=now))
             changes: dict[str, Any] = {"shown_leaf": message_id, "updated_at": now}
             if not chat.title and message["role"] == "user":
                 changes["title"] = storable(_title(_shown_typed(message)))
@@ -283,7 +283,8 @@ class Store:
 
     def votes(self, owner: str | None) -> list[dict[str, Any]]:
         """The comparisons of `owner`'s chats (None: everyone's, for an admin), oldest first: the leaderboard's votes
-        are those with an outcome. Deleted chats' are left out."""
+        are those with an outcome. Deleted chats' are left out. (Other messages hold SQL NULL there: `null()` when
+        written, and none before schema 6.)"""
         query = (select(messages.c.comparison).join(conversations, messages.c.conversation_id == conversations.c.id)
                  .where(messages.c.comparison.is_not(None), conversations.c.deleted_at.is_(None))
                  .order_by(messages.c.created_at))

@@ -12,6 +12,7 @@ import difflib
 import html
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..answer_tokens import MODEL, TokenLog
 from ..compare import Comparison
@@ -50,12 +51,14 @@ class ShownColumn:
     tokens: TokenLog | None
 
 
+@lru_cache(maxsize=64)
 def marked_words(text: str, other: str) -> str:
-    """`text` as HTML, the words that `other` does not have there marked (`<mark class="differs">`)."""
+    """`text` as HTML, the words that `other` does not have there marked (`<mark class="differs">`). Kept for the
+    redraws that follow (a diff of long answers takes a while: it is drawn once the columns have ended)."""
     # As the chat shows it (and the store keeps it): a NUL as ␀, before a reload as after it.
     words, others = _WORDS.findall(text.replace("\x00", NUL_SHOWN_AS)), _WORDS.findall(other.replace("\x00", NUL_SHOWN_AS))
     marked: list[str] = []
-    for tag, _, _, start, end in difflib.SequenceMatcher(None, others, words, autojunk=False).get_opcodes():
+    for tag, _, _, start, end in difflib.SequenceMatcher(None, others, words).get_opcodes():
         piece = words[start:end]
         if tag in ("replace", "insert"):
             marked += [f'<mark class="differs">{html.escape(word)}</mark>' if word.strip() else html.escape(word) for word in piece]
@@ -92,8 +95,10 @@ def _column_html(comparison: Comparison, index: int, column: ShownColumn, other:
         body = "<i>(this answer is not in the chat)</i>"
     elif answer.get("error"):
         body = f"⚠️ <b>The answer failed:</b> {html.escape(answer.get('error', ''))}"
+    elif column.running:  # (the words that differ are marked once the answers have ended)
+        body = html.escape(answer["content"].replace("\x00", NUL_SHOWN_AS)) + " ⏳"
     else:
-        body = marked_words(answer["content"], other) + (" ⏳" if column.running else "")
+        body = marked_words(answer["content"], other)
         if answer.get("interrupted") and not column.running:
             body += "<br><i>⏹️ stopped before the end</i>"
     winner = " winner" if comparison.winner == index else ""

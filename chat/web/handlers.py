@@ -111,6 +111,14 @@ def post(tab: Tab, outbox: str, typed_since: str | None = None, skill: str | Non
     return PageUpdate(page(tab, box), taken=tab.last_taken, attached=gr.update(value=None) if took_file else gr.skip())
 
 
+def read_attached(attached: Any) -> Attachment | None:
+    """The Attach box's file, read (AttachmentError, a ChatError: why it can't be), or None for none."""
+    found = _attachment(attached)
+    if isinstance(found, AttachmentError):
+        raise found
+    return found
+
+
 def _attachment(attached: Any) -> Attachment | AttachmentError | None:
     """The Attach box's file read (its error, to be said when its message is sent), or None for none."""
     if not attached:

@@ -18,12 +18,13 @@ from ...compare import LETTERS, MAX_CONTENDERS, Comparison, Contender, Outcome, 
 from ...errors import ChatError
 from ...leaderboard import ratings
 from ...skill_library import SkillLibrary
-from ...store.store import Store
+from ...settings import SETTINGS
+from ...store.store import Store, user_owner
 from .. import handlers
 from ..compare_html import CSS, ShownColumn, columns_html, leaderboard_html
 from ..tabs import Tab
 from ..view import PAGE, Pages, PageUpdate, page
-from ..wiring import QUICK, Wiring
+from ..wiring import QUICK, TAKING_EVENT, Wiring
 from .chat import Keeping
 from .models import MODEL_SETS, chat_controls
 
@@ -38,12 +39,11 @@ SHOWN = ("columns", "votes", *(f"vote_{n}" for n in range(MAX_CONTENDERS)), "go_
 def compare_view(tab: Tab) -> PageUpdate:
     """The columns of the comparison of the chat's last message (none: hidden), its vote and Continue buttons."""
     comparisons = tab.session.comparisons
-    shown = comparisons.shown
+    shown, run = comparisons.shown, comparisons.comparing  # (each read once: Undo, Clear may change them meanwhile)
     if shown is None:
         return PageUpdate(columns=gr.update(value="", visible=False), votes=gr.update(visible=False), go_on=gr.update(visible=False))
     question, comparison = shown
-    run = comparisons.comparing if comparisons.comparing is not None and comparisons.comparing.question is question else None
-    running = {reply.answer.get("id") for reply in run.replies if not reply.ended.is_set()} if run is not None else set()
+    running = {reply.answer.get("id") for reply in run.replies if not reply.ended.is_set()} if run and run.question is question else set()
     columns = [_shown_column(tab, column.answer_id, column.answer_id in running) for column in comparison.columns]
     done = not running
     undecided = tab.session.history[-1] is question  # nobody went on from it yet
@@ -69,33 +69,59 @@ def contenders(library: SkillLibrary, tab: Tab, boxes: tuple[str, ...]) -> list[
     return [Contender.parse(box or "", find) for n, box in enumerate(boxes) if n < 2 or (box or "").strip()]
 
 
-def compare(library: SkillLibrary, keeping: Keeping, tab: Tab, *values: Any) -> Pages:
-    """Compare: the message in the box answered by each contender at once, the columns drawn as they grow. `values`:
-    `keeping`'s inputs, the message, the skill, blind, the contenders' boxes, the variables' form, the controls."""
-    kept, (text, skill, blind), rest = values[:len(keeping.inputs)], values[len(keeping.inputs):len(keeping.inputs) + 3], \
-        values[len(keeping.inputs) + 3:]
-    boxes, form, controls = rest[:MAX_CONTENDERS], rest[MAX_CONTENDERS:-len(handlers.SETTINGS) - 1], rest[-len(handlers.SETTINGS) - 1:]
-    handlers.apply_controls(tab, *controls)
+def start(library: SkillLibrary, keeping: Keeping, tab: Tab, *values: Any) -> PageUpdate:
+    """Compare, its first step: the message in the box taken, each contender's answer started (`stream` then draws the
+    columns as they grow). `values`: `keeping`'s inputs, then the page's own (`Inputs`). Refused: a warning, the box
+    as it was."""
+    kept, given = values[:len(keeping.inputs)], Inputs.of(values[len(keeping.inputs):])
+    handlers.apply_controls(tab, *given.controls)
     session = tab.session
     try:
-        wanted = contenders(library, tab, boxes)
-        keeping.keep(tab)
-        run = session.comparisons.compare(text or "", wanted, skill,
-                                          handlers.form_values(session, skill, [str(f or "") for f in form]), bool(blind))
+        attachment = handlers.read_attached(given.attached)
+        session.comparisons.compare(given.text or "", contenders(library, tab, given.boxes), given.skill,
+                                    handlers.form_values(session, given.skill, [str(f or "") for f in given.form]),
+                                    bool(given.blind), tab.record_tokens, attachment, before_taking=lambda: keeping.keep(tab))
     except ChatError as error:
         handlers.warn(str(error))
-        yield PageUpdate(page(tab), **compare_view(tab))
-        return
+        return PageUpdate(page(tab), **compare_view(tab))
+    attached = gr.update(value=None) if attachment is not None else gr.skip()
+    return PageUpdate(page(tab, "", running=True), **compare_view(tab), **keeping.shown(tab, *kept), attached=attached)
+
+
+def stream(tab: Tab) -> Pages:
+    """Compare, its second step: the columns drawn as they grow, then the page. Closed early (Stop, a closed tab),
+    every column stops where it is."""
+    run = tab.session.comparisons.comparing
     try:
-        yield PageUpdate(page(tab, "", running=True), **compare_view(tab), **keeping.shown(tab, *kept))
-        while not run.done:
-            time.sleep(DRAW_EVERY_S)
+        while run is not None and not run.done:
             yield compare_view(tab)
+            time.sleep(DRAW_EVERY_S)
     finally:
-        if not run.done:  # closed early (Stop, a closed tab): every column stops where it is
+        if run is not None and not run.done:
             run.cancel()
             run.wait(handlers.STOP_DRAWS_WITHIN_S)
     yield PageUpdate(page(tab), **compare_view(tab))
+
+
+@dataclass
+class Inputs:
+    """The Compare button's inputs (after the saved chats' own): the message box, the Skill menu, Blind, the contenders'
+    boxes, the Attach box, the variables' form, then the Instructions box and a control per setting."""
+
+    text: str
+    skill: str | None
+    blind: bool
+    boxes: tuple[str, ...]
+    attached: Any
+    form: tuple[Any, ...]
+    controls: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, values: tuple[Any, ...]) -> "Inputs":
+        text, skill, blind, *rest = values
+        controls = len(SETTINGS) + 1
+        boxes, attached = tuple(rest[:MAX_CONTENDERS]), rest[MAX_CONTENDERS]
+        return cls(text, skill, blind, boxes, attached, tuple(rest[MAX_CONTENDERS + 1:-controls]), tuple(rest[-controls:]))
 
 
 def vote(tab: Tab, outcome: Outcome, winner: int | None = None) -> PageUpdate:
@@ -154,7 +180,7 @@ def votes_of(store: Store | None, admins: frozenset[str]) -> Callable[[Tab], tup
             found = [m["comparison"] for m in tab.session.tree.messages.values() if "comparison" in m]
             whose = "the votes of this chat (the app keeps no chats: --db none)"
         else:
-            everyone = bool(tab.owner) and tab.owner in admins
+            everyone = bool(tab.owner) and tab.owner in {user_owner(name) for name in admins}
             found = [Comparison.from_json(doc) for doc in store.votes(None if everyone else tab.owner)]
             whose = "everyone's votes (you are an admin)" if everyone else "your votes"
         return [vote for comparison in found if (vote := comparison.as_vote()) is not None], whose
@@ -177,6 +203,7 @@ class ComparePanel:
     boxes: list[gr.Textbox]
     blind: gr.Checkbox
     send: gr.Button
+    board_section: gr.Accordion
     board: gr.HTML
     refresh: gr.Button
 
@@ -201,11 +228,11 @@ class ComparePanel:
             with gr.Row(equal_height=True):
                 blind = gr.Checkbox(True, label="Blind: names hidden and columns shuffled until you vote", elem_id="compare-blind")
                 send = gr.Button("Compare", variant="primary", scale=0, min_width=120, elem_id="compare-send")
-        with gr.Accordion("🏆 Leaderboard", open=False, elem_id="leaderboard-section"):
+        with gr.Accordion("🏆 Leaderboard", open=False, elem_id="leaderboard-section") as board_section:
             board = gr.HTML("", elem_id="leaderboard", css_template=CSS)
             refresh = gr.Button("Refresh", size="sm", elem_id="leaderboard-refresh")
         return cls(library, votes, columns, vote_row, vote_buttons, tie, both_bad, go_on_row, continue_buttons, quick, boxes, blind,
-                   send, board, refresh)
+                   send, board_section, board, refresh)
 
     def name(self, wiring: Wiring) -> None:
         wiring.name(columns=self.columns, votes=self.votes, go_on=self.go_on, leaderboard=self.board,
@@ -214,10 +241,16 @@ class ComparePanel:
 
     def wire_answers(self, wiring: Wiring, message: gr.Textbox, skill: gr.Dropdown, form: list[Any], keeping: Keeping) -> None:
         """Compare streams answers: counted among the answering events (Stop, Undo, Clear cancel it)."""
-        inputs = [wiring.state, *keeping.inputs, message, skill, self.blind, *self.boxes, *form, *wiring.controls]
+        inputs = [wiring.state, *keeping.inputs, message, skill, self.blind, *self.boxes, wiring.components["attached"], *form,
+                  *wiring.controls]
+        # Two steps, as Enter/Send takes a message and then answers: the saved chats' list and the browser's state are
+        # drawn once, by the first; a stream that left the browser's state out of later pages would have the page
+        # send it back marked as an update.
+        started = self.send.click(wiring.bind(partial(start, self.library, keeping)), inputs,
+                                  wiring.outputs(*PAGE, *SHOWN, "attached", *keeping.shows), **TAKING_EVENT)
         answering = wiring.answering(api_visibility="private")
-        answering["outputs"] = [*answering["outputs"], *wiring.outputs(*SHOWN, *keeping.shows)]
-        wiring.answers(self.send.click(wiring.bind_stream(partial(compare, self.library, keeping)), inputs, **answering))
+        answering["outputs"] = [*answering["outputs"], *wiring.outputs(*SHOWN)]
+        wiring.answers(started.success(wiring.bind_stream(stream), wiring.state, **answering))
 
     def wire(self, wiring: Wiring, skill: gr.Dropdown) -> None:
         bind, state, shown = wiring.bind, wiring.state, wiring.outputs(*SHOWN)
@@ -235,6 +268,7 @@ class ComparePanel:
         for event in judged:
             event.then(bind(board), state, self.board, **QUICK)
         self.refresh.click(bind(board), state, self.board, **QUICK)
+        self.board_section.expand(bind(board), state, self.board, **QUICK)  # (drawn when opened: a fit takes a moment)
 
     def redraw_after(self, wiring: Wiring, events: list[Any]) -> None:
         """The columns again after each of `events` (another answer, version, chat; Stop, Undo, Clear)."""

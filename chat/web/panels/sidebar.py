@@ -220,7 +220,8 @@ class Sidebar:
         return partial(handler, self.store)
 
     def wire(self, wiring: Wiring, demo: Any, everyone: str | None, shows: tuple[str, ...]) -> list[Any]:
-        """The sidebar's events; returns those after which another chat is shown (the page load, a chat chosen).
+        """The sidebar's events; returns those after which another chat is shown (the page load first, a chat chosen,
+        New chat, Delete, Undo delete).
         `shows`: every output a chat sets (the page, the Instructions, the Skill, the Settings, the sidebar)."""
         state, bind, cancels = wiring.state, wiring.bind, wiring.cancels
         outputs = wiring.outputs(*shows)
@@ -228,16 +229,16 @@ class Sidebar:
         # one a message sent right after the page appeared had made, and the message vanished. (And
         # the box opens only when the load is done: see `_restoring`.)
         loaded = demo.load(self._restoring(wiring, everyone), [state, self.browser], [*outputs, state], **TAKING_EVENT)
-        self.new_chat.click(bind(self._on(new_chat)), [state, self.browser], outputs, cancels=cancels, **QUICK)
+        new = self.new_chat.click(bind(self._on(new_chat)), [state, self.browser], outputs, cancels=cancels, **QUICK)
         chose = self.chat_list.input(bind(self._on(open_chat)), [state, self.chat_list, self.search, self.browser], outputs,
                                      cancels=cancels, **QUICK)
         self.search.input(bind(self._on(chat_list)), [state, self.search], self.chat_list, **QUICK)
         self.title.submit(bind(self._on(rename)), [state, self.title, self.search], self.chat_list, **QUICK)
-        self.delete.click(bind(self._on(delete)), [state, self.browser], [*outputs, self.deleted, self.undo_delete],
-                          cancels=cancels, **QUICK)
-        self.undo_delete.click(bind(self._on(undo_delete)), [state, self.deleted, self.browser],
-                               [*outputs, self.deleted, self.undo_delete], **QUICK)
-        return [loaded, chose]
+        deleted = self.delete.click(bind(self._on(delete)), [state, self.browser], [*outputs, self.deleted, self.undo_delete],
+                                    cancels=cancels, **QUICK)
+        undone = self.undo_delete.click(bind(self._on(undo_delete)), [state, self.deleted, self.browser],
+                                        [*outputs, self.deleted, self.undo_delete], **QUICK)
+        return [loaded, chose, new, deleted, undone]
 
     def _restoring(self, wiring: Wiring, everyone: str | None) -> Callable[..., Any]:
         """Whose chats, and the chat to show; only then does the message box open: a message sent
