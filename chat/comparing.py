@@ -241,9 +241,9 @@ class Comparisons:
             self.chat.record.compared(question)
         return comparison
 
-    def go_on_with(self, index: int) -> Column:
+    def go_on_with(self, index: int, take_on: bool = True) -> Column:
         """Continue with this answer: a preference for column `index` (unless the vote is in: it stays as cast), and the
-        chat goes on from its branch, with what the column changed; the other columns stay as versions."""
+        chat goes on from its branch, with what the column changed (`take_on`); the other columns stay as versions."""
         question, comparison = self._judgeable()
         if not 0 <= index < len(comparison.columns):
             raise ChatError("no such column")
@@ -255,7 +255,8 @@ class Comparisons:
         comparison.continued = index
         self.chat.history[:] = self.chat.tree.path_to(self.chat.tree.leaf_below(column.answer_id))
         self.chat._record_shown()
-        self._take_on(column.carried)
+        if take_on:
+            self._take_on(column.carried)
         if self.chat.record is not None:
             self.chat.record.compared(question)
         self.chat.last_prompt, self.chat.first_in_view = None, 0
@@ -282,13 +283,14 @@ class Comparisons:
 
     def leave(self) -> None:
         """Before a message below a compared one that nobody went on from: the chat goes on from the column voted
-        better; without one, refused (ChatError): which answer the chat goes on from is the user's to say."""
+        better, with the model and settings it has (the page shows them: only Continue changes them); without one,
+        refused (ChatError): which answer the chat goes on from is the user's to say."""
         shown = self.shown
         if shown is None or self.chat.history[-1] is not shown[0]:
             return
         comparison = shown[1]
         if comparison.outcome is Outcome.WIN and comparison.winner is not None:
-            self.go_on_with(comparison.winner)
+            self.go_on_with(comparison.winner, take_on=False)
             return
         letters = " or ".join(comparison.letter(n) for n in range(len(comparison.columns)))
         raise ChatError(f"the last message was answered side by side: press Continue with {letters} under the answers "

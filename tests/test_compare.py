@@ -193,9 +193,11 @@ def test_below_an_undecided_comparison_the_user_says_which_answer_the_chat_goes_
         with pytest.raises(ChatError, match="answered side by side: .*(Continue with A or B|continue with one)"):
             refused()
     assert len(session.history) == 1 and len(session.tree) == 3  # nothing changed
-    session.comparisons.judge(Outcome.WIN, 1)  # voted, not continued: the next message goes on from the better one
+    session.comparisons.judge(Outcome.WIN, 1)  # voted, not continued: the next message goes on from the better one,
+    settings = session.settings
     "".join(session.send("And then?"))
     assert session.history[1]["id"] == comparison.columns[1].answer_id and comparison.continued == 1
+    assert session.settings == settings  # with the chat's own settings (the page shows them; Continue changes them)
 
 
 def test_a_contender_that_cant_be_prepared_leaves_the_chat_as_it_was(session):
