@@ -9,7 +9,9 @@ event rule (a pending event drops the next trigger), the second is what the page
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 
 import pytest
@@ -32,8 +34,41 @@ def engine(tiny_chat_dir):
     engine = make_engine(tiny_chat_dir, batching=True, endless=True)
     # The tiny model answers a line in a tenth of a second, faster than anyone types: paced, a person
     # has time to act in the middle of an answer, as with a real model.
-    engine.model.register_forward_pre_hook(lambda *_: time.sleep(STEP_S))
+    engine.model.register_forward_pre_hook(paced_step)
     return RecordingEngine(engine)
+
+
+def paced_step(*_) -> None:  # (a pre-hook that returned something would replace the model's inputs)
+    time.sleep(STEP_S)
+    HOLD.step()
+
+
+class Hold:
+    """Within `for_(steps)`, the model takes that many more steps, then waits until the block ends: what a test does
+    there happens while the answer streams and before it ends, however slowly a busy machine types."""
+
+    def __init__(self) -> None:
+        self.left: int | None = None  # steps before the model waits (None: it never does)
+        self.released = threading.Event()
+
+    def step(self) -> None:
+        if self.left is not None and self.left <= 0:
+            self.released.wait()
+        elif self.left is not None:
+            self.left -= 1
+
+    @contextlib.contextmanager
+    def for_(self, steps: int):
+        self.released.clear()
+        self.left = steps
+        try:
+            yield
+        finally:
+            self.left = None
+            self.released.set()
+
+
+HOLD = Hold()
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +174,9 @@ def test_text_typed_while_an_answer_streams_stays_in_the_box(page, engine):
     quick_send(page, "Say hello in five words.")
     wait_answer_text(page)
     streaming = engine.generations[-1]
-    message_box(page).press_sequentially("What about goodbye?", delay=TYPING_DELAY_MS)
-    assert not finished(streaming), "the answer ended before the typing did: nothing was tested"
+    with HOLD.for_(steps=20):  # pages stream while the typing begins; the answer can't end before it is done
+        message_box(page).press_sequentially("What about goodbye?", delay=TYPING_DELAY_MS)
+        assert not finished(streaming), "the answer ended before the typing did: nothing was tested"
     wait_answered(page, "Say hello in five words.")
     page.wait_for_timeout(500)  # a page still on its way would land now
     assert message_box(page).input_value() == "What about goodbye?"
